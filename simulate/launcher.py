@@ -1,0 +1,176 @@
+"""Run one experiment's NODES x PROCS ranks as local processes: simulated nodes.
+
+Each rank gets its share of the CPU cores (affinity + thread count), a simulated node name
+(`node0`, `node1`, ...), and torchrun-style rendezvous variables. Each simulated node's
+output goes to `node-<name>.out`. A rank that fails takes the job down quickly: the others
+get SIGTERM after a short grace period, then SIGKILL. The result lands in `status.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from trainers.common.config import ExperimentConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRACE_S = 5.0  # after one rank fails, how long the others get to notice on their own
+STEP_RE = re.compile(r"\] step (\d+)/(\d+)")
+
+
+@dataclass
+class CpuPlan:
+    cores: list[list[int]]  # per rank: the cores it may run on
+    threads: int  # torch threads per rank
+    oversubscribed: bool
+    total_cores: int
+
+    def describe(self) -> dict:
+        return {"cores_per_rank": self.cores, "threads_per_rank": self.threads,
+                "oversubscribed": self.oversubscribed, "machine_cores": self.total_cores}
+
+
+def plan_cpus(world: int, available: list[int] | None = None) -> CpuPlan:
+    """Split the cores this process may use into `world` even, disjoint sets; when there are
+    fewer cores than ranks, ranks share cores round-robin and the plan says so."""
+    cores = sorted(available if available is not None else os.sched_getaffinity(0))
+    if world <= len(cores):
+        per = len(cores) // world
+        return CpuPlan([cores[r * per:(r + 1) * per] for r in range(world)], per, False, len(cores))
+    return CpuPlan([[cores[r % len(cores)]] for r in range(world)], 1, True, len(cores))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_names(nodes: int) -> list[str]:
+    return [f"node{i}" for i in range(nodes)]
+
+
+def _read_status(run_dir: str) -> dict:
+    path = os.path.join(run_dir, "status.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def write_status(run_dir: str, status: dict) -> None:
+    path = os.path.join(run_dir, "status.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(status, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def _pump(stream, out_file, lock: threading.Lock, rank: int, progress: Callable[[int, int], None] | None):
+    for line in iter(stream.readline, ""):
+        with lock:
+            out_file.write(line if line.startswith("[rank") else f"[rank {rank}] {line}")
+            out_file.flush()
+        if progress is not None and rank == 0:
+            m = STEP_RE.search(line)
+            if m:
+                progress(int(m.group(1)), int(m.group(2)))
+    stream.close()
+
+
+def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
+                   progress: Callable[[int, int], None] | None = None, extra_env: dict | None = None) -> dict:
+    """Run all ranks of `cfg` here; return (and write) the status dict."""
+    os.makedirs(run_dir, exist_ok=True)
+    world, ppn = cfg.world_size, cfg.procs_per_node
+    plan = plan_cpus(world)
+    previous = _read_status(run_dir)
+    attempt = int(previous.get("attempts", 0)) + 1
+    port = free_port()
+    names = node_names(cfg.nodes)
+    outs = {n: open(os.path.join(run_dir, f"node-{n}.out"), "a", encoding="utf-8") for n in names}
+    locks = {n: threading.Lock() for n in names}
+    argv = [*cfg.to_argv(), "--run-dir", run_dir]
+    started = time.time()
+    procs: list[subprocess.Popen] = []
+    pumps: list[threading.Thread] = []
+    for rank in range(world):
+        node = names[rank // ppn]
+        env = {**os.environ, **(extra_env or {}),
+               "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank % ppn),
+               "LOCAL_WORLD_SIZE": str(ppn), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "TS_NODE": node, "TS_ATTEMPT": str(attempt), "TS_EMULATE_LINK": "1",
+               "TS_THREADS": str(plan.threads), "OMP_NUM_THREADS": str(plan.threads),
+               "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "PYTHONUNBUFFERED": "1"}
+        cores = plan.cores[rank]
+        proc = subprocess.Popen([sys.executable, "-m", f"trainers.{cfg.strategy}", *argv], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda c=cores: os.sched_setaffinity(0, c), start_new_session=True)
+        procs.append(proc)
+        t = threading.Thread(target=_pump, args=(proc.stdout, outs[node], locks[node], rank, progress), daemon=True)
+        t.start()
+        pumps.append(t)
+
+    state, failed_at, deadline = None, None, started + time_limit_s if time_limit_s else None
+    while True:
+        codes = [p.poll() for p in procs]
+        if all(c is not None for c in codes):
+            break
+        now = time.time()
+        if failed_at is None and any(c not in (None, 0) for c in codes):
+            failed_at = now
+        if failed_at is not None and now - failed_at > GRACE_S:
+            _stop(procs)  # the peers of a failed rank would otherwise wait on it until a timeout
+            break
+        if deadline is not None and now > deadline:
+            state = "TIMEOUT"
+            _stop(procs)
+            break
+        time.sleep(0.05)
+    for p in procs:
+        p.wait()
+    for t in pumps:
+        t.join(timeout=5)
+    for f in outs.values():
+        f.close()
+    codes = [p.returncode for p in procs]
+    if state is None:
+        if all(c == 0 for c in codes):
+            state = "COMPLETED"
+        elif any(c == 3 for c in codes) and all(c in (0, 3) for c in codes):
+            state = "PREEMPTED"
+        else:
+            state = "FAILED"
+    failed = {str(r): c for r, c in enumerate(codes) if c != 0}
+    status = {"state": state, "exit_code": next((c for c in codes if c != 0), 0), "attempts": attempt,
+              "failed_ranks": failed, "first_failed_rank": _first_failure(procs, codes),
+              "started": started, "ended": time.time(), "wall_s": time.time() - started,
+              "backend": "simulate", "cpu_plan": plan.describe()}
+    write_status(run_dir, status)
+    return status
+
+
+def _first_failure(procs: list[subprocess.Popen], codes: list[int]) -> int | None:
+    bad = [r for r, c in enumerate(codes) if c not in (0, -signal.SIGTERM, -signal.SIGKILL, 143)]
+    return bad[0] if bad else next((r for r, c in enumerate(codes) if c != 0), None)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for sig, wait_s in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 0)):
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+        end = time.time() + wait_s
+        while time.time() < end and any(p.poll() is None for p in procs):
+            time.sleep(0.05)

@@ -1,0 +1,83 @@
+"""Communication accounting and interconnect emulation, shared by every strategy.
+
+`CommMeter` sums the seconds and bytes a rank spends communicating in one step.
+`Link` delays traffic between *simulated* nodes by latency + bytes / bandwidth, so one
+machine can stand in for a cluster with a slower interconnect. Traffic inside a simulated
+node, and traffic under a real launcher (Slurm), is never delayed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trainers.common.runtime import Context
+
+
+def ring_allreduce_bytes(nbytes: int, world: int) -> int:
+    """Bytes each rank sends in a ring all-reduce: reduce-scatter + all-gather, 2(N-1)/N x size."""
+    return 0 if world <= 1 else 2 * (world - 1) * nbytes // world
+
+
+@dataclass(frozen=True)
+class Link:
+    latency_s: float
+    bandwidth_bytes_s: float  # 0: infinite (not emulated)
+
+    @classmethod
+    def from_context(cls, ctx: Context) -> Link | None:
+        """The emulated link, or None when nothing is to be emulated."""
+        cfg = ctx.cfg
+        if os.environ.get("TS_EMULATE_LINK") != "1" or cfg.nodes < 2:
+            return None
+        lat, bw = cfg.link_latency_us, cfg.link_bandwidth_gbps
+        if lat <= 0 and bw <= 0:
+            return None
+        return cls(lat * 1e-6, bw * 1e9 / 8 if bw > 0 else 0.0)
+
+    def delay_s(self, nbytes: int, messages: int = 1) -> float:
+        transfer = nbytes / self.bandwidth_bytes_s if self.bandwidth_bytes_s > 0 else 0.0
+        return messages * self.latency_s + transfer
+
+    def wait(self, nbytes: int, messages: int = 1, already_s: float = 0.0) -> None:
+        """Sleep until the emulated transfer would be done (minus time already spent on it)."""
+        remaining = self.delay_s(nbytes, messages) - already_s
+        if remaining > 0:
+            time.sleep(remaining)
+
+
+def node_of(rank: int, procs_per_node: int) -> int:
+    return rank // procs_per_node
+
+
+class CommMeter:
+    """Seconds and bytes of communication within one step, plus link emulation."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.link = Link.from_context(ctx)
+        self.seconds = 0.0
+        self.bytes = 0
+
+    def add(self, seconds: float, nbytes: int) -> None:
+        self.seconds += seconds
+        self.bytes += nbytes
+
+    def crosses_nodes(self, peer: int) -> bool:
+        ppn = self.ctx.cfg.procs_per_node
+        return node_of(peer, ppn) != node_of(self.ctx.rank, ppn)
+
+    def emulate(self, nbytes: int, messages: int = 1, already_s: float = 0.0, peer: int | None = None) -> None:
+        """Delay traffic that crosses simulated nodes (a collective over all ranks does when
+        there are several nodes; a point-to-point message only when `peer` is elsewhere)."""
+        if self.link is None or (peer is not None and not self.crosses_nodes(peer)):
+            return
+        self.link.wait(nbytes, messages, already_s)
+
+    def take(self) -> tuple[float, int]:
+        out = (self.seconds, self.bytes)
+        self.seconds, self.bytes = 0.0, 0
+        return out

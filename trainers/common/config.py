@@ -1,0 +1,270 @@
+"""One typed experiment config, validated in one place.
+
+Torch-free on purpose: `bin/sweep` imports it to validate a whole grid in milliseconds,
+before anything is submitted. Every flag of every trainer comes from `FIELDS` below, so
+the trainers, the sweep and the Slurm templates cannot disagree on names or defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+STRATEGIES = ("single", "dp", "ddp", "ps", "ring", "zero", "fsdp", "mp", "gpipe", "pipeline", "hybrid")
+DATA_PARALLEL = ("ddp", "ps", "ring", "zero", "fsdp")
+PIPELINED = ("gpipe", "pipeline", "hybrid")
+MODELS = ("mlp", "cnn", "resnet18", "resnet50", "transformer")
+DATASETS = ("synthetic", "digits", "cifar10")
+SCHEDULES = ("gpipe", "1f1b")
+PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("auto", "cpu", "cuda")
+GPIPE_CHECKPOINTS = ("always", "except_last", "never")
+
+# Interconnect presets: (one-way latency in microseconds, bandwidth in Gbit/s).
+# Figures are typical vendor/measured numbers for a single link, not a promise.
+LINKS: dict[str, tuple[float, float]] = {
+    "loopback": (0.0, 0.0),  # 0 bandwidth = not emulated
+    "10gbe": (25.0, 10.0),
+    "100gbe": (5.0, 100.0),
+    "ib-hdr": (1.5, 200.0),
+    "nvlink": (1.0, 2400.0),
+}
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+FAULT_RE = re.compile(r"^(raise|kill)@(\d+):(\d+)$")
+
+
+class ConfigError(ValueError):
+    """Bad user input. The message is one line naming the bad value."""
+
+
+def _f(default: Any, flag: str, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"flag": flag, "help": help, **kw})
+
+
+@dataclass
+class ExperimentConfig:
+    strategy: str = _f("single", "--strategy", "parallelism strategy", choices=STRATEGIES)
+    nodes: int = _f(1, "--nodes", "number of nodes")
+    procs_per_node: int = _f(1, "--procs-per-node", "ranks per node")
+    model: str = _f("mlp", "--model", "model", choices=MODELS)
+    dataset: str = _f("synthetic", "--dataset", "data set", choices=DATASETS)
+    data_dir: str = _f("data", "--data-dir", "where real data sets live (cifar10)")
+    steps: int = _f(20, "--steps", "optimizer steps (0: use --epochs)")
+    epochs: int = _f(0, "--epochs", "epochs, used when --steps is 0")
+    global_batch: int = _f(64, "--global-batch", "samples per optimizer step over all data-parallel ranks")
+    chunks: int = _f(4, "--chunks", "micro-batches per step (pipeline strategies)")
+    schedule: str = _f("1f1b", "--schedule", "pipeline schedule", choices=SCHEDULES)
+    stages: int = _f(0, "--stages", "pipeline stages (0: automatic)")
+    balance: str = _f("", "--balance", "blocks per stage, e.g. 3,3 (empty: by parameter count)")
+    gpipe_checkpoint: str = _f("never", "--checkpoint", "torchgpipe activation checkpointing",
+                               choices=GPIPE_CHECKPOINTS)
+    precision: str = _f("fp32", "--precision", "autocast precision", choices=PRECISIONS)
+    optimizer: str = _f("sgd", "--optimizer", "optimizer", choices=OPTIMIZERS)
+    lr: float = _f(0.05, "--lr", "learning rate")
+    seed: int = _f(0, "--seed", "seed: same seed, same weights and data order on every strategy")
+    repeat: int = _f(0, "--repeat", "repetition index (part of the experiment id)")
+    warmup: int = _f(2, "--warmup", "steps flagged as warm-up and left out of timing summaries")
+    device: str = _f("auto", "--device", "device kind", choices=DEVICES)
+    link: str = _f("loopback", "--link", "interconnect emulated between simulated nodes",
+                   choices=tuple(LINKS))
+    latency_us: float = _f(-1.0, "--latency-us", "emulated link latency (negative: the link preset's)")
+    bandwidth_gbps: float = _f(-1.0, "--bandwidth-gbps", "emulated link bandwidth (negative: preset's)")
+    memory_fraction: float = _f(0.0, "--memory-fraction", "GPU memory fraction per rank (0: even split)")
+    checkpoint_every: int = _f(0, "--checkpoint-every", "steps between checkpoints (0: off)")
+    fault: str = _f("", "--fault", "inject a fault: raise@R:S or kill@R:S")
+    save_params: bool = _f(False, "--save-params", "write the final parameters to params.pt (rank 0)")
+    run_dir: str = _f("", "--run-dir", "directory for this experiment's logs")
+
+    # ---- derived values -------------------------------------------------
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+    @property
+    def pipeline_stages(self) -> int:
+        """Stages of a pipelined/model-parallel strategy (1 for the others)."""
+        if self.stages:
+            return self.stages
+        if self.strategy in ("mp", "pipeline"):
+            return self.world_size
+        if self.strategy == "hybrid":
+            return self.procs_per_node
+        if self.strategy == "gpipe":
+            return 2
+        return 1
+
+    @property
+    def dp_size(self) -> int:
+        """Ranks that each read a different slice of the global batch."""
+        if self.strategy in ("single", "dp", "gpipe", "mp", "pipeline"):
+            return 1
+        if self.strategy == "ps":
+            return max(self.world_size - 1, 1)
+        if self.strategy == "hybrid":
+            return self.world_size // self.pipeline_stages
+        return self.world_size
+
+    @property
+    def link_latency_us(self) -> float:
+        return self.latency_us if self.latency_us >= 0 else LINKS[self.link][0]
+
+    @property
+    def link_bandwidth_gbps(self) -> float:
+        return self.bandwidth_gbps if self.bandwidth_gbps >= 0 else LINKS[self.link][1]
+
+    def fault_spec(self) -> tuple[str, int, int] | None:
+        m = FAULT_RE.match(self.fault)
+        return (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
+
+    def balance_list(self) -> list[int]:
+        return [int(b) for b in self.balance.split(",")] if self.balance else []
+
+    def experiment_id(self) -> str:
+        """Stable, readable id built from the values a sweep varies."""
+        parts = [self.strategy, f"n{self.nodes}", f"p{self.procs_per_node}", f"b{self.global_batch}"]
+        if self.strategy in PIPELINED:
+            parts.append(f"c{self.chunks}")
+        if self.strategy in ("pipeline", "hybrid"):
+            parts.append(self.schedule)
+        if self.precision != "fp32":
+            parts.append(self.precision)
+        if self.link != "loopback":
+            parts.append(self.link)
+        parts.append(f"r{self.repeat}")
+        return "-".join(parts)
+
+    # ---- (de)serialisation ---------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_argv(self) -> list[str]:
+        """Flags that reproduce this config on a trainer's command line."""
+        argv: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" or isinstance(value, bool):
+                if value:
+                    argv.append(f.metadata["flag"])
+            else:
+                argv += [f.metadata["flag"], str(value)]
+        return argv
+
+    def validate(self) -> None:
+        validate(self)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_name(kind: str, value: str) -> str:
+    """A name that reaches paths and shells: letters, digits, '.', '_', '-'; no '..'."""
+    _require(bool(SAFE_NAME.match(value)) and ".." not in value,
+             f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-' only (no '/', '..' or spaces)")
+    return value
+
+
+def validate(c: ExperimentConfig) -> None:
+    """Every rule about a single experiment, in one place. Raises ConfigError."""
+    for name, choices in (("strategy", STRATEGIES), ("model", MODELS), ("dataset", DATASETS),
+                          ("schedule", SCHEDULES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
+                          ("device", DEVICES), ("link", tuple(LINKS)),
+                          ("gpipe_checkpoint", GPIPE_CHECKPOINTS)):
+        value = getattr(c, name)
+        _require(value in choices, f"unknown {name} {value!r}: choose from {', '.join(choices)}")
+    for name in ("nodes", "procs_per_node", "global_batch", "chunks"):
+        _require(getattr(c, name) >= 1, f"invalid {name} {getattr(c, name)!r}: must be >= 1")
+    for name in ("steps", "epochs", "warmup", "checkpoint_every", "seed", "repeat", "stages"):
+        _require(getattr(c, name) >= 0, f"invalid {name} {getattr(c, name)!r}: must be >= 0")
+    _require(c.steps > 0 or c.epochs > 0, "invalid steps 0: give --steps >= 1 or --epochs >= 1")
+    _require(c.lr > 0, f"invalid lr {c.lr!r}: must be > 0")
+    _require(0 <= c.memory_fraction <= 1,
+             f"invalid memory_fraction {c.memory_fraction!r}: must be in (0, 1] (0 = even split)")
+    _require(c.latency_us >= 0 or c.latency_us == -1.0, f"invalid latency_us {c.latency_us!r}: must be >= 0")
+    _require(c.bandwidth_gbps >= 0 or c.bandwidth_gbps == -1.0,
+             f"invalid bandwidth_gbps {c.bandwidth_gbps!r}: must be >= 0")
+    if c.fault:
+        spec = c.fault_spec()
+        _require(spec is not None, f"invalid fault {c.fault!r}: use raise@RANK:STEP or kill@RANK:STEP")
+        assert spec is not None
+        _require(spec[1] < c.world_size, f"invalid fault {c.fault!r}: rank {spec[1]} >= world size {c.world_size}")
+    if c.model == "transformer":
+        _require(c.dataset == "synthetic", f"invalid dataset {c.dataset!r} for transformer: it needs "
+                 "token data (dataset synthetic)")
+    _validate_layout(c)
+
+
+def _validate_layout(c: ExperimentConfig) -> None:
+    w = c.world_size
+    if c.strategy in ("single", "dp", "gpipe"):
+        _require(w == 1, f"invalid layout for {c.strategy}: it runs in one process "
+                 f"(nodes x procs = {w}); sweep it with NODES=1 PROCS=1")
+    if c.strategy == "ps":
+        _require(w >= 2, f"invalid layout for ps: it needs at least 2 ranks (one server), got {w}")
+        _require(c.global_batch >= c.dp_size,
+                 f"invalid global_batch {c.global_batch}: ps needs at least one sample per worker ({c.dp_size})")
+    elif c.dp_size > 1:
+        _require(c.global_batch % c.dp_size == 0, f"invalid global_batch {c.global_batch}: not divisible by "
+                 f"the {c.dp_size} data-parallel ranks of {c.strategy}")
+    if c.strategy in ("mp", "pipeline", "gpipe", "hybrid"):
+        k = c.pipeline_stages
+        _require(k >= 1, f"invalid stages {k}")
+        if c.strategy in ("mp", "pipeline"):
+            _require(k == w, f"invalid stages {k} for {c.strategy}: one stage per rank, world size is {w}")
+        if c.strategy == "hybrid":
+            _require(k >= 1 and w % k == 0, f"invalid stages {k} for hybrid: must divide world size {w}")
+        bal = c.balance_list() if c.balance else []
+        if bal:
+            _require(len(bal) == k and all(b >= 1 for b in bal),
+                     f"invalid balance {c.balance!r}: need {k} positive block counts")
+    if c.strategy in PIPELINED:
+        per_replica = c.global_batch // c.dp_size
+        _require(per_replica % c.chunks == 0, f"invalid global_batch {c.global_batch}: not divisible by "
+                 f"chunks x data-parallel ranks ({c.chunks} x {c.dp_size})")
+
+
+# ---- command line ---------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Add one flag per config field (the trainers' command line)."""
+    for f in dataclasses.fields(ExperimentConfig):
+        if f.name in skip:
+            continue
+        flag, help_ = f.metadata["flag"], f.metadata["help"]
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, dest=f.name, action="store_true", help=help_)
+        else:
+            parser.add_argument(flag, dest=f.name, type=type(f.default), default=f.default,
+                                help=f"{help_} (default: {f.default!r})")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage; we print one line, exit 2
+        raise ConfigError(message)
+
+
+def parse_trainer_args(argv: list[str] | None, strategy: str) -> ExperimentConfig:
+    parser = _OneLineParser(prog=f"trainers.{strategy}", description=f"torchswitch trainer: {strategy}")
+    add_arguments(parser)
+    ns = parser.parse_args(argv)
+    ns.strategy = strategy
+    cfg = ExperimentConfig(**vars(ns))
+    validate(cfg)
+    return cfg
+
+
+def load(path: str) -> ExperimentConfig:
+    with open(path) as f:
+        return ExperimentConfig.from_dict(json.load(f)["config"])

@@ -1,0 +1,294 @@
+"""Process set-up and the shared training loop.
+
+A trainer file builds a `Trainer` (see `trainer.py`) and calls `main(build, strategy)`.
+Everything else is here: config parsing (exit 2 on bad input), distributed init, the
+device, data, warm-up flags, timing, JSONL records, checkpoints, fault injection,
+validation, and turning any error into an `error` record plus a quick non-zero exit.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from trainers.common import checkpoint, distenv
+from trainers.common.config import ConfigError, ExperimentConfig, parse_trainer_args
+from trainers.common.data import Dataset, GlobalBatches, load
+from trainers.common.logwriter import RankLog
+from trainers.common.trainer import Trainer
+
+# A collective that waits longer than this on a dead peer fails instead of hanging.
+COLLECTIVE_TIMEOUT_S = float(os.environ.get("TS_COLLECTIVE_TIMEOUT", "120"))
+
+
+@dataclass
+class Context:
+    cfg: ExperimentConfig
+    env: distenv.DistEnv
+    device: torch.device
+    data: Dataset
+    batches: GlobalBatches
+    log: RankLog
+    run_dir: str
+    attempt: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rank(self) -> int:
+        return self.env.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.env.world_size
+
+    def say(self, message: str) -> None:
+        """A line for the node's human-readable output."""
+        print(f"[rank {self.rank} {self.env.node}] {message}", flush=True)
+
+    def sync_device(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def _pick_device(cfg: ExperimentConfig, env: distenv.DistEnv) -> torch.device:
+    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if not want_cuda:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("invalid device 'cuda': CUDA is not available on this node")
+    index = env.local_rank % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def _ranks_share_a_gpu(env: distenv.DistEnv, device: torch.device) -> bool:
+    return device.type == "cuda" and env.local_world_size > torch.cuda.device_count()
+
+
+def _init_process_group(env: distenv.DistEnv, device: torch.device, strategy: str) -> str:
+    if env.world_size == 1 and strategy in ("single", "dp", "gpipe"):
+        return "none"  # one-process strategies; every other one gets a group, even of size 1
+    # NCCL refuses two ranks on one device (the simulate backend's GPU partitioning): use gloo there.
+    backend = "nccl" if device.type == "cuda" and not _ranks_share_a_gpu(env, device) else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://{env.master_addr}:{env.master_port}",
+                            rank=env.rank, world_size=env.world_size,
+                            timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    return backend
+
+
+def _attempt() -> int:
+    if "TS_ATTEMPT" in os.environ:
+        return int(os.environ["TS_ATTEMPT"])
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0")) + 1
+
+
+def _write_runtime_meta(ctx: Context, backend: str) -> None:
+    """Rank 0 adds what only a running rank knows to config.json (the backend wrote the rest)."""
+    hosts = [None] * ctx.world_size
+    me = {"node": ctx.env.node, "host": os.uname().nodename,
+          "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
+          "threads": torch.get_num_threads(), "affinity": sorted(os.sched_getaffinity(0))}
+    if dist.is_initialized():
+        dist.all_gather_object(hosts, me)
+    else:
+        hosts = [me]
+    if ctx.rank != 0:
+        return
+    path = os.path.join(ctx.run_dir, "config.json")
+    doc = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            doc = json.load(f)
+    doc.setdefault("config", ctx.cfg.to_dict())
+    meta = doc.setdefault("meta", {})
+    meta.update({"torch": torch.__version__, "python": sys.version.split()[0], "dist_backend": backend,
+                 "ranks": hosts, "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "notes": ctx.notes,
+                 "env_source": ctx.env.source})
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2)
+    os.replace(tmp, path)
+
+
+def setup(cfg: ExperimentConfig) -> Context:
+    env = distenv.from_environ()
+    if env.world_size != cfg.world_size:
+        raise ConfigError(f"invalid layout: the launcher started {env.world_size} ranks but the config "
+                          f"asks for {cfg.nodes} nodes x {cfg.procs_per_node} procs = {cfg.world_size}")
+    run_dir = cfg.run_dir or os.environ.get("RUN_DIR") or os.path.join("logs", "adhoc", cfg.experiment_id())
+    device = _pick_device(cfg, env)
+    if "TS_THREADS" in os.environ:
+        torch.set_num_threads(int(os.environ["TS_THREADS"]))
+    log = RankLog(run_dir, env.rank, env.node)
+    torch.manual_seed(cfg.seed)
+    data = load(cfg.dataset, cfg.seed, cfg.data_dir, tokens=cfg.model == "transformer")
+    ctx = Context(cfg, env, device, data, GlobalBatches(len(data.y_train), cfg.global_batch, cfg.seed),
+                  log, run_dir, _attempt())
+    if device.type == "cuda" and _ranks_share_a_gpu(env, device):
+        ctx.notes.append("ranks share a GPU: collectives use gloo (NCCL refuses two ranks on one device)")
+    backend = _init_process_group(env, device, cfg.strategy)
+    _write_runtime_meta(ctx, backend)
+    return ctx
+
+
+class _Preempted(Exception):
+    pass
+
+
+def _install_signal_handlers(flags: dict[str, bool]) -> None:
+    def on_term(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    def on_warning(signum: int, _frame: object) -> None:
+        flags["preempt"] = True  # Slurm's --signal warning: checkpoint at the next step boundary
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGUSR1, on_warning)
+
+
+def _any_rank(ctx: Context, flag: bool) -> bool:
+    """True when any rank has the flag set (all ranks must agree to checkpoint together)."""
+    if ctx.world_size == 1:
+        return flag
+    device = ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _inject_fault(ctx: Context, step: int) -> None:
+    spec = ctx.cfg.fault_spec()
+    if spec is None or ctx.attempt > 1:
+        return
+    kind, rank, at = spec
+    if rank == ctx.rank and step == at:
+        ctx.say(f"injecting fault {ctx.cfg.fault}")
+        if kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected fault {ctx.cfg.fault}: rank {rank} raises at step {step}")
+
+
+def _evaluate(ctx: Context, trainer: Trainer, epoch: int, epoch_start: float) -> None:
+    result = trainer.evaluate(ctx.data.x_val, ctx.data.y_val)
+    val_loss, val_acc = result if result is not None else (None, None)
+    ctx.log.write("epoch", epoch=epoch, epoch_s=time.perf_counter() - epoch_start,
+                  val_loss=val_loss, val_acc=val_acc)
+    if val_loss is not None:
+        ctx.say(f"epoch {epoch}: val_loss {val_loss:.4f} val_acc {val_acc:.3f}")
+
+
+def train(ctx: Context, trainer: Trainer) -> dict[str, float]:
+    cfg, batches = ctx.cfg, ctx.batches
+    total = cfg.steps or cfg.epochs * batches.steps_per_epoch
+    flags = {"preempt": False}
+    _install_signal_handlers(flags)
+    start_step = checkpoint.resume(ctx, trainer)
+    if start_step:
+        ctx.say(f"resumed from checkpoint: continuing at step {start_step}")
+    pb, gb, ob = trainer.state_bytes()
+    ctx.log.write("start", world_size=ctx.world_size, strategy=cfg.strategy, device=str(ctx.device),
+                  attempt=ctx.attempt, param_bytes=pb, grad_bytes=gb, optim_bytes=ob, start_step=start_step,
+                  total_steps=total, dp_rank=trainer.dp_rank, dp_size=trainer.dp_size)
+    report_every = max(1, total // 10)
+    epoch_start = time.perf_counter()
+    timed_s, timed_samples = 0.0, 0
+    for step in range(start_step, total):
+        epoch = batches.epoch_of(step)
+        idx = batches.shard(step, trainer.dp_rank, trainer.dp_size)
+        x = ctx.data.x_train[idx].to(ctx.device, non_blocking=True)
+        y = ctx.data.y_train[idx].to(ctx.device, non_blocking=True)
+        _inject_fault(ctx, step)
+        ctx.sync_device()
+        t0 = time.perf_counter()
+        out = trainer.train_step(x, y)
+        ctx.sync_device()
+        step_s = time.perf_counter() - t0
+        compute_s = out.compute_s
+        if compute_s is None and out.comm_s is not None:
+            compute_s = max(step_s - out.comm_s, 0.0)
+        warm = step - start_step < cfg.warmup
+        ctx.log.write("step", step=step, epoch=epoch, samples=out.samples, step_s=step_s,
+                      compute_s=compute_s, comm_s=out.comm_s, comm_bytes=out.comm_bytes, loss=out.loss,
+                      mem_bytes=peak_memory_bytes(ctx.device), warmup=warm)
+        if not warm:
+            timed_s, timed_samples = timed_s + step_s, timed_samples + out.samples
+        if step % report_every == 0 or step == total - 1:
+            loss = f"{out.loss:.4f}" if out.loss is not None else "-"
+            ctx.say(f"step {step + 1}/{total} loss {loss} step {step_s * 1000:.1f} ms")
+        last_of_epoch = (step + 1) % batches.steps_per_epoch == 0 or step == total - 1
+        if last_of_epoch:
+            _evaluate(ctx, trainer, epoch, epoch_start)
+            epoch_start = time.perf_counter()
+        due = cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step < total - 1
+        if checkpoint.watch_signal() and _any_rank(ctx, flags["preempt"]):
+            checkpoint.save(ctx, trainer, step)
+            raise _Preempted(f"checkpointed at step {step} after the time-limit warning")
+        if due:
+            checkpoint.save(ctx, trainer, step)
+    return {"steps": total - start_step, "timed_s": timed_s, "timed_samples": timed_samples}
+
+
+def main(build: Callable[[Context], Trainer], strategy: str, argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_trainer_args(argv, strategy)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ctx: Context | None = None
+    try:
+        ctx = setup(cfg)
+        trainer = build(ctx)
+        for note in trainer.notes:
+            ctx.say(f"note: {note}")
+        totals = train(ctx, trainer)
+        pb, gb, ob = trainer.state_bytes()
+        if cfg.save_params:
+            params = trainer.full_parameters()
+            if ctx.rank == 0 and params is not None:
+                torch.save(params, os.path.join(ctx.run_dir, "params.pt"))
+        ctx.log.write("end", status="COMPLETED", param_bytes=pb, grad_bytes=gb, optim_bytes=ob,
+                      peak_mem_bytes=peak_memory_bytes(ctx.device), **totals)
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+        return 0
+    except _Preempted as e:
+        assert ctx is not None
+        ctx.say(str(e))
+        ctx.log.write("end", status="PREEMPTED", message=str(e))
+        sys.stdout.flush()
+        os._exit(checkpoint.PREEMPT_EXIT)
+    except ConfigError as e:  # a runtime discovery that the input is impossible (e.g. no GPU)
+        print(f"error: {e}", file=sys.stderr)
+        if ctx is not None:
+            ctx.log.write("error", message=str(e), traceback="")
+        sys.stderr.flush()
+        os._exit(2)
+    except BaseException as e:  # noqa: BLE001 - every failure must reach the log, then exit fast
+        message = f"{type(e).__name__}: {e}"
+        tb = traceback.format_exc()
+        print(tb, file=sys.stderr, flush=True)
+        if ctx is not None:
+            ctx.log.write("error", message=message, traceback=tb)
+            ctx.log.write("end", status="FAILED", message=message)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # os._exit: skip destroy_process_group and atexit, which can block on a dead peer.
+        os._exit(e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1)

@@ -1,0 +1,53 @@
+"""ddp: torch's DistributedDataParallel.
+
+Every rank holds the whole model and reads its slice of the global batch. DDP all-reduces
+gradient buckets (ring all-reduce inside gloo/NCCL) while backward still runs, so
+communication overlaps compute. A comm hook times each bucket's all-reduce and counts its
+bytes; `comm_s` is their sum, which can overlap `compute_s` (see README).
+"""
+
+
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from trainers.common.comm import CommMeter, ring_allreduce_bytes
+from trainers.common.runtime import Context, main
+from trainers.common.trainer import ReplicaTrainer
+
+
+class DDPTrainer(ReplicaTrainer):
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx, dp_rank=ctx.rank, dp_size=ctx.world_size)
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        self.model = DistributedDataParallel(self.module, device_ids=device_ids)
+        self.meter = CommMeter(ctx)
+        self.model.register_comm_hook(self.meter, timed_allreduce_hook)
+
+    def reduce_gradients(self, samples: int) -> tuple[float | None, int]:
+        return self.meter.take()  # DDP already reduced during backward
+
+
+def timed_allreduce_hook(meter: CommMeter, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:  # noqa: E501
+    """Average one gradient bucket, as DDP's default hook does, and time it."""
+    tensor = bucket.buffer()
+    tensor.div_(dist.get_world_size())
+    start = time.perf_counter()
+    future = dist.all_reduce(tensor, async_op=True).get_future()
+
+    def done(fut: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
+        world = dist.get_world_size()
+        sent = ring_allreduce_bytes(tensor.numel() * tensor.element_size(), world)
+        # Emulated link: hold the bucket back until the slower wire would have delivered it.
+        meter.emulate(sent, messages=2 * (world - 1), already_s=time.perf_counter() - start)
+        meter.add(time.perf_counter() - start, sent)
+        return fut.value()[0]
+
+    return future.then(done)
+
+
+if __name__ == "__main__":
+    sys.exit(main(lambda ctx: DDPTrainer(ctx), "ddp"))
