@@ -153,6 +153,8 @@ class ExperimentConfig:
         argv: list[str] = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "strategy" or (f.name == "run_dir" and not value):
+                continue  # the trainer file is the strategy; an empty run dir means the default
             if f.type == "bool" or isinstance(value, bool):
                 if value:
                     argv.append(f.metadata["flag"])

@@ -1,0 +1,136 @@
+# torchswitch: which parallelism strategy should I use on this cluster, and how does it scale?
+# `make help` lists every target and variable. Variables left empty take bin/sweep's defaults.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := bin/_py
+VENV := .venv
+STAMP := $(VENV)/.stamp
+
+# ---- sweep variables (see DESIGN.md's command-line contract) ----------------
+NODES ?= 1,2
+STRATEGIES ?= ddp
+PROCS ?=
+BACKEND ?= auto
+MODEL ?=
+DATASET ?=
+STEPS ?=
+EPOCHS ?=
+BATCH ?=
+CHUNKS ?=
+SCHEDULE ?=
+PRECISION ?=
+PARTITION ?=
+ACCOUNT ?=
+TIME ?=
+LINK ?=
+CHECKPOINT_EVERY ?=
+FAULT ?=
+SEED ?=
+REPEATS ?=
+SCALING ?=
+SWEEP ?=
+DRY_RUN ?=
+NO_WAIT ?=
+# ---- other targets' variables ----------------------------------------------
+A ?=
+B ?=
+TOLERANCES ?=
+NODES_MAX ?= 1024
+CLUSTER_NODES ?= 4
+BENCH ?= all
+PYTEST_ARGS ?=
+
+# Quote a value for the shell: 'it'\''s' (values reach bin/sweep verbatim, never the shell).
+q = '$(subst ','\'',$(1))'
+opt = $(if $(strip $(2)),$(1) $(call q,$(2)))
+
+SWEEP_FLAGS = --nodes $(call q,$(NODES)) --strategies $(call q,$(STRATEGIES)) --backend $(call q,$(BACKEND)) \
+  $(call opt,--procs-per-node,$(PROCS)) $(call opt,--model,$(MODEL)) $(call opt,--dataset,$(DATASET)) \
+  $(call opt,--steps,$(STEPS)) $(call opt,--epochs,$(EPOCHS)) $(call opt,--global-batch,$(BATCH)) \
+  $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) $(call opt,--precision,$(PRECISION)) \
+  $(call opt,--partition,$(PARTITION)) $(call opt,--account,$(ACCOUNT)) $(call opt,--time-limit,$(TIME)) \
+  $(call opt,--link,$(LINK)) $(call opt,--checkpoint-every,$(CHECKPOINT_EVERY)) $(call opt,--fault,$(FAULT)) \
+  $(call opt,--seed,$(SEED)) $(call opt,--repeats,$(REPEATS)) $(call opt,--scaling,$(SCALING)) \
+  $(call opt,--sweep,$(SWEEP)) $(if $(DRY_RUN),--dry-run) $(if $(NO_WAIT),--no-wait)
+
+.PHONY: help venv sweep plots report compare project bench test test-fast lint cluster-up cluster-down \
+  cluster-status status cancel render clean
+
+help: ## list targets and variables
+	@echo "torchswitch — compare parallelism strategies and how they scale"
+	@echo
+	@echo "Targets:"
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@echo
+	@echo "Sweep variables (make sweep VAR=value ...; empty = bin/sweep's default, ./bin/sweep --help):"
+	@echo "  NODES=$(NODES)  node counts, comma list       STRATEGIES=$(STRATEGIES)  strategies, comma list or all"
+	@echo "  PROCS            ranks per node (1)            BACKEND=$(BACKEND)  auto|simulate|slurm|submitit"
+	@echo "  MODEL            mlp|cnn|resnet18|resnet50|transformer (mlp)"
+	@echo "  DATASET          synthetic|digits|cifar10 (synthetic)"
+	@echo "  STEPS / EPOCHS   training length (20 steps)    BATCH   global batch (64)"
+	@echo "  CHUNKS           micro-batches, comma list = sweep axis (4)   SCHEDULE  gpipe|1f1b (1f1b)"
+	@echo "  PRECISION        fp32|bf16|fp16 (fp32)         LINK    loopback|10gbe|100gbe|ib-hdr|nvlink"
+	@echo "  PARTITION ACCOUNT TIME   Slurm placement       CHECKPOINT_EVERY  steps between checkpoints (0)"
+	@echo "  FAULT            raise@R:S | kill@R:S          SEED (0)  REPEATS (1)  SCALING strong|weak"
+	@echo "  SWEEP            sweep name under logs/ (timestamp)   DRY_RUN=1  validate, run nothing   NO_WAIT=1"
+	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX (project); CLUSTER_NODES (cluster-up);"
+	@echo "  BENCH=all|allreduce|pipeline|memory|analysis_load (bench); PYTEST_ARGS (test)"
+
+$(STAMP): requirements.txt
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create/refresh .venv from requirements.txt
+
+sweep: $(STAMP) ## run a grid of experiments (NODES, STRATEGIES, BACKEND, ...)
+	$(PY) bin/sweep $(SWEEP_FLAGS)
+
+plots: $(STAMP) ## summary.csv/json + plots (+ report) of SWEEP (default: latest)
+	$(PY) -m analysis.plots $(call opt,--sweep,$(SWEEP))
+
+report: $(STAMP) ## report.html of SWEEP (default: latest)
+	$(PY) -m analysis.report $(call opt,--sweep,$(SWEEP))
+
+compare: $(STAMP) ## compare sweep A against B; non-zero on regression (TOLERANCES=file)
+	@test -n "$(A)" -a -n "$(B)" || { echo "error: give A=<sweep> B=<sweep>" >&2; exit 2; }
+	$(PY) -m analysis.compare $(call q,$(A)) $(call q,$(B)) $(call opt,--tolerances,$(TOLERANCES))
+
+project: $(STAMP) ## scaling projection of SWEEP to NODES_MAX nodes on LINK
+	$(PY) -m simulate.projection $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX))
+
+bench: $(STAMP) ## benchmarks, printed as ratios measured in one run (BENCH=name for one)
+	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load,$(BENCH)); do \
+	  echo "== bench/$$b"; $(PY) -m bench.$$b; done
+
+test: $(STAMP) ## the whole test suite (Slurm tests need `make cluster-up`-able Slurm; fail in CI without it)
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## unit tests only (no process launches, no Slurm)
+	$(VENV)/bin/python -m pytest -q -m "not integration and not slurm" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+
+render: $(STAMP) ## re-render slurm/<strategy>.sbatch from the templates
+	$(PY) -m slurm.render
+
+cluster-up: $(STAMP) ## start a loopback Slurm cluster of CLUSTER_NODES nodes
+	bin/cluster up --nodes $(call q,$(CLUSTER_NODES))
+
+cluster-down: ## stop the loopback Slurm cluster
+	bin/cluster down
+
+cluster-status: ## state of the loopback Slurm cluster
+	bin/cluster status
+
+status: $(STAMP) ## Slurm state of SWEEP's jobs
+	$(PY) -m slurm.track status $(call opt,--sweep,$(SWEEP))
+
+cancel: $(STAMP) ## cancel SWEEP's Slurm jobs
+	$(PY) -m slurm.track cancel $(call opt,--sweep,$(SWEEP))
+
+clean: ## remove logs/ (keeps .venv)
+	rm -rf logs
