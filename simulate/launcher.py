@@ -1,7 +1,11 @@
 """Run one experiment's NODES x PROCS ranks as local processes: simulated nodes.
 
 Each rank gets its share of the CPU cores (affinity + thread count), a simulated node name
-(`node0`, `node1`, ...), and torchrun-style rendezvous variables. Each simulated node's
+(`node0`, `node1`, ...), and torchrun-style rendezvous variables. With GPUs, each rank sees
+one GPU (CUDA_VISIBLE_DEVICES) and is told how many ranks share it (TS_RANKS_PER_GPU); the
+rank caps its memory share (trainers/common/gpu.py). The plans (CPU, GPU) and the affinity
+each rank really got (read back from /proc/<pid>/status) go to status.json and config.json;
+an oversubscribed layout is flagged in every node's output. Each simulated node's
 output goes to `node-<name>.out`. A rank that fails takes the job down quickly: the others
 get SIGTERM after a short grace period, then SIGKILL. The result lands in `status.json`.
 """
@@ -20,7 +24,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from trainers.common import gpu
 from trainers.common.config import ExperimentConfig
+from trainers.common.grid import gpu_count
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRACE_S = 5.0  # after one rank fails, how long the others get to notice on their own
@@ -47,6 +53,53 @@ def plan_cpus(world: int, available: list[int] | None = None) -> CpuPlan:
         per = len(cores) // world
         return CpuPlan([cores[r * per:(r + 1) * per] for r in range(world)], per, False, len(cores))
     return CpuPlan([[cores[r % len(cores)]] for r in range(world)], 1, True, len(cores))
+
+
+@dataclass
+class GpuPlan:
+    visible: list[str]  # the GPU ids this launcher may use (CUDA_VISIBLE_DEVICES or all)
+    per_rank: list[str]  # the GPU id each rank sees as its only device
+    ranks_per_gpu: dict[str, int]
+
+    def describe(self) -> dict:
+        return {"gpus": self.visible, "gpu_per_rank": self.per_rank, "ranks_per_gpu": self.ranks_per_gpu}
+
+
+def plan_gpus(world: int, cfg_device: str) -> GpuPlan | None:
+    """Spread ranks over the GPUs here (contiguous blocks); None without GPUs or on --device cpu."""
+    if cfg_device == "cpu":
+        return None
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = [d for d in env.split(",") if d.strip()] if env is not None else [str(i) for i in range(gpu_count())]
+    if not visible:
+        return None
+    per_rank = [visible[i] for i in gpu.assign_gpus(world, len(visible))]
+    return GpuPlan(visible, per_rank, {d: per_rank.count(d) for d in visible if d in per_rank})
+
+
+def observed_affinity(pid: int) -> str | None:
+    """Cpus_allowed_list of a running process, as the kernel reports it."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Cpus_allowed_list:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _merge_meta(run_dir: str, meta: dict) -> None:
+    """Add the launch plan to config.json's meta before the ranks start (rank 0 adds its part later)."""
+    path = os.path.join(run_dir, "config.json")
+    doc = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            doc = json.load(f)
+    doc.setdefault("meta", {}).update(meta)
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def free_port() -> int:
@@ -92,6 +145,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     os.makedirs(run_dir, exist_ok=True)
     world, ppn = cfg.world_size, cfg.procs_per_node
     plan = plan_cpus(world)
+    gplan = plan_gpus(world, cfg.device)
     previous = _read_status(run_dir)
     attempt = int(previous.get("attempts", 0)) + 1
     port = free_port()
@@ -99,8 +153,20 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     outs = {n: open(os.path.join(run_dir, f"node-{n}.out"), "a", encoding="utf-8") for n in names}
     locks = {n: threading.Lock() for n in names}
     argv = [*cfg.to_argv(), "--run-dir", run_dir]
+    meta = {"cpu_plan": plan.describe(), "gpu_plan": gplan.describe() if gplan else None, "backend": "simulate"}
+    _merge_meta(run_dir, meta)
+    for n in names:  # flag the layout where a reader of the node's output will see it
+        ranks = [r for r in range(world) if names[r // ppn] == n]
+        line = f"[launcher {n}] ranks {ranks} on cores {[plan.cores[r] for r in ranks]}, {plan.threads} thread(s) each"
+        if gplan:
+            line += f", GPU {[gplan.per_rank[r] for r in ranks]}"
+        if plan.oversubscribed:
+            line += f"; OVERSUBSCRIBED: {world} ranks on {plan.total_cores} cores (timings include CPU contention)"
+        outs[n].write(line + "\n")
+        outs[n].flush()
     started = time.time()
     procs: list[subprocess.Popen] = []
+    affinity: list[str | None] = []
     pumps: list[threading.Thread] = []
     for rank in range(world):
         node = names[rank // ppn]
@@ -109,12 +175,17 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
                "LOCAL_WORLD_SIZE": str(ppn), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "TS_NODE": node, "TS_ATTEMPT": str(attempt), "TS_EMULATE_LINK": "1",
                "TS_THREADS": str(plan.threads), "OMP_NUM_THREADS": str(plan.threads),
-               "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "PYTHONUNBUFFERED": "1"}
+               "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "PYTHONUNBUFFERED": "1",
+               "TS_CPU_OVERSUBSCRIBED": "1" if plan.oversubscribed else "0"}
+        if gplan:
+            env["CUDA_VISIBLE_DEVICES"] = gplan.per_rank[rank]
+            env["TS_RANKS_PER_GPU"] = str(gplan.ranks_per_gpu[gplan.per_rank[rank]])
         cores = plan.cores[rank]
         proc = subprocess.Popen([sys.executable, "-m", f"trainers.{cfg.strategy}", *argv], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 preexec_fn=lambda c=cores: os.sched_setaffinity(0, c), start_new_session=True)
         procs.append(proc)
+        affinity.append(observed_affinity(proc.pid))  # Popen returns after exec: the affinity is set
         t = threading.Thread(target=_pump, args=(proc.stdout, outs[node], locks[node], rank, progress), daemon=True)
         t.start()
         pumps.append(t)
@@ -153,7 +224,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     status = {"state": state, "exit_code": next((c for c in codes if c != 0), 0), "attempts": attempt,
               "failed_ranks": failed, "first_failed_rank": _first_failure(procs, codes),
               "started": started, "ended": time.time(), "wall_s": time.time() - started,
-              "backend": "simulate", "cpu_plan": plan.describe()}
+              "backend": "simulate", "cpu_plan": {**plan.describe(), "affinity_observed": affinity},
+              "gpu_plan": gplan.describe() if gplan else None}
     write_status(run_dir, status)
     return status
 

@@ -41,8 +41,8 @@ def timed_allreduce_hook(meter: CommMeter, bucket: dist.GradBucket) -> torch.fut
     def done(fut: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
         world = dist.get_world_size()
         sent = ring_allreduce_bytes(tensor.numel() * tensor.element_size(), world)
-        # Emulated link: hold the bucket back until the slower wire would have delivered it.
-        meter.emulate(sent, messages=2 * (world - 1), already_s=time.perf_counter() - start)
+        # Emulated link: hold the bucket back for the wire time a ring all-reduce needs between nodes.
+        meter.emulate(sent, messages=2 * (world - 1))
         meter.add(time.perf_counter() - start, sent)
         return fut.value()[0]
 

@@ -4,12 +4,27 @@
 `Link` delays traffic between *simulated* nodes by latency + bytes / bandwidth, so one
 machine can stand in for a cluster with a slower interconnect. Traffic inside a simulated
 node, and traffic under a real launcher (Slurm), is never delayed.
+
+The delay is *added* to what the transfer really took on this machine: the loopback time
+stands for the copies, reductions and protocol work a real network also needs, the sleep
+for the wire. So a step's `comm_s` on LINK=10gbe exceeds the same run's on LINK=loopback by
+latency x messages + bytes / bandwidth (tests/test_link.py checks it).
+
+API for a strategy (time the transfer yourself and include the delay in it):
+
+    meter.emulate(nbytes, messages, peer=peer)   # after a transfer: sleep out the wire time
+    with meter.transfer(nbytes, messages, peer=peer):   # or: time + emulate + count, in one
+        dist.send(tensor, peer)
+
+`peer=None` means a collective over all ranks: delayed whenever there are several nodes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,11 +57,18 @@ class Link:
         transfer = nbytes / self.bandwidth_bytes_s if self.bandwidth_bytes_s > 0 else 0.0
         return messages * self.latency_s + transfer
 
-    def wait(self, nbytes: int, messages: int = 1, already_s: float = 0.0) -> None:
-        """Sleep until the emulated transfer would be done (minus time already spent on it)."""
+    def wait(self, nbytes: int, messages: int = 1, already_s: float = 0.0) -> float:
+        """Sleep for the emulated wire time, less `already_s` of it already waited out elsewhere
+        (not the transfer's real loopback time: that is kept, see the module docstring).
+        Returns the seconds slept."""
         remaining = self.delay_s(nbytes, messages) - already_s
-        if remaining > 0:
-            time.sleep(remaining)
+        if remaining <= 0:
+            return 0.0
+        # time.sleep can return early on a signal; sleep until the deadline really passed.
+        end = time.perf_counter() + remaining
+        while (left := end - time.perf_counter()) > 0:
+            time.sleep(left)
+        return remaining
 
 
 def node_of(rank: int, procs_per_node: int) -> int:
@@ -61,6 +83,7 @@ class CommMeter:
         self.link = Link.from_context(ctx)
         self.seconds = 0.0
         self.bytes = 0
+        self.emulated_s = 0.0  # seconds slept for the emulated link (all steps; for tests and notes)
 
     def add(self, seconds: float, nbytes: int) -> None:
         self.seconds += seconds
@@ -72,10 +95,21 @@ class CommMeter:
 
     def emulate(self, nbytes: int, messages: int = 1, already_s: float = 0.0, peer: int | None = None) -> None:
         """Delay traffic that crosses simulated nodes (a collective over all ranks does when
-        there are several nodes; a point-to-point message only when `peer` is elsewhere)."""
+        there are several nodes; a point-to-point message only when `peer` is elsewhere) by
+        latency x messages + nbytes / bandwidth. `already_s`: emulated seconds of this same
+        transfer already slept elsewhere (normally 0). Does not count bytes or seconds: the
+        caller's own timing includes the sleep (or use `transfer`)."""
         if self.link is None or (peer is not None and not self.crosses_nodes(peer)):
             return
-        self.link.wait(nbytes, messages, already_s)
+        self.emulated_s += self.link.wait(nbytes, messages, already_s)
+
+    @contextlib.contextmanager
+    def transfer(self, nbytes: int, messages: int = 1, peer: int | None = None) -> Iterator[None]:
+        """Time the block (a send, a collective), add the emulated wire time, count `nbytes` as sent."""
+        start = time.perf_counter()
+        yield
+        self.emulate(nbytes, messages, peer=peer)
+        self.add(time.perf_counter() - start, nbytes)
 
     def take(self) -> tuple[float, int]:
         out = (self.seconds, self.bytes)

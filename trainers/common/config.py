@@ -18,6 +18,10 @@ STRATEGIES = ("single", "dp", "ddp", "ps", "ring", "zero", "fsdp", "mp", "gpipe"
 DATA_PARALLEL = ("ddp", "ps", "ring", "zero", "fsdp")
 PIPELINED = ("gpipe", "pipeline", "hybrid")
 MODELS = ("mlp", "cnn", "resnet18", "resnet50", "transformer")
+# Blocks in each model's nn.Sequential (trainers/common/models.py; tests/test_strategies_staged.py
+# checks the table), so "more stages than blocks" fails here, before anything starts.
+MODEL_BLOCKS = {"mlp": 6, "cnn": 6, "resnet18": 10, "resnet50": 18, "transformer": 6}
+BALANCE_KEYWORDS = ("params", "time")  # --balance by parameter count (default) / measured time
 DATASETS = ("synthetic", "digits", "cifar10")
 SCHEDULES = ("gpipe", "1f1b")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -61,7 +65,7 @@ class ExperimentConfig:
     chunks: int = _f(4, "--chunks", "micro-batches per step (pipeline strategies)")
     schedule: str = _f("1f1b", "--schedule", "pipeline schedule", choices=SCHEDULES)
     stages: int = _f(0, "--stages", "pipeline stages (0: automatic)")
-    balance: str = _f("", "--balance", "blocks per stage, e.g. 3,3 (empty: by parameter count)")
+    balance: str = _f("", "--balance", "blocks per stage, e.g. 3,3, or params / time (empty: by parameter count)")
     gpipe_checkpoint: str = _f("never", "--checkpoint", "torchgpipe activation checkpointing",
                                choices=GPIPE_CHECKPOINTS)
     precision: str = _f("fp32", "--precision", "autocast precision", choices=PRECISIONS)
@@ -73,9 +77,10 @@ class ExperimentConfig:
     device: str = _f("auto", "--device", "device kind", choices=DEVICES)
     link: str = _f("loopback", "--link", "interconnect emulated between simulated nodes",
                    choices=tuple(LINKS))
-    latency_us: float = _f(-1.0, "--latency-us", "emulated link latency (negative: the link preset's)")
-    bandwidth_gbps: float = _f(-1.0, "--bandwidth-gbps", "emulated link bandwidth (negative: preset's)")
-    memory_fraction: float = _f(0.0, "--memory-fraction", "GPU memory fraction per rank (0: even split)")
+    latency_us: float = _f(-1.0, "--latency-us", "emulated link latency in microseconds (-1: the link preset's)")
+    bandwidth_gbps: float = _f(-1.0, "--bandwidth-gbps", "emulated link bandwidth in Gbit/s (-1: preset's)")
+    memory_fraction: float = _f(-1.0, "--memory-fraction",
+                                "GPU memory fraction per rank, in (0, 1] (-1: even split with head-room)")
     checkpoint_every: int = _f(0, "--checkpoint-every", "steps between checkpoints (0: off)")
     fault: str = _f("", "--fault", "inject a fault: raise@R:S or kill@R:S")
     save_params: bool = _f(False, "--save-params", "write the final parameters to params.pt (rank 0)")
@@ -123,7 +128,13 @@ class ExperimentConfig:
         return (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
 
     def balance_list(self) -> list[int]:
-        return [int(b) for b in self.balance.split(",")] if self.balance else []
+        """Explicit blocks per stage; [] for automatic balance (empty, params, time)."""
+        if not self.balance or self.balance in BALANCE_KEYWORDS:
+            return []
+        items = self.balance.split(",")
+        _require(all(b.strip().isdigit() for b in items), f"invalid balance {self.balance!r}: use a comma "
+                 f"list of block counts, e.g. 3,3, or one of {', '.join(BALANCE_KEYWORDS)}")
+        return [int(b) for b in items]
 
     def experiment_id(self) -> str:
         """Stable, readable id built from the values a sweep varies."""
@@ -192,8 +203,8 @@ def validate(c: ExperimentConfig) -> None:
         _require(getattr(c, name) >= 0, f"invalid {name} {getattr(c, name)!r}: must be >= 0")
     _require(c.steps > 0 or c.epochs > 0, "invalid steps 0: give --steps >= 1 or --epochs >= 1")
     _require(c.lr > 0, f"invalid lr {c.lr!r}: must be > 0")
-    _require(0 <= c.memory_fraction <= 1,
-             f"invalid memory_fraction {c.memory_fraction!r}: must be in (0, 1] (0 = even split)")
+    _require(0 < c.memory_fraction <= 1 or c.memory_fraction == -1.0,
+             f"invalid memory_fraction {c.memory_fraction!r}: must be in (0, 1] (leave it out for an even split)")
     _require(c.latency_us >= 0 or c.latency_us == -1.0, f"invalid latency_us {c.latency_us!r}: must be >= 0")
     _require(c.bandwidth_gbps >= 0 or c.bandwidth_gbps == -1.0,
              f"invalid bandwidth_gbps {c.bandwidth_gbps!r}: must be >= 0")
@@ -227,10 +238,14 @@ def _validate_layout(c: ExperimentConfig) -> None:
             _require(k == w, f"invalid stages {k} for {c.strategy}: one stage per rank, world size is {w}")
         if c.strategy == "hybrid":
             _require(k >= 1 and w % k == 0, f"invalid stages {k} for hybrid: must divide world size {w}")
+        blocks = MODEL_BLOCKS[c.model]
+        _require(k <= blocks, f"invalid stages {k}: more stages than the {blocks} blocks of model {c.model}")
         bal = c.balance_list() if c.balance else []
         if bal:
             _require(len(bal) == k and all(b >= 1 for b in bal),
                      f"invalid balance {c.balance!r}: need {k} positive block counts")
+            _require(sum(bal) == blocks, f"invalid balance {c.balance!r}: covers {sum(bal)} blocks, "
+                     f"model {c.model} has {blocks}")
     if c.strategy in PIPELINED:
         per_replica = c.global_batch // c.dp_size
         _require(per_replica % c.chunks == 0, f"invalid global_batch {c.global_batch}: not divisible by "

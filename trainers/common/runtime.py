@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from trainers.common import checkpoint, distenv
+from trainers.common import checkpoint, distenv, gpu
 from trainers.common.config import ConfigError, ExperimentConfig, parse_trainer_args
 from trainers.common.data import Dataset, GlobalBatches, load
 from trainers.common.logwriter import RankLog
@@ -43,6 +43,7 @@ class Context:
     run_dir: str
     attempt: int
     notes: list[str] = field(default_factory=list)
+    memory_fraction: float | None = None  # this rank's cap on its GPU (simulated nodes sharing one)
 
     @property
     def rank(self) -> int:
@@ -79,7 +80,7 @@ def _pick_device(cfg: ExperimentConfig, env: distenv.DistEnv) -> torch.device:
 
 
 def _ranks_share_a_gpu(env: distenv.DistEnv, device: torch.device) -> bool:
-    return device.type == "cuda" and env.local_world_size > torch.cuda.device_count()
+    return device.type == "cuda" and gpu.ranks_on_my_gpu(env.local_world_size, torch.cuda.device_count()) > 1
 
 
 def _init_process_group(env: distenv.DistEnv, device: torch.device, strategy: str) -> str:
@@ -143,6 +144,10 @@ def setup(cfg: ExperimentConfig) -> Context:
                   log, run_dir, _attempt())
     if device.type == "cuda" and _ranks_share_a_gpu(env, device):
         ctx.notes.append("ranks share a GPU: collectives use gloo (NCCL refuses two ranks on one device)")
+    if device.type == "cuda":
+        sharing = gpu.ranks_on_my_gpu(env.local_world_size, torch.cuda.device_count())
+        ctx.memory_fraction, note = gpu.apply_memory_fraction(cfg.memory_fraction, device, sharing)
+        ctx.notes.append(note)
     backend = _init_process_group(env, device, cfg.strategy)
     _write_runtime_meta(ctx, backend)
     return ctx
@@ -274,6 +279,8 @@ def main(build: Callable[[Context], Trainer], strategy: str, argv: list[str] | N
         ctx.say(str(e))
         ctx.log.write("end", status="PREEMPTED", message=str(e))
         sys.stdout.flush()
+        if dist.is_initialized():  # srun --kill-on-bad-exit kills the step at the first exit 3:
+            dist.barrier()  # leave together, once rank 0 has marked the checkpoint COMPLETE
         os._exit(checkpoint.PREEMPT_EXIT)
     except ConfigError as e:  # a runtime discovery that the input is impossible (e.g. no GPU)
         print(f"error: {e}", file=sys.stderr)
@@ -285,8 +292,11 @@ def main(build: Callable[[Context], Trainer], strategy: str, argv: list[str] | N
         message = f"{type(e).__name__}: {e}"
         tb = traceback.format_exc()
         print(tb, file=sys.stderr, flush=True)
+        # A rank past its GPU memory fraction says which fraction, and what it asked for and had.
+        oom = gpu.oom_fields(e, ctx.device, ctx.memory_fraction) if ctx is not None else {}
+        message = oom.pop("message", message)
         if ctx is not None:
-            ctx.log.write("error", message=message, traceback=tb)
+            ctx.log.write("error", message=message, traceback=tb, **oom)
             ctx.log.write("end", status="FAILED", message=message)
         sys.stdout.flush()
         sys.stderr.flush()

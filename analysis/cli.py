@@ -1,0 +1,118 @@
+"""The one pipeline behind `make plots` and `make report`: load -> metrics -> exports, plots, report.html."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis import AnalysisError
+from analysis.load import find_sweep, load_sweep
+from analysis.metrics import Analysis, analyse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOGS = os.path.join(ROOT, "logs")
+SUMMARY_COLUMNS = [
+    "experiment", "strategy", "nodes", "procs_per_node", "world_size", "global_batch", "chunks", "schedule",
+    "stages", "dp_size", "model", "dataset", "precision", "link", "repeat", "state", "reason", "error",
+    "oversubscribed", "timed_steps", "samples_per_s", "samples_per_s_per_rank", "median_step_s", "step_s_p10",
+    "step_s_p90", "speedup", "efficiency", "speedup_vs_single", "base_nodes", "repeats", "repeat_spread",
+    "compute_s", "comm_s", "bubble_s", "other_s", "comm_bytes_per_step", "peak_mem_bytes_per_rank",
+    "state_bytes_per_rank", "skew", "slowest_rank", "final_loss", "final_val_acc", "best_val_acc",
+    "time_to_target_s", "epochs_to_target"]
+
+
+@dataclass
+class Outputs:
+    sweep_dir: str
+    summary_csv: str
+    summary_json: str
+    plots: list  # PlotFile
+    not_applicable: list  # (PlotSpec, reason)
+    report_html: str
+    analysis: Analysis
+
+
+def _clean(value):
+    """JSON-safe scalars: NaN -> null, numpy -> Python."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def records(df: pd.DataFrame, columns: list[str] | None = None) -> list[dict]:
+    cols = [c for c in (columns or list(df.columns)) if c in df.columns]
+    return [{c: _clean(v) for c, v in zip(cols, row, strict=True)} for row in df[cols].itertuples(index=False)]
+
+
+def write_exports(a: Analysis, out_dir: str) -> tuple[str, str]:
+    csv_path, json_path = os.path.join(out_dir, "summary.csv"), os.path.join(out_dir, "summary.json")
+    cols = [c for c in SUMMARY_COLUMNS if c in a.summary.columns]
+    a.summary[cols].to_csv(csv_path, index=False)
+    doc = {"sweep": a.data.name, "target_acc": a.target_acc, "experiments": records(a.summary, cols),
+           "configurations": records(a.groups), "problems": records(a.problems), "skipped": records(a.skipped)}
+    with open(json_path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(json_path + ".tmp", json_path)
+    return csv_path, json_path
+
+
+def generate(sweep_dir: str, target_acc: float | None = None) -> Outputs:
+    from analysis.plots import make_plots
+    from analysis.report import write_report
+
+    a = analyse(load_sweep(sweep_dir), target_acc)
+    csv_path, json_path = write_exports(a, sweep_dir)
+    written, skipped = make_plots(a, os.path.join(sweep_dir, "plots"))
+    html = write_report(a, written, skipped, os.path.join(sweep_dir, "report.html"))
+    return Outputs(sweep_dir, csv_path, json_path, written, skipped, html, a)
+
+
+def parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Summaries, scaling plots and the HTML report of a sweep.")
+    p.add_argument("--sweep", default="", help="sweep name under the logs directory (default: the latest)")
+    p.add_argument("--logs", default=LOGS, help="logs directory (default: logs/)")
+    p.add_argument("--target-acc", type=float, default=None,
+                   help="validation accuracy for time-to-accuracy (default: 0.9 x the best reached)")
+    return p
+
+
+def _show(path: str) -> str:
+    """Relative to the current directory when under it (what `make` users type), else absolute."""
+    r = os.path.relpath(path)
+    return path if r.startswith("..") else r
+
+
+def main(argv: list[str], prog: str, focus: str) -> int:
+    p = parser(prog)
+    p.error = lambda message: (_ for _ in ()).throw(AnalysisError(message))  # one line, exit 2
+    try:
+        args = p.parse_args(argv)
+        if args.target_acc is not None and not 0 < args.target_acc <= 1:
+            raise AnalysisError(f"invalid --target-acc {args.target_acc!r}: must be in (0, 1]")
+        out = generate(find_sweep(args.logs, args.sweep or None), args.target_acc)
+    except AnalysisError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    a = out.analysis
+    n_ok = int((a.summary["state"] == "COMPLETED").sum()) if not a.summary.empty else 0
+    rel = _show
+    print(f"sweep {a.data.name}: {len(a.summary)} experiment(s), {n_ok} completed, {len(a.skipped)} skipped, "
+          f"{len(a.problems)} problem(s)")
+    if focus == "plots":
+        print(f"  summary: {rel(out.summary_csv)}, {rel(out.summary_json)}")
+        print(f"  plots:   {rel(os.path.join(out.sweep_dir, 'plots'))}/ ({len(out.plots)} figures, PNG + SVG: "
+              f"{', '.join(p.spec.name for p in out.plots)})")
+        for spec, why in out.not_applicable:
+            print(f"           not drawn: {spec.name} ({why})")
+    for _, row in a.problems.head(10).iterrows():
+        print(f"  problem: {row['experiment'] or '-'}: {row['kind']}: {row['detail']}")
+    print(f"  report:  {rel(out.report_html)}")
+    return 0

@@ -1,0 +1,361 @@
+"""Loading: one or more sweep directories -> tidy pandas DataFrames and a problems table.
+
+Never raises on bad logs: a truncated last line (a rank killed mid-write), a line of garbage,
+a missing rank file, a missing config.json/status.json or a FAILED experiment each become a
+row of `problems`, and every good record is kept. Only a bad sweep *name* is an error
+(`AnalysisError`, exit 2 in the commands).
+
+Speed matters (256 ranks x 2000 steps must load faster than a plain `json.loads` loop): lines
+go through pandas' C ujson parser when present and records become columns per file, not
+one DataFrame row object at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import AnalysisError
+
+try:  # pandas ships a C ujson; ~4x faster than the stdlib per line. Falls back to json where absent.
+    from pandas.io.json import ujson_loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the pandas build
+    _fast_loads = json.loads
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # same rule as trainers.common.config.check_name
+ID_RE = re.compile(r"^(?P<strategy>[a-z]+)-n(?P<nodes>\d+)-p(?P<procs>\d+)-b(?P<batch>\d+)(?:-c(?P<chunks>\d+))?"
+                   r".*-r(?P<repeat>\d+)$")
+STEP_FIELDS = ("step", "epoch", "samples", "step_s", "compute_s", "comm_s", "comm_bytes", "loss", "mem_bytes",
+               "time", "warmup")
+EPOCH_FIELDS = ("epoch", "epoch_s", "val_loss", "val_acc", "time")
+RANK_FIELDS = ("attempt", "world_size", "dp_size", "total_steps", "start_time", "param_bytes", "grad_bytes",
+               "optim_bytes", "end_status", "end_param_bytes", "end_grad_bytes", "end_optim_bytes",
+               "peak_mem_bytes", "end_time", "error")
+PROBLEM_COLUMNS = ("sweep", "experiment", "rank", "kind", "detail", "file", "line")
+BAD_STATES = ("FAILED", "TIMEOUT", "PREEMPTED", "CANCELLED")
+_get_steps = itemgetter(*STEP_FIELDS)
+
+
+@dataclass
+class RankFile:
+    """What one rank-R.jsonl holds, as columns (steps) and small record lists."""
+
+    steps: dict[str, np.ndarray]
+    warmup: np.ndarray
+    attempt: np.ndarray
+    epochs: list[dict]
+    starts: list[dict]
+    ends: list[dict]
+    errors: list[dict]
+    problems: list[tuple[str, str, int]]  # (kind, detail, line number)
+
+
+def _parse(line: str) -> Any:
+    try:
+        return _fast_loads(line)
+    except ValueError:
+        try:
+            return json.loads(line)  # the stdlib also accepts NaN/Infinity
+        except ValueError:
+            return None
+
+
+def _column(values: list | tuple) -> np.ndarray:
+    return np.array(values, dtype=float)  # None -> NaN
+
+
+def _number(v: Any) -> float | None:
+    return v if isinstance(v, int | float) else None
+
+
+def _records(lines: list[str], cut_last: bool) -> tuple[list[dict], list[str], list[tuple[str, str, int]]]:
+    """(records, their events, problems). Fast path: the whole file at once; any bad line -> line by line.
+    `cut_last`: the file does not end in a newline, so its last line was cut short."""
+    try:
+        recs = list(map(_fast_loads, lines))
+        return recs, [r["event"] for r in recs], []  # a non-object or an object without "event" raises
+    except (ValueError, TypeError, KeyError, IndexError):
+        pass
+    recs, events, problems = [], [], []
+    for no, line in enumerate(lines, 1):
+        if not line or line.isspace():
+            continue
+        rec = _parse(line)
+        event = rec.get("event") if type(rec) is dict else None
+        if isinstance(event, str):
+            recs.append(rec)
+            events.append(event)
+            continue
+        cut = (cut_last and no == len(lines)) or line.startswith('{"event"')  # the rank died writing it
+        problems.append(("truncated line" if cut else "garbage line", f"line {no}: {line[:80]!r}", no))
+    return recs, events, problems
+
+
+def parse_rank_file(path: str) -> RankFile:
+    with open(path, "rb") as f:
+        text = f.read().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    cut_last = bool(lines) and lines[-1] != ""
+    if not cut_last and lines:
+        lines.pop()  # the empty string after the final newline
+    recs, events, problems = _records(lines, cut_last)
+    steps = [r for r, e in zip(recs, events, strict=True) if e == "step"]
+    others = [r for r, e in zip(recs, events, strict=True) if e != "step"]
+    by_event: dict[str, list[dict]] = {"start": [], "epoch": [], "end": [], "error": []}
+    for r in others:
+        by_event.setdefault(r["event"], []).append(r)
+    try:
+        table = np.array(list(map(_get_steps, steps)), dtype=float).reshape(len(steps), len(STEP_FIELDS))
+    except (KeyError, TypeError, ValueError):  # a field left out or of an odd type: slower, per-field path
+        table = np.column_stack([_column([_number(r.get(k)) for r in steps]) for k in STEP_FIELDS]) \
+            if steps else np.empty((0, len(STEP_FIELDS)))
+    columns = {k: table[:, i] for i, k in enumerate(STEP_FIELDS)}
+    warmup = columns.pop("warmup") > 0  # true -> 1.0; false, null -> 0.0, NaN
+    starts = by_event["start"]
+    if len(starts) <= 1:
+        attempt = np.full(len(steps), int(starts[0].get("attempt") or 1) if starts else 1, dtype=np.int64)
+    else:  # a restarted run appended to the file: each step belongs to the latest start before it
+        ev = np.array(events)
+        ordinal = np.cumsum(ev == "start")[ev == "step"]
+        values = np.array([0] + [int(s.get("attempt") or i + 1) for i, s in enumerate(starts)], dtype=np.int64)
+        attempt = values[ordinal]
+    return RankFile(columns, warmup, attempt, by_event["epoch"], starts, by_event["end"], by_event["error"],
+                    problems)
+
+
+def read_json(path: str) -> tuple[dict, str | None]:
+    """(document, problem): a missing or unreadable JSON file is a problem, not a crash."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return {}, "missing"
+    except (OSError, ValueError) as e:
+        return {}, f"unreadable ({type(e).__name__})"
+    return (doc, None) if isinstance(doc, dict) else ({}, "not a JSON object")
+
+
+# ---- sweeps -----------------------------------------------------------------------------
+
+def check_sweep_name(name: str) -> str:
+    if not NAME_RE.match(name) or ".." in name:
+        raise AnalysisError(f"invalid sweep name {name!r}: use letters, digits, '.', '_' and '-' only")
+    return name
+
+
+def find_sweep(logs: str, name: str | None = None) -> str:
+    """The directory of sweep `name` under `logs`, or of the latest sweep (newest sweep.json)."""
+    if name:
+        path = os.path.join(logs, check_sweep_name(name))
+        if not os.path.isdir(path):
+            known = ", ".join(list_sweeps(logs)[-5:]) or "none"
+            raise AnalysisError(f"unknown sweep {name!r}: no directory {path} (recent sweeps: {known})")
+        return path
+    sweeps = list_sweeps(logs)
+    if not sweeps:
+        raise AnalysisError(f"no sweep found under {logs}: run `make sweep` first")
+    return os.path.join(logs, sweeps[-1])
+
+
+def list_sweeps(logs: str) -> list[str]:
+    """Sweep names under `logs`, oldest first (by the mtime of their sweep.json)."""
+    found = []
+    for name in os.listdir(logs) if os.path.isdir(logs) else []:
+        meta = os.path.join(logs, name, "sweep.json")
+        if os.path.isfile(meta):
+            found.append((os.path.getmtime(meta), name))
+    return [n for _, n in sorted(found)]
+
+
+@dataclass
+class SweepData:
+    name: str
+    path: str
+    meta: dict  # sweep.json
+    experiments: pd.DataFrame  # one row per experiment (skipped ones too)
+    steps: pd.DataFrame  # one row per rank-step
+    epochs: pd.DataFrame  # one row per rank-epoch
+    ranks: pd.DataFrame  # one row per rank: start/end records
+    problems: pd.DataFrame
+    configs: dict[str, dict] = field(default_factory=dict)  # experiment -> config.json
+
+
+def _experiment_ids(path: str, meta: dict) -> list[str]:
+    ids = [e["id"] for e in meta.get("experiments", []) if isinstance(e, dict) and isinstance(e.get("id"), str)]
+    for name in sorted(os.listdir(path)):
+        sub = os.path.join(path, name)
+        if name in ids or not os.path.isdir(sub):
+            continue
+        if os.path.exists(os.path.join(sub, "config.json")) or any(
+                f.startswith("rank-") and f.endswith(".jsonl") for f in os.listdir(sub)):
+            ids.append(name)
+    return ids
+
+
+def _config_from_id(exp_id: str, listed: dict) -> dict:
+    """Best effort when config.json is gone: the sweep.json entry, else what the id says."""
+    if listed:
+        return {k: v for k, v in listed.items() if k not in ("id", "skipped")}
+    m = ID_RE.match(exp_id)
+    if not m:
+        return {}
+    cfg: dict[str, Any] = {"strategy": m["strategy"], "nodes": int(m["nodes"]), "procs_per_node": int(m["procs"]),
+                           "global_batch": int(m["batch"]), "repeat": int(m["repeat"])}
+    if m["chunks"]:
+        cfg["chunks"] = int(m["chunks"])
+    return cfg
+
+
+def _derived(cfg: dict) -> tuple[int, int]:
+    """(pipeline stages, data-parallel size), from the one place that defines them when it parses."""
+    try:
+        from trainers.common.config import ExperimentConfig  # torch-free
+
+        c = ExperimentConfig.from_dict(cfg)
+        return c.pipeline_stages, c.dp_size
+    except Exception:  # noqa: BLE001 - an odd config must not stop the analysis
+        return 1, int(cfg.get("nodes", 1)) * int(cfg.get("procs_per_node", 1))
+
+
+def load_sweep(path: str) -> SweepData:
+    gc_on = gc.isenabled()
+    gc.disable()  # half a million short-lived dicts trigger collections that find nothing to free
+    try:
+        return _load_sweep(path)
+    finally:
+        if gc_on:
+            gc.enable()
+
+
+def _load_sweep(path: str) -> SweepData:
+    name = os.path.basename(os.path.normpath(path))
+    problems: list[dict] = []
+
+    def problem(exp: str, kind: str, detail: str, file: str = "", rank: int | None = None, line: int = 0) -> None:
+        problems.append({"sweep": name, "experiment": exp, "rank": rank, "kind": kind, "detail": detail,
+                         "file": file, "line": line})
+
+    meta, err = read_json(os.path.join(path, "sweep.json"))
+    if err:
+        problem("", f"sweep.json {err}", "the grid and meta of the sweep are unknown", "sweep.json")
+    listed = {e["id"]: e for e in meta.get("experiments", []) if isinstance(e, dict) and "id" in e}
+    scaling = str((meta.get("grid") or {}).get("scaling") or "strong")
+    exp_rows, rank_rows, epoch_rows = [], [], []
+    step_parts: list[tuple[int, int, RankFile]] = []
+    configs: dict[str, dict] = {}
+    ids = _experiment_ids(path, meta)
+    for k, exp in enumerate(ids):
+        d = os.path.join(path, exp)
+        doc, cerr = read_json(os.path.join(d, "config.json"))
+        status, serr = read_json(os.path.join(d, "status.json"))
+        cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+        if not cfg:
+            cfg = _config_from_id(exp, listed.get(exp, {}))
+        exp_meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+        configs[exp] = doc
+        skipped_reason = (listed.get(exp) or {}).get("skipped") or exp_meta.get("skipped")
+        state = status.get("state") or ("SKIPPED" if skipped_reason else "UNKNOWN")
+        if not os.path.isdir(d):
+            if state != "SKIPPED":
+                problem(exp, "missing experiment directory", f"{exp} is in sweep.json but has no directory", exp)
+            state = "SKIPPED" if skipped_reason else "MISSING"
+        elif state != "SKIPPED":
+            if cerr:
+                problem(exp, f"config.json {cerr}", "layout taken from sweep.json / the experiment id",
+                        f"{exp}/config.json")
+            if serr:
+                problem(exp, f"status.json {serr}", "the experiment's final state is unknown",
+                        f"{exp}/status.json")
+        nodes, procs = int(cfg.get("nodes", 1)), int(cfg.get("procs_per_node", 1))
+        world = nodes * procs
+        stages, dp = _derived(cfg) if cfg else (1, world)
+        cpu_plan = exp_meta.get("cpu_plan") or status.get("cpu_plan") or {}
+        first_error = None
+        found = 0
+        if state != "SKIPPED" and os.path.isdir(d):
+            for rank in range(world):
+                fname = f"rank-{rank}.jsonl"
+                fpath = os.path.join(d, fname)
+                if not os.path.exists(fpath):
+                    problem(exp, "missing rank file", f"{fname} of {world} ranks is missing", f"{exp}/{fname}", rank)
+                    continue
+                found += 1
+                try:
+                    rf = parse_rank_file(fpath)
+                except OSError as e:
+                    problem(exp, "unreadable rank file", str(e), f"{exp}/{fname}", rank)
+                    continue
+                for kind, detail, line in rf.problems:
+                    problem(exp, kind, detail, f"{exp}/{fname}", rank, line)
+                step_parts.append((k, rank, rf))
+                start = rf.starts[-1] if rf.starts else {}
+                end = rf.ends[-1] if rf.ends else {}
+                error = rf.errors[0] if rf.errors else {}
+                if error and (first_error is None or error.get("time", 0) < first_error[0]):
+                    first_error = (error.get("time", 0), f"rank {rank}: {error.get('message')}")
+                rank_rows.append({
+                    "experiment": exp, "rank": rank, "node": start.get("node") or end.get("node"),
+                    "attempt": start.get("attempt"), "world_size": start.get("world_size"),
+                    "dp_size": start.get("dp_size"), "total_steps": start.get("total_steps"),
+                    "start_time": min((s.get("time", np.nan) for s in rf.starts), default=np.nan),
+                    "param_bytes": start.get("param_bytes"), "grad_bytes": start.get("grad_bytes"),
+                    "optim_bytes": start.get("optim_bytes"), "end_status": end.get("status"),
+                    "end_param_bytes": end.get("param_bytes"), "end_grad_bytes": end.get("grad_bytes"),
+                    "end_optim_bytes": end.get("optim_bytes"), "peak_mem_bytes": end.get("peak_mem_bytes"),
+                    "end_time": end.get("time"), "error": error.get("message")})
+                for e in rf.epochs:
+                    epoch_rows.append({"experiment": exp, "rank": rank,
+                                       **{f: e.get(f) for f in EPOCH_FIELDS}})
+        if state in BAD_STATES:
+            detail = first_error[1] if first_error else (status.get("reason") or status.get("failed_ranks") or
+                                                         "no error record")
+            problem(exp, state, str(detail), f"{exp}/status.json")
+        exp_rows.append({
+            "sweep": name, "experiment": exp, "strategy": cfg.get("strategy", exp.split("-")[0]),
+            "nodes": nodes, "procs_per_node": procs, "world_size": world, "stages": stages, "dp_size": dp,
+            "global_batch": int(cfg.get("global_batch", 0) or 0), "chunks": int(cfg.get("chunks", 1) or 1),
+            "schedule": cfg.get("schedule", ""), "model": cfg.get("model", ""), "dataset": cfg.get("dataset", ""),
+            "precision": cfg.get("precision", "fp32"), "link": cfg.get("link", "loopback"),
+            "repeat": int(cfg.get("repeat", 0) or 0), "steps_configured": cfg.get("steps"),
+            "scaling": scaling, "state": state, "reason": skipped_reason if state == "SKIPPED" else None,
+            "error": first_error[1] if first_error else None, "attempts": status.get("attempts"),
+            "wall_s": status.get("wall_s"), "ranks_found": found,
+            "oversubscribed": bool(cpu_plan.get("oversubscribed", False)),
+            "threads_per_rank": cpu_plan.get("threads_per_rank"), "machine_cores": cpu_plan.get("machine_cores")})
+    experiments = pd.DataFrame(exp_rows, columns=list(exp_rows[0]) if exp_rows else ["experiment"])
+    return SweepData(name, path, meta, experiments, _steps_frame(ids, step_parts),
+                     pd.DataFrame(epoch_rows, columns=["experiment", "rank", *EPOCH_FIELDS]),
+                     pd.DataFrame(rank_rows, columns=["experiment", "rank", "node", *RANK_FIELDS]),
+                     pd.DataFrame(problems, columns=list(PROBLEM_COLUMNS)), configs)
+
+
+def _steps_frame(ids: list[str], parts: list[tuple[int, int, RankFile]]) -> pd.DataFrame:
+    """Concatenate the per-file columns once; a restarted rank's re-run steps keep the latest attempt."""
+    n = [len(rf.warmup) for _, _, rf in parts]
+    data: dict[str, Any] = {
+        "experiment": pd.Categorical.from_codes(np.repeat([k for k, _, _ in parts], n).astype(np.int64),
+                                                categories=ids) if parts else pd.Categorical([], categories=ids),
+        "rank": np.repeat([r for _, r, _ in parts], n).astype(np.int64),
+    }
+    for f in STEP_FIELDS[:-1]:
+        data[f] = np.concatenate([rf.steps[f] for _, _, rf in parts]) if parts else np.array([], dtype=float)
+    data["warmup"] = np.concatenate([rf.warmup for _, _, rf in parts]) if parts else np.array([], dtype=bool)
+    data["attempt"] = np.concatenate([rf.attempt for _, _, rf in parts]) if parts else np.array([], dtype=np.int64)
+    df = pd.DataFrame(data)
+    df = df[df["step"].notna()]
+    df["step"] = df["step"].astype(np.int64)
+    if any(len(rf.starts) > 1 for _, _, rf in parts):
+        df = df.drop_duplicates(["experiment", "rank", "step"], keep="last")
+    return df.reset_index(drop=True)
+
+
+def load_sweeps(paths: list[str]) -> list[SweepData]:
+    return [load_sweep(p) for p in paths]

@@ -1,0 +1,425 @@
+"""Plots: every scaling question as one figure, saved as PNG and SVG.
+
+Each `plot_*` function takes an `Analysis` and returns a matplotlib Figure, or a string saying
+why the plot does not apply to this sweep (no pipeline strategy -> no chunks plot). Tests
+inspect the Figure objects (titles, axis labels, legends); `make_plots` saves them.
+
+    python -m analysis.plots [--sweep NAME] [--logs DIR]   # `make plots`: summary, plots, report
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: files only
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from analysis.metrics import CONFIG_KEY, PIPELINED, Analysis  # noqa: E402
+
+STRATEGIES = ("single", "dp", "ddp", "ps", "ring", "zero", "fsdp", "mp", "gpipe", "pipeline", "hybrid")
+_COLOURS = plt.get_cmap("tab20").colors
+MIB = 2**20
+OVERSUB = "oversubscribed: more ranks than cores"
+MAX_LEGEND = 14  # beyond this many lines a legend hides the data
+
+
+def colour(strategy: str) -> tuple:
+    i = STRATEGIES.index(strategy) if strategy in STRATEGIES else len(STRATEGIES) + hash(strategy) % 8
+    return _COLOURS[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+
+
+def series_label(row: pd.Series, varying: set[str]) -> str:
+    """The strategy plus whatever else varies in this sweep (procs, chunks, schedule, precision...)."""
+    parts = [str(row["strategy"])]
+    for key, fmt in (("procs_per_node", "p{}"), ("global_batch", "b{}"), ("chunks", "c{}"), ("schedule", "{}"),
+                     ("precision", "{}"), ("link", "{}"), ("model", "{}"), ("dataset", "{}"), ("sweep", "{}")):
+        if key in varying and (key not in ("chunks", "schedule") or row["strategy"] in PIPELINED):
+            parts.append(fmt.format(row[key]))
+    return " ".join(parts)
+
+
+def _varying(df: pd.DataFrame, keys: list[str]) -> set[str]:
+    return {k for k in keys if k in df and df[k].nunique(dropna=False) > 1}
+
+
+def _figure(title: str, ncols: int = 1, width: float = 7.5, height: float = 4.5) -> tuple[Figure, list]:
+    fig, axes = plt.subplots(1, ncols, figsize=(width * (1 if ncols == 1 else 0.75 * ncols), height),
+                             squeeze=False, layout="constrained")
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    return fig, list(axes[0])
+
+
+def _node_ticks(ax, nodes: list[int]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(set(nodes)))
+    ax.set_xticklabels([str(n) for n in sorted(set(nodes))])
+    ax.minorticks_off()
+
+
+def _legend(ax, **kw) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles[:MAX_LEGEND], labels[:MAX_LEGEND], fontsize=8, **kw)
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P")
+DASHES = ("-", "--", "-.", (0, (5, 1, 1, 1)))
+
+
+def _series(groups: pd.DataFrame):
+    """(label, style, rows) per scaling series; series of one strategy share its colour, not its marker."""
+    varying = _varying(groups, [k for k in CONFIG_KEY if k != "nodes"])
+    keys = [k for k in CONFIG_KEY if k != "nodes"]
+    seen: dict[str, int] = {}
+    for _, part in groups.groupby(keys, dropna=False, sort=False):
+        part = part.sort_values("nodes")
+        strategy = part["strategy"].iloc[0]
+        i = seen[strategy] = seen.get(strategy, -1) + 1
+        style = {"color": colour(strategy), "marker": MARKERS[i % len(MARKERS)], "ls": DASHES[i % len(DASHES)]}
+        yield series_label(part.iloc[0], varying), style, part
+
+
+def plot_throughput(a: Analysis) -> Figure | str:
+    g = a.groups
+    if g.empty:
+        return "no experiment has timed steps"
+    fig, (ax,) = _figure(f"Throughput vs nodes ({g['scaling'].iloc[0]} scaling) — {a.data.name}")
+    for label, style, part in _series(g):
+        c = style["color"]
+        err = np.array([part["samples_per_s"] - part["samples_per_s_min"],
+                        part["samples_per_s_max"] - part["samples_per_s"]], dtype=float)
+        ax.errorbar(part["nodes"], part["samples_per_s"], yerr=err, capsize=3, label=label, **style)
+        base = part.iloc[0]
+        if len(part) > 1:
+            ax.plot(part["nodes"], base["samples_per_s"] * part["nodes"] / base["nodes"], color=c, ls=":", lw=1.2)
+        over = part[part["oversubscribed"]]
+        ax.scatter(over["nodes"], over["samples_per_s"], s=140, facecolors="none", edgecolors="red", zorder=5)
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="grey", ls=":", label="ideal (linear from the smallest node count)"))
+    if g["oversubscribed"].any():
+        handles.append(Line2D([], [], marker="o", ls="", mfc="none", mec="red", ms=11, label=OVERSUB))
+    ax.legend(handles=handles[:MAX_LEGEND + 2], fontsize=8)
+    ax.set_xlabel("nodes")
+    ax.set_ylabel("global throughput (samples/s)")
+    _node_ticks(ax, list(g["nodes"]))
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_efficiency(a: Analysis) -> Figure | str:
+    g = a.groups
+    if g.empty:
+        return "no experiment has timed steps"
+    fig, (ax,) = _figure(f"Scaling efficiency vs nodes ({g['scaling'].iloc[0]} scaling) — {a.data.name}")
+    for label, style, part in _series(g):
+        ax.plot(part["nodes"], part["efficiency"], label=label, **style)
+        over = part[part["oversubscribed"]]
+        ax.scatter(over["nodes"], over["efficiency"], s=140, facecolors="none", edgecolors="red", zorder=5)
+    ax.axhline(1.0, color="grey", ls=":", label="ideal (efficiency 1)")
+    if g["oversubscribed"].any():
+        ax.plot([], [], marker="o", ls="", mfc="none", mec="red", ms=11, label=OVERSUB)
+    ax.set_xlabel("nodes")
+    ax.set_ylabel("efficiency (speed-up / node ratio)" if g["scaling"].iloc[0] != "weak"
+                  else "efficiency (per-rank throughput ratio)")
+    ax.set_ylim(0, max(1.15, float(np.nanmax(g["efficiency"])) * 1.1))
+    _node_ticks(ax, list(g["nodes"]))
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    return fig
+
+
+def _by_config(a: Analysis, cols: list[str]) -> pd.DataFrame:
+    """Medians over repeats of per-experiment columns, one row per configuration, in a stable order."""
+    m = a.measured
+    if m.empty:
+        return m
+    out = m.groupby(CONFIG_KEY, dropna=False)[cols].median().reset_index()
+    out["order"] = out["strategy"].map(lambda s: STRATEGIES.index(s) if s in STRATEGIES else 99)
+    out = out.sort_values(["order", "nodes", "chunks"]).reset_index(drop=True)
+    varying = _varying(out, [k for k in CONFIG_KEY if k != "nodes"])
+    out["label"] = [f"{series_label(r, varying)}\n{r['nodes']} node{'s' if r['nodes'] > 1 else ''}"
+                    for _, r in out.iterrows()]
+    return out
+
+
+def plot_breakdown(a: Analysis) -> Figure | str:
+    d = _by_config(a, ["compute_s", "comm_s", "bubble_s", "other_s", "median_step_s"])
+    if d.empty:
+        return "no experiment has timed steps"
+    fig, (ax,) = _figure(f"Where a step's time goes (median step) — {a.data.name}",
+                         width=max(7.5, 0.7 * len(d) + 3))
+    x = np.arange(len(d))
+    bottom = np.zeros(len(d))
+    parts = (("compute_s", "compute", "#4C72B0"), ("comm_s", "communication", "#DD8452"),
+             ("bubble_s", "pipeline bubble (model)", "#C44E52"), ("other_s", "other (waiting, sync, data)", "#BBBBBB"))
+    for col, label, c in parts:
+        v = d[col].fillna(0).to_numpy() * 1000
+        if col == "other_s":  # steps whose timers are null are all "other"
+            v = v + np.where(d[["compute_s", "comm_s", "bubble_s"]].isna().all(axis=1), d["median_step_s"] * 1000, 0)
+        ax.bar(x, v, bottom=bottom, color=c, label=label, edgecolor="white", lw=0.5)
+        bottom += v
+    ax.set_xticks(x)
+    ax.set_xticklabels(d["label"], fontsize=8, rotation=0 if len(d) < 8 else 45, ha="center" if len(d) < 8 else "right")
+    ax.set_xlabel("strategy and node count")
+    ax.set_ylabel("time per step (ms)")
+    ax.grid(axis="y", alpha=0.3)
+    _legend(ax)
+    return fig
+
+
+def plot_memory(a: Analysis) -> Figure | str:
+    d = _by_config(a, ["peak_mem_bytes_per_rank"])
+    if d.empty or d["peak_mem_bytes_per_rank"].isna().all():
+        return "no memory figures in the logs"
+    r = a.per_rank.merge(a.summary[["experiment", *CONFIG_KEY]], on="experiment")
+    state = r.groupby(CONFIG_KEY, dropna=False)[["param_bytes", "grad_bytes", "optim_bytes"]].max().reset_index()
+    d = d.merge(state, on=CONFIG_KEY, how="left")
+    fig, (ax1, ax2) = _figure(f"Memory per rank — {a.data.name}", ncols=2, width=max(7.5, 0.5 * len(d) + 3))
+    x = np.arange(len(d))
+    ax1.bar(x, d["peak_mem_bytes_per_rank"] / MIB, color=[colour(s) for s in d["strategy"]])
+    ax1.set_title("peak memory of the largest rank", fontsize=10)
+    ax1.set_ylabel("peak memory per rank (MiB)")
+    bottom = np.zeros(len(d))
+    for col, label, c in (("param_bytes", "parameters", "#4C72B0"), ("grad_bytes", "gradients", "#55A868"),
+                          ("optim_bytes", "optimizer state", "#8172B2")):
+        v = d[col].fillna(0).to_numpy() / MIB
+        ax2.bar(x, v, bottom=bottom, color=c, label=label)
+        bottom += v
+    ax2.set_title("model state held by the largest rank", fontsize=10)
+    ax2.set_ylabel("bytes per rank (MiB)")
+    _legend(ax2)
+    for ax in (ax1, ax2):
+        ax.set_xticks(x)
+        ax.set_xticklabels(d["label"], fontsize=7, rotation=45, ha="right")
+        ax.set_xlabel("strategy and node count")
+        ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _first_repeats(a: Analysis) -> tuple[pd.DataFrame, set[str]]:
+    m = a.measured
+    first = m[m["repeat"] == m.groupby(CONFIG_KEY, dropna=False)["repeat"].transform("min")]
+    return first, _varying(first, [k for k in CONFIG_KEY if k != "nodes"])
+
+
+def _curve_label(row: pd.Series, varying: set[str]) -> str:
+    return f"{series_label(row, varying)} n{row['nodes']}"
+
+
+def _line_styles(n: int) -> list[str]:
+    return ["-", "--", "-.", ":"][: max(1, n)]
+
+
+def plot_loss(a: Analysis) -> Figure | str:
+    first, varying = _first_repeats(a)
+    ps = a.per_step.assign(experiment=a.per_step["experiment"].astype(str))
+    ps = ps[ps["experiment"].isin(first["experiment"]) & ps["loss"].notna()]
+    if ps.empty:
+        return "no step reported a loss"
+    fig, (ax1, ax2) = _figure(f"Training loss (first repeat of each configuration) — {a.data.name}", ncols=2)
+    nodes = sorted(first["nodes"].unique())
+    styles = dict(zip(nodes, ["-", "--", "-.", ":"] * 4, strict=False))
+    for _, row in first.iterrows():
+        d = ps[ps["experiment"] == row["experiment"]]
+        if d.empty:
+            continue
+        kw = {"color": colour(row["strategy"]), "ls": styles[row["nodes"]], "lw": 1.3,
+              "label": _curve_label(row, varying)}
+        ax1.plot(d["step"], d["loss"], **kw)
+        ax2.plot(d["t_since_start"], d["loss"], **kw)
+    ax1.set_xlabel("optimizer step")
+    ax2.set_xlabel("wall-clock time since start (s)")
+    for ax in (ax1, ax2):
+        ax.set_ylabel("training loss (mean over the global batch)")
+        ax.grid(alpha=0.3)
+    ax1.set_title("vs step", fontsize=10)
+    ax2.set_title("vs time", fontsize=10)
+    _legend(ax2)
+    return fig
+
+
+def plot_accuracy(a: Analysis) -> Figure | str:
+    first, varying = _first_repeats(a)
+    c = a.curves[a.curves["experiment"].isin(first["experiment"]) & a.curves["val_acc"].notna()]
+    if c.empty:
+        return "no epoch record has a validation accuracy"
+    fig, (ax1, ax2) = _figure(f"Validation accuracy (first repeat of each configuration) — {a.data.name}", ncols=2)
+    nodes = sorted(first["nodes"].unique())
+    styles = dict(zip(nodes, ["-", "--", "-.", ":"] * 4, strict=False))
+    for _, row in first.iterrows():
+        d = c[c["experiment"] == row["experiment"]]
+        if d.empty:
+            continue
+        kw = {"color": colour(row["strategy"]), "ls": styles[row["nodes"]], "marker": "o", "ms": 3,
+              "label": _curve_label(row, varying)}
+        ax1.plot(d["step"] + 1, d["val_acc"], **kw)
+        ax2.plot(d["t_since_start"], d["val_acc"], **kw)
+    ax1.set_xlabel("optimizer steps done")
+    ax2.set_xlabel("wall-clock time since start (s)")
+    for ax in (ax1, ax2):
+        ax.set_ylabel("validation accuracy (fraction)")
+        if a.target_acc is not None:
+            ax.axhline(a.target_acc, color="grey", ls=":", label=f"target {a.target_acc:.3f}")
+        ax.grid(alpha=0.3)
+    ax1.set_title("vs step", fontsize=10)
+    ax2.set_title("vs time", fontsize=10)
+    _legend(ax2)
+    return fig
+
+
+def plot_time_to_accuracy(a: Analysis) -> Figure | str:
+    if a.target_acc is None:
+        return "no epoch record has a validation accuracy"
+    d = _by_config(a, ["time_to_target_s", "epochs_to_target"])
+    if d.empty:
+        return "no experiment has timed steps"
+    fig, (ax,) = _figure(f"Time to {a.target_acc:.3f} validation accuracy — {a.data.name}",
+                         height=max(3.0, 0.45 * len(d) + 1.5))
+    y = np.arange(len(d))
+    t = d["time_to_target_s"].to_numpy()
+    ax.barh(y, np.nan_to_num(t), color=[colour(s) for s in d["strategy"]])
+    for i, (v, ep) in enumerate(zip(t, d["epochs_to_target"], strict=True)):
+        text = "not reached" if not np.isfinite(v) else f"{v:.2f} s, epoch {int(ep)}"
+        ax.text(np.nan_to_num(v), i, f"  {text}", va="center", fontsize=8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([s.replace("\n", " ") for s in d["label"]], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("wall-clock time since start (s), median over repeats")
+    ax.set_ylabel("strategy and node count")
+    ax.set_xlim(0, max(1e-3, float(np.nanmax(t)) * 1.35) if np.isfinite(t).any() else 1)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def plot_chunks(a: Analysis) -> Figure | str:
+    g = a.groups[a.groups["strategy"].isin(PIPELINED)]
+    if g.empty or g["chunks"].nunique() < 2:
+        return "needs a pipeline strategy (gpipe, pipeline, hybrid) swept over at least two CHUNKS values"
+    fig, (ax,) = _figure(f"Pipeline step time vs micro-batches — {a.data.name}")
+    varying = _varying(g, [k for k in CONFIG_KEY if k not in ("chunks",)])
+    stages = a.summary.groupby(CONFIG_KEY, dropna=False)["stages"].first()
+    keys = [k for k in CONFIG_KEY if k != "chunks"]
+    for n, (_, part) in enumerate(g.groupby(keys, dropna=False)):
+        part = part.sort_values("chunks")
+        row = part.iloc[-1]
+        c = colour(row["strategy"])
+        ms = part["median_step_s"] * 1000
+        ax.plot(part["chunks"], ms, marker=MARKERS[n % len(MARKERS)], color=c, ls=DASHES[n % len(DASHES)],
+                label=f"{series_label(row, varying)} n{row['nodes']}")
+        k = int(stages.get(tuple(row[CONFIG_KEY]), 1))
+        if k > 1:  # GPipe bubble model through the point with the most chunks: t(M) ∝ (M + K - 1) / M
+            m = part["chunks"].to_numpy(dtype=float)
+            ax.plot(m, ms.iloc[-1] * (m + k - 1) / m / ((m[-1] + k - 1) / m[-1]), color=c, ls=":", lw=1)
+    ax.plot([], [], color="grey", ls=":", label="bubble model (M+K-1)/M")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(g["chunks"].unique()))
+    ax.set_xticklabels([str(x) for x in sorted(g["chunks"].unique())])
+    ax.minorticks_off()
+    ax.set_xlabel("micro-batches per step (chunks)")
+    ax.set_ylabel("median step time (ms)")
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    return fig
+
+
+def plot_heatmap(a: Analysis) -> Figure | str:
+    first, _ = _first_repeats(a)
+    multi = first[first["world_size"] > 1].sort_values(["world_size", "strategy"], ascending=[False, True])
+    if multi.empty:
+        return "no experiment with more than one rank"
+    multi = multi.head(6)
+    n = len(multi)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1, 2.8 * rows + 1), squeeze=False,
+                             layout="constrained")
+    fig.suptitle(f"Per-rank busy time per step (stragglers stand out) — {a.data.name}", fontsize=13,
+                 fontweight="bold")
+    s = a.data.steps
+    s = s[~s["warmup"]].assign(experiment=s["experiment"].astype(str))
+    for ax, (_, row) in zip(axes.flat, multi.iterrows(), strict=False):
+        d = s[s["experiment"] == row["experiment"]]
+        busy = d["compute_s"].fillna(d["step_s"]) * 1000
+        grid = d.assign(busy=busy).pivot_table(index="rank", columns="step", values="busy", aggfunc="max")
+        im = ax.imshow(grid.to_numpy(), aspect="auto", cmap="viridis", interpolation="nearest",
+                       extent=(grid.columns.min() - 0.5, grid.columns.max() + 0.5, grid.index.max() + 0.5,
+                               grid.index.min() - 0.5))
+        what = "compute" if d["compute_s"].notna().any() else "step"
+        ax.set_title(f"{row['experiment']} ({what})", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("rank")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.colorbar(im, ax=ax, label=f"{what} time (ms)")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig
+
+
+@dataclass
+class PlotSpec:
+    name: str
+    title: str
+    caption: str
+    make: Callable[[Analysis], Figure | str]
+
+
+PLOTS = [
+    PlotSpec("throughput", "Throughput vs nodes", "Global samples/s (global batch / median step time); dotted: "
+             "linear scaling from the smallest node count; bars: min-max over repeats.", plot_throughput),
+    PlotSpec("efficiency", "Efficiency vs nodes", "Speed-up divided by the node ratio (strong scaling), or the "
+             "per-rank throughput ratio (weak scaling); 1 is ideal.", plot_efficiency),
+    PlotSpec("breakdown", "Step time breakdown", "The median step split with the ranks' own compute and "
+             "communication timers; a pipeline without timers gets the (K-1)/(M+K-1) bubble model.", plot_breakdown),
+    PlotSpec("memory", "Memory per rank", "Left: peak memory of the largest rank (RSS on CPU, allocator peak on "
+             "GPU). Right: parameters, gradients and optimizer state that rank holds.", plot_memory),
+    PlotSpec("loss", "Loss curves", "Training loss per step (sample-weighted mean over ranks), against the step "
+             "and against wall-clock time.", plot_loss),
+    PlotSpec("accuracy", "Accuracy curves", "Validation accuracy at the end of each epoch, against steps and "
+             "wall-clock time.", plot_accuracy),
+    PlotSpec("time_to_accuracy", "Time to accuracy", "Wall-clock time until the validation accuracy first "
+             "reaches the target.", plot_time_to_accuracy),
+    PlotSpec("chunks", "Step time vs chunks", "Pipeline strategies: median step time against micro-batches; dotted: "
+             "the bubble model through the largest chunk count.", plot_chunks),
+    PlotSpec("heatmap", "Per-rank heat map", "Each rank's busy time (compute where measured, else the whole step) "
+             "per timed step; a straggler is a bright row.", plot_heatmap),
+]
+
+
+@dataclass
+class PlotFile:
+    spec: PlotSpec
+    png: str
+    svg: str
+
+
+def make_plots(a: Analysis, out_dir: str) -> tuple[list[PlotFile], list[tuple[PlotSpec, str]]]:
+    """Save every applicable plot as PNG + SVG; return (written, [(not applicable, why)])."""
+    os.makedirs(out_dir, exist_ok=True)
+    written, skipped = [], []
+    for spec in PLOTS:
+        fig = spec.make(a)
+        if isinstance(fig, str):
+            skipped.append((spec, fig))
+            continue
+        png, svg = os.path.join(out_dir, f"{spec.name}.png"), os.path.join(out_dir, f"{spec.name}.svg")
+        fig.savefig(png, dpi=110)
+        fig.savefig(svg)
+        plt.close(fig)
+        written.append(PlotFile(spec, png, svg))
+    return written, skipped
+
+
+if __name__ == "__main__":
+    from analysis.cli import main
+
+    sys.exit(main(sys.argv[1:], "analysis.plots", focus="plots"))

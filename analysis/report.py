@@ -1,0 +1,94 @@
+"""report.html: the sweep's grid and meta, the summary table, every plot, the problems table.
+
+Self-contained (CSS inline, plots embedded as base64 PNG) so it can be mailed or opened from a
+phone; links to the SVG/PNG files next to it are extras.
+
+    python -m analysis.report [--sweep NAME] [--logs DIR]   # `make report`
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import math
+import os
+import sys
+
+import jinja2
+
+from analysis.metrics import Analysis
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+TABLE = [  # (column, header, format)
+    ("experiment", "experiment", "{}"), ("state", "state", "{}"), ("world_size", "ranks", "{}"),
+    ("samples_per_s", "samples/s", "{:,.0f}"), ("median_step_s", "step (ms)", "ms"),
+    ("speedup", "speed-up", "{:.2f}x"), ("efficiency", "efficiency", "{:.0%}"),
+    ("speedup_vs_single", "vs single", "{:.2f}x"), ("repeat_spread", "spread over repeats", "{:.1%}"),
+    ("compute_s", "compute (ms)", "ms"), ("comm_s", "comm (ms)", "ms"), ("bubble_s", "bubble (ms)", "ms"),
+    ("comm_bytes_per_step", "sent/step (MiB)", "mib"), ("peak_mem_bytes_per_rank", "peak mem/rank (MiB)", "mib"),
+    ("skew", "skew", "{:.0%}"), ("final_loss", "final loss", "{:.4f}"), ("final_val_acc", "val acc", "{:.3f}"),
+    ("time_to_target_s", "time to target (s)", "{:.2f}"),
+]
+
+
+def fmt(value, how: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if how == "ms":
+        return f"{value * 1000:.2f}"
+    if how == "mib":
+        return f"{value / 2**20:,.1f}"
+    try:
+        return how.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _meta(a: Analysis) -> dict:
+    """Machine, versions and commit: from sweep.json and the first experiment's config.json meta."""
+    m = a.data.meta
+    metas = [doc.get("meta", {}) for doc in a.data.configs.values() if doc.get("meta", {}).get("torch")]
+    first = metas[0] if metas else {}
+    devices = sorted({r.get("device", "?") for x in metas for r in x.get("ranks", []) if isinstance(r, dict)})
+    hosts = sorted({r.get("host", "?") for x in metas for r in x.get("ranks", []) if isinstance(r, dict)})
+    cores = (first.get("cpu_plan") or {}).get("machine_cores")
+    backends = ", ".join(sorted({str(x.get("dist_backend")) for x in metas}))
+    return {"sweep": a.data.name, "backend": m.get("backend", "?"), "created": m.get("created", "?"),
+            "updated": m.get("updated", "?"), "git commit": m.get("git_commit") or first.get("git_commit") or "?",
+            "hosts": ", ".join(hosts) or m.get("host", "?"), "devices": ", ".join(devices) or "?",
+            "CPU cores": cores if cores is not None else "?", "torch": first.get("torch", "?"),
+            "python": first.get("python", "?"), "distributed backend": backends or "?",
+            "target accuracy": f"{a.target_acc:.3f}" if a.target_acc is not None else "–",
+            "report written": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def _embed(path: str) -> str:
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
+
+
+def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    rows = []
+    for _, r in a.summary.iterrows():
+        rows.append({"cells": [fmt(r.get(col), how) for col, _, how in TABLE], "state": r["state"],
+                     "oversubscribed": bool(r.get("oversubscribed"))})
+    grid = {k: v for k, v in (a.data.meta.get("grid") or {}).items() if v not in ("", None, False)}
+    base = os.path.dirname(path)
+    figures = [{"name": p.spec.name, "title": p.spec.title, "caption": p.spec.caption, "src": _embed(p.png),
+                "png": os.path.relpath(p.png, base), "svg": os.path.relpath(p.svg, base)} for p in plots]
+    html = env.get_template("report.html.j2").render(
+        meta=_meta(a), grid=grid, headers=[h for _, h, _ in TABLE], rows=rows, figures=figures,
+        not_applicable=[(s.title, why) for s, why in not_applicable],
+        problems=a.problems.fillna("").to_dict("records"), skipped=a.skipped.fillna("").to_dict("records"),
+        any_oversubscribed=any(r["oversubscribed"] for r in rows))
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(html)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+if __name__ == "__main__":
+    from analysis.cli import main
+
+    sys.exit(main(sys.argv[1:], "analysis.report", focus="report"))

@@ -1,0 +1,119 @@
+"""Synthetic sweeps in the exact on-disk format of a real one (DESIGN.md), for tests and benchmarks.
+
+The numbers follow a toy cost model (compute shrinks with data-parallel ranks, communication
+grows with them, pipelines pay a bubble) so that plots have shapes to show; they are never
+presented as measurements. Real sweeps come from `make sweep`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+PIPELINED = ("gpipe", "pipeline", "hybrid")
+ONE_PROCESS = ("single", "dp", "gpipe")
+
+
+def _id(strategy: str, nodes: int, procs: int, batch: int, chunks: int, repeat: int) -> str:
+    parts = [strategy, f"n{nodes}", f"p{procs}", f"b{batch}"]
+    if strategy in PIPELINED:
+        parts.append(f"c{chunks}")
+    if strategy in ("pipeline", "hybrid"):
+        parts.append("1f1b")
+    return "-".join([*parts, f"r{repeat}"])
+
+
+def _dump(path: str, doc: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+
+
+def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch: int, chunks: int, steps: int,
+                     repeat: int = 0, warmup: int = 2, steps_per_epoch: int = 10, slow: float = 1.0,
+                     straggler: int | None = None, seed: int = 0, oversubscribed: bool = False,
+                     state: str = "COMPLETED") -> None:
+    """One experiment directory: config.json, status.json, rank-R.jsonl for every rank."""
+    rng = random.Random(hash((strategy, nodes, procs, chunks, repeat, seed)) & 0xFFFF)
+    world = nodes * procs
+    stages = world if strategy in ("mp", "pipeline") else procs if strategy == "hybrid" else \
+        2 if strategy == "gpipe" else 1
+    dp = 1 if strategy in ("single", "dp", "gpipe", "mp", "pipeline") else max(world - 1, 1) \
+        if strategy == "ps" else world // stages
+    os.makedirs(run_dir, exist_ok=True)
+    cfg = {"strategy": strategy, "nodes": nodes, "procs_per_node": procs, "model": "mlp", "dataset": "digits",
+           "steps": steps, "epochs": 0, "global_batch": batch, "chunks": chunks, "schedule": "1f1b", "stages": 0,
+           "precision": "fp32", "optimizer": "sgd", "lr": 0.05, "seed": seed, "repeat": repeat, "warmup": warmup,
+           "link": "loopback", "run_dir": run_dir}
+    plan = {"cores_per_rank": [[r % 2] for r in range(world)], "threads_per_rank": 1,
+            "oversubscribed": oversubscribed, "machine_cores": 2}
+    meta = {"backend": "simulate", "sweep": os.path.basename(os.path.dirname(run_dir)),
+            "experiment": os.path.basename(run_dir), "git_commit": "0" * 40, "cpu_plan": plan,
+            "torch": "2.x (synthetic)", "python": "3.11", "dist_backend": "gloo" if world > 1 else "none",
+            "ranks": [{"node": f"node{r // procs}", "host": "synthetic", "device": "cpu"} for r in range(world)]}
+    _dump(os.path.join(run_dir, "config.json"), {"config": cfg, "meta": meta})
+    _dump(os.path.join(run_dir, "status.json"), {"state": state, "exit_code": 0 if state == "COMPLETED" else 1,
+                                                 "attempts": 1, "wall_s": 1.0 + steps * 0.01, "cpu_plan": plan})
+    param_bytes = 4_000_000 // stages
+    compute = 0.02 * slow * batch / 32 / dp / stages
+    comm = 0.0 if world == 1 else 0.002 * slow * (world - 1) ** 0.8
+    pipelined = strategy in PIPELINED
+    bubble = (stages - 1) / (chunks + stages - 1) if pipelined else 0.0
+    t0 = 1_800_000_000.0 + repeat * 1000
+    for rank in range(world):
+        node = f"node{rank // procs}"
+        last_stage = not pipelined or rank % stages == stages - 1
+        lines = [{"event": "start", "rank": rank, "node": node, "time": t0, "world_size": world, "strategy": strategy,
+                  "device": "cpu", "attempt": 1, "param_bytes": param_bytes, "grad_bytes": 0, "optim_bytes": 0,
+                  "start_step": 0, "total_steps": steps, "dp_rank": rank % dp, "dp_size": dp}]
+        t = t0
+        for step in range(steps):
+            c = compute * (1.6 if rank == straggler else 1.0) * rng.uniform(0.95, 1.05)
+            step_s = (c / (1 - bubble) if pipelined else c + comm) * rng.uniform(0.98, 1.02)
+            t += step_s
+            loss = 2.3 * 0.97 ** step * rng.uniform(0.99, 1.01) if last_stage else None
+            lines.append({"event": "step", "rank": rank, "node": node, "time": t, "step": step,
+                          "epoch": step // steps_per_epoch, "samples": batch // dp, "step_s": step_s,
+                          "compute_s": None if pipelined else c, "comm_s": None if pipelined else comm,
+                          "comm_bytes": 0 if world == 1 else 2 * param_bytes, "loss": loss,
+                          "mem_bytes": 200_000_000 + param_bytes * 3 + step, "warmup": step < warmup})
+            if (step + 1) % steps_per_epoch == 0 or step == steps - 1:
+                acc = min(0.98, 0.1 + 0.9 * (1 - 0.9 ** (step + 1))) if last_stage else None
+                lines.append({"event": "epoch", "rank": rank, "node": node, "time": t + 0.01,
+                              "epoch": step // steps_per_epoch, "epoch_s": steps_per_epoch * step_s,
+                              "val_loss": loss, "val_acc": acc})
+        lines.append({"event": "end", "rank": rank, "node": node, "time": t + 0.02, "status": state,
+                      "param_bytes": param_bytes, "grad_bytes": param_bytes, "optim_bytes": 0,
+                      "peak_mem_bytes": 200_000_000 + param_bytes * 3 + steps, "steps": steps})
+        with open(os.path.join(run_dir, f"rank-{rank}.jsonl"), "w") as f:
+            f.write("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def write_sweep(logs: str, name: str, strategies: tuple[str, ...] = ("single", "ddp", "pipeline"),
+                nodes: tuple[int, ...] = (1, 2, 4), procs: int = 1, batch: int = 32, chunks: tuple[int, ...] = (4,),
+                steps: int = 20, repeats: int = 1, **kw) -> str:
+    """A whole sweep directory (sweep.json + experiments); returns its path. Skips like bin/sweep."""
+    path = os.path.join(logs, name)
+    os.makedirs(path, exist_ok=True)
+    listed = []
+    for s in strategies:
+        for n in nodes:
+            for c in chunks if s in PIPELINED else (4,):
+                for r in range(repeats):
+                    exp = _id(s, n, procs, batch, c, r)
+                    skipped = f"{s} runs in one process" if s in ONE_PROCESS and n * procs > 1 else None
+                    listed.append({"id": exp, "skipped": skipped, "strategy": s, "nodes": n, "procs_per_node": procs,
+                                   "global_batch": batch, "chunks": c, "schedule": "1f1b", "repeat": r})
+                    d = os.path.join(path, exp)
+                    if skipped:
+                        os.makedirs(d, exist_ok=True)
+                        _dump(os.path.join(d, "status.json"), {"state": "SKIPPED", "reason": skipped, "attempts": 0})
+                    else:
+                        write_experiment(d, s, n, procs, batch, c, steps, repeat=r, **kw)
+    _dump(os.path.join(path, "sweep.json"), {
+        "sweep": name, "backend": "simulate", "created": "2026-01-01T00:00:00", "git_commit": "0" * 40,
+        "host": "synthetic", "grid": {"nodes": ",".join(map(str, nodes)), "strategies": ",".join(strategies),
+                                      "scaling": "strong", "steps": steps, "global_batch": batch, "model": "mlp",
+                                      "dataset": "digits"},
+        "experiments": listed})
+    return path

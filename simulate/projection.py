@@ -1,0 +1,472 @@
+"""Scaling projection: fit a step-time model per strategy on a sweep's runs, predict 1..1024 nodes.
+
+    python -m simulate.projection --sweep NAME [--logs DIR] [--link 10gbe] [--max-nodes 1024]
+
+Reads the run directories directly (config.json, status.json, rank-*.jsonl of COMPLETED
+experiments) and writes logs/<sweep>/projection.csv and logs/<sweep>/plots/projection.png.
+
+The model of one optimizer step on W = nodes x procs ranks (README, "Scaling projection"):
+
+    T(W) = compute + local_comm + link
+    compute    = (c0 + s * b) * r                 b: samples per computing rank, B / dp(W)
+    local_comm = kappa * bytes(W) * r             this machine's cost per byte sent (copies, reductions, TCP)
+    link       = latency * messages(W) + bytes(W) / bandwidth      only between nodes
+    r          = max(1, ranks on a machine / its cores)            CPU contention (time sharing)
+
+    bytes(W) per pattern, P fitted from comm_bytes:   all-reduce / sharded collectives: P (W-1)/W
+    (ring all-reduce sends 2(N-1)/N x the gradient size), parameter server: P (W-1) at the server,
+    pipeline: P (activations at a stage boundary).   messages(W): 2(W-1), 2, 2 x chunks.
+    Pipelines: compute = A (M+K-1)/(M K) * r, A the whole model's compute per step, K stages,
+    M micro-batches: the bubble (K-1)/(M+K-1) idles each stage.
+
+c0, s come from the measured `compute_s` (least squares over the node counts; a strategy with
+one point borrows the ratio c0/s of the others), kappa from the rest of the measured step time.
+On the projected cluster every node is this machine (r = max(1, procs / cores)); on this
+machine r grows with the ranks, which is how NODES=4 on 2 cores is predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+from trainers.common.config import LINKS, ConfigError, check_name
+
+COLLECTIVE = ("ddp", "ring", "zero", "fsdp")
+PIPELINE = ("mp", "pipeline")
+ONE_NODE = ("single", "dp", "gpipe")  # measured at one process only: nothing to project
+MODEL_BLOCKS = 6  # blocks of the models (pipelines cannot have more stages than blocks)
+
+
+@dataclass
+class Point:
+    """One COMPLETED experiment, reduced over its timed (non-warm-up) steps (times: QUANTILE; else medians)."""
+    strategy: str
+    nodes: int
+    procs: int
+    global_batch: int
+    chunks: int
+    cores: int  # cores of the machine it ran on
+    step_s: float  # slowest rank, median over steps
+    compute_s: float | None  # slowest computing rank
+    comm_bytes: int  # the rank that sent most (the bottleneck)
+    samples: int  # per computing rank
+    latency_s: float  # emulated link in that run (0 when none)
+    bandwidth: float  # bytes/s, 0 = infinite
+    experiment: str = ""
+
+    @property
+    def world(self) -> int:
+        return self.nodes * self.procs
+
+
+QUANTILE = 0.25  # of the per-step times: the lower quartile resists other load on a shared machine
+
+
+def _q(values: list[float]) -> float:
+    """The QUANTILE of `values` (linear interpolation)."""
+    v = sorted(values)
+    pos = QUANTILE * (len(v) - 1)
+    lo = math.floor(pos)
+    return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (pos - lo)
+
+
+def _records(run_dir: str) -> dict[int, list[dict]]:
+    per_rank: dict[int, list[dict]] = {}
+    for name in sorted(os.listdir(run_dir)):
+        if name.startswith("rank-") and name.endswith(".jsonl"):
+            with open(os.path.join(run_dir, name), errors="replace") as f:
+                recs = []
+                for line in f:
+                    try:
+                        recs.append(json.loads(line))
+                    except ValueError:
+                        continue  # a line cut by a killed rank
+            per_rank[int(name[5:-6])] = [r for r in recs if r.get("event") == "step" and not r.get("warmup")]
+    return per_rank
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def load_point(run_dir: str) -> Point | None:
+    if _read_json(os.path.join(run_dir, "status.json")).get("state") != "COMPLETED":
+        return None
+    doc = _read_json(os.path.join(run_dir, "config.json"))
+    cfg, meta = doc.get("config", {}), doc.get("meta", {})
+    per_rank = _records(run_dir)
+    if not cfg or not per_rank:
+        return None
+    by_step: dict[int, list[dict]] = {}
+    for recs in per_rank.values():
+        for r in recs:
+            by_step.setdefault(r["step"], []).append(r)
+    steps = [v for v in by_step.values() if len(v) == len(per_rank)]
+    if not steps:
+        return None
+    step_s = _q([max(r["step_s"] for r in v) for v in steps])
+    computes = [max(c) for v in steps if (c := [r["compute_s"] for r in v if r["samples"] and r["compute_s"]])]
+    comm = statistics.median(max(r.get("comm_bytes") or 0 for r in v) for v in steps)
+    samples = statistics.median(max(r["samples"] for r in v) for v in steps)
+    plan = meta.get("cpu_plan") or _read_json(os.path.join(run_dir, "status.json")).get("cpu_plan") or {}
+    cores = int(plan.get("machine_cores") or os.cpu_count() or 1)
+    latency, bandwidth = _run_link(cfg, meta)
+    return Point(cfg["strategy"], cfg["nodes"], cfg["procs_per_node"], cfg["global_batch"], cfg.get("chunks", 1),
+                 cores, step_s, _q(computes) if computes else None, int(comm), int(samples),
+                 latency, bandwidth, os.path.basename(run_dir))
+
+
+def _run_link(cfg: dict, meta: dict) -> tuple[float, float]:
+    """The link a measured run emulated (simulate backend, several nodes), else none."""
+    if meta.get("backend", "simulate") != "simulate" or cfg.get("nodes", 1) < 2:
+        return 0.0, 0.0
+    lat, bw = LINKS.get(cfg.get("link", "loopback"), (0.0, 0.0))
+    if cfg.get("latency_us", -1) >= 0:
+        lat = cfg["latency_us"]
+    if cfg.get("bandwidth_gbps", -1) >= 0:
+        bw = cfg["bandwidth_gbps"]
+    return lat * 1e-6, bw * 1e9 / 8
+
+
+def load_points(sweep_dir: str) -> list[Point]:
+    points = []
+    for name in sorted(os.listdir(sweep_dir)):
+        run_dir = os.path.join(sweep_dir, name)
+        if os.path.isdir(run_dir) and (p := load_point(run_dir)) is not None:
+            points.append(p)
+    return points
+
+
+# ---- the model ----------------------------------------------------------------------------
+
+def dp_size(strategy: str, world: int) -> int:
+    if strategy == "ps":
+        return max(world - 1, 1)
+    return 1 if strategy in PIPELINE else world
+
+
+def pattern(strategy: str, world: int) -> float:
+    """bytes(W) / P: how the bottleneck rank's traffic grows with the ranks."""
+    if world <= 1:
+        return 0.0
+    if strategy == "ps":
+        return world - 1.0
+    if strategy in PIPELINE:
+        return 1.0
+    return (world - 1) / world
+
+
+def messages(strategy: str, world: int, chunks: int) -> int:
+    if world <= 1:
+        return 0
+    if strategy == "ps":
+        return 2  # gather then scatter; the workers' messages travel concurrently
+    if strategy in PIPELINE:
+        return 2 * chunks  # one activation and one gradient message per micro-batch
+    return 2 * (world - 1)  # ring: reduce-scatter + all-gather steps, one after the other
+
+
+def contention(ranks_on_machine: int, cores: int) -> float:
+    return max(1.0, ranks_on_machine / max(cores, 1))
+
+
+def link_s(strategy: str, world: int, chunks: int, nbytes: float, latency_s: float, bandwidth: float) -> float:
+    transfer = nbytes / bandwidth if bandwidth > 0 else 0.0
+    return latency_s * messages(strategy, world, chunks) + transfer
+
+
+@dataclass
+class Fit:
+    strategy: str
+    c0: float  # seconds per step independent of the batch (per computing rank, one core)
+    s: float  # seconds per sample; for pipelines c0 + s*B = A, the whole model's step compute
+    kappa: float  # seconds per byte sent on this machine, per unit of contention
+    param_bytes: float  # P of `pattern`
+    chunks: int
+    points: list[Point] = field(default_factory=list)
+
+    def compute(self, world: int, batch: float, r: float) -> float:
+        if self.strategy in PIPELINE:
+            k, m = world, self.chunks
+            return (self.c0 + self.s * batch) * (m + k - 1) / (m * k) * r
+        per_rank = batch / dp_size(self.strategy, world)
+        per_rank = math.ceil(per_rank - 1e-9) if per_rank >= 1 else per_rank  # the slowest rank's slice
+        return (self.c0 + self.s * per_rank) * r
+
+    def step_s(self, world: int, batch: float, r: float, latency_s: float = 0.0, bandwidth: float = 0.0,
+               crosses_nodes: bool = True) -> tuple[float, float, float, float]:
+        """(step, compute, local comm, link) seconds."""
+        nbytes = self.param_bytes * pattern(self.strategy, world)
+        comp = self.compute(world, batch, r)
+        local = self.kappa * nbytes * r
+        wire = link_s(self.strategy, world, self.chunks, nbytes, latency_s, bandwidth) if crosses_nodes else 0.0
+        return comp + local + wire, comp, local, wire
+
+
+def _lstsq2(rows: list[tuple[float, float, float]]) -> tuple[float, float] | None:
+    """Least squares for y = a*u + b*v over rows (u, v, y); None when singular."""
+    suu = sum(u * u for u, _, _ in rows)
+    svv = sum(v * v for _, v, _ in rows)
+    suv = sum(u * v for u, v, _ in rows)
+    suy = sum(u * y for u, _, y in rows)
+    svy = sum(v * y for _, v, y in rows)
+    det = suu * svv - suv * suv
+    if abs(det) < 1e-12 * max(suu * svv, 1e-30):
+        return None
+    return (suy * svv - svy * suv) / det, (svy * suu - suy * suv) / det
+
+
+def fit_compute(points: list[Point], ratio: float | None) -> tuple[float, float]:
+    """c0, s from compute_s = (c0 + s*b) * r. With one batch size only, c0 = ratio * s (borrowed)."""
+    rows = [(contention(p.world, p.cores), p.samples, p.compute_s) for p in points
+            if p.compute_s is not None and p.samples > 0]
+    if len({b for _, b, _ in rows}) >= 2:
+        solved = _lstsq2([(r, r * b, c) for r, b, c in rows])
+        if solved is not None and solved[0] >= 0 and solved[1] > 0:
+            return solved
+        return 0.0, sum(c for _, _, c in rows) / sum(r * b for r, b, _ in rows)
+    if not rows:
+        return 0.0, 0.0
+    k = ratio or 0.0  # c0 = k * s
+    s = statistics.mean(c / (r * (k + b)) for r, b, c in rows)
+    return k * s, s
+
+
+def fit(points: list[Point], pooled_ratio: float | None = None) -> Fit:
+    strategy = points[0].strategy
+    chunks = points[0].chunks
+    if strategy in PIPELINE:
+        # Pipelines log no compute_s: fit A and kappa together on the step time.
+        rows = []
+        for p in points:
+            r = contention(p.world, p.cores)
+            k, m = p.world, p.chunks
+            wire = link_s(strategy, p.world, m, p.comm_bytes, p.latency_s, p.bandwidth)
+            rows.append(((m + k - 1) / (m * k) * r, p.comm_bytes * r, p.step_s - wire))
+        solved = _lstsq2(rows) if len(rows) >= 2 else None
+        a, kappa = solved if solved is not None else (statistics.mean(y / u for u, _, y in rows), 0.0)
+        pb = statistics.median([p.comm_bytes for p in points if p.world > 1] or [0])
+        return Fit(strategy, 0.0, a / max(points[0].global_batch, 1), max(kappa, 0.0), pb, chunks, points)
+    c0, s = fit_compute(points, pooled_ratio)
+    multi = [p for p in points if p.world > 1]
+    pb = statistics.median([p.comm_bytes / pattern(strategy, p.world) for p in multi]) if multi else 0.0
+    tmp = Fit(strategy, c0, s, 0.0, pb, chunks, points)
+    num = den = 0.0
+    for p in multi:
+        r = contention(p.world, p.cores)
+        _, comp, _, wire = tmp.step_s(p.world, p.global_batch, r, p.latency_s, p.bandwidth, p.nodes > 1)
+        x = pb * pattern(strategy, p.world) * r
+        num += (p.step_s - comp - wire) * x
+        den += x * x
+    tmp.kappa = max(num / den, 0.0) if den > 0 else 0.0
+    return tmp
+
+
+def fit_all(points: list[Point]) -> dict[str, Fit]:
+    by: dict[str, list[Point]] = {}
+    for p in points:
+        if p.strategy not in ONE_NODE and p.strategy != "hybrid":
+            by.setdefault(p.strategy, []).append(p)
+    # c0/s of strategies measured at several batch sizes, for those measured at one only.
+    ratios = []
+    for strategy, pts in by.items():
+        if strategy not in PIPELINE and len({p.samples for p in pts if p.compute_s}) >= 2:
+            c0, s = fit_compute(pts, None)
+            if s > 0:
+                ratios.append(c0 / s)
+    pooled = statistics.median(ratios) if ratios else None
+    return {strategy: fit(pts, pooled) for strategy, pts in by.items()}
+
+
+def predict_here(f: Fit, nodes: int, procs: int, cores: int, batch: int, latency_s: float = 0.0,
+                 bandwidth: float = 0.0) -> float:
+    """Step time of `nodes` simulated nodes on this machine (all ranks share its cores)."""
+    world = nodes * procs
+    return f.step_s(world, batch, contention(world, cores), latency_s, bandwidth, nodes > 1)[0]
+
+
+def node_counts(max_nodes: int) -> list[int]:
+    counts, n = [], 1
+    while n <= max_nodes:
+        counts.append(n)
+        n *= 2
+    if counts[-1] != max_nodes:
+        counts.append(max_nodes)
+    return counts
+
+
+def project(f: Fit, nodes: int, procs: int, cores: int, batch: int, scaling: str, latency_s: float,
+            bandwidth: float) -> dict:
+    """One CSV row: the cluster of `nodes` machines like this one, on the given link."""
+    world = nodes * procs
+    r = contention(procs, cores)  # each node has its own cores
+    per_rank = batch / dp_size(f.strategy, procs) if scaling == "weak" else None
+    gbatch = per_rank * dp_size(f.strategy, world) if per_rank is not None else batch
+    step, comp, local, wire = f.step_s(world, gbatch, r, latency_s, bandwidth, nodes > 1)
+    one = f.compute(procs, batch, r) if f.strategy not in PIPELINE else f.compute(1, batch, r)
+    base_thr = batch / one if one > 0 else math.nan
+    thr = gbatch / step if step > 0 else math.nan
+    note = ""
+    if f.strategy in PIPELINE and world > MODEL_BLOCKS:
+        note = f"more stages than the model's {MODEL_BLOCKS} blocks: not runnable"
+    elif gbatch / dp_size(f.strategy, world) < 1:
+        note = "fewer than one sample per rank (strong scaling past the global batch)"
+    return {"strategy": f.strategy, "nodes": nodes, "world_size": world, "global_batch": round(gbatch, 3),
+            "step_s": step, "compute_s": comp, "local_comm_s": local, "link_s": wire,
+            "comm_bytes": f.param_bytes * pattern(f.strategy, world), "throughput": thr,
+            "efficiency": thr / (nodes * base_thr) if base_thr == base_thr else math.nan, "note": note}
+
+
+# ---- command line -------------------------------------------------------------------------
+
+def _latest_sweep(logs: str) -> str:
+    names = [n for n in os.listdir(logs) if os.path.isfile(os.path.join(logs, n, "sweep.json"))] \
+        if os.path.isdir(logs) else []
+    if not names:
+        raise ConfigError(f"no sweep found under {logs}: run `make sweep` first or give --sweep")
+    return max(names, key=lambda n: os.path.getmtime(os.path.join(logs, n, "sweep.json")))
+
+
+def held_out_check(points: list[Point]) -> list[tuple[str, int, float, float]]:
+    """Per strategy with 3+ node counts: fit without the largest, predict it. (strategy, nodes, measured, pred)."""
+    out = []
+    by: dict[str, list[Point]] = {}
+    for p in points:
+        by.setdefault(p.strategy, []).append(p)
+    train = [p for p in points if p.nodes < max(q.nodes for q in by[p.strategy])]
+    fits = fit_all(train)
+    for strategy, pts in by.items():
+        if strategy not in fits or len({p.nodes for p in pts}) < 2:
+            continue
+        last = max(pts, key=lambda p: p.nodes)
+        pred = predict_here(fits[strategy], last.nodes, last.procs, last.cores, last.global_batch,
+                            last.latency_s, last.bandwidth)
+        out.append((strategy, last.nodes, last.step_s, pred))
+    return out
+
+
+def plot(rows: list[dict], points: list[Point], fits: dict[str, Fit], path: str, link: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, strategy in enumerate(sorted(fits)):
+        color = f"C{i}"
+        mine = [r for r in rows if r["strategy"] == strategy and not r["note"]]
+        ax1.plot([r["nodes"] for r in mine], [r["throughput"] for r in mine], "-", color=color,
+                 label=f"{strategy}: projected, {link}")
+        ax2.plot([r["nodes"] for r in mine], [r["efficiency"] for r in mine], "-", color=color, label=strategy)
+        pts = sorted((p for p in points if p.strategy == strategy), key=lambda p: p.nodes)
+        if pts:
+            f = fits[strategy]
+            here = [predict_here(f, p.nodes, p.procs, p.cores, p.global_batch, p.latency_s, p.bandwidth)
+                    for p in pts]
+            ax1.plot([p.nodes for p in pts], [p.global_batch / p.step_s for p in pts], "o", color=color,
+                     label=f"{strategy}: measured here")
+            modelled = [p.global_batch / t for p, t in zip(pts, here, strict=True)]
+            ax1.plot([p.nodes for p in pts], modelled, ":", color=color, label=f"{strategy}: model on this machine")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("nodes")
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("samples / s")
+    ax1.set_title("throughput (points: measured, oversubscribed CPU included)")
+    ax2.set_ylabel("efficiency = throughput / (nodes x 1-node compute throughput)")
+    ax2.set_title(f"projected scaling efficiency on {link}")
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="simulate.projection", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sweep", default="", help="sweep name under --logs (default: the latest)")
+    p.add_argument("--logs", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                 "logs"))
+    p.add_argument("--link", default="10gbe", help=f"link to project on: {', '.join(LINKS)}")
+    p.add_argument("--latency-us", type=float, default=-1.0, help="override the link's latency")
+    p.add_argument("--bandwidth-gbps", type=float, default=-1.0, help="override the link's bandwidth")
+    p.add_argument("--max-nodes", type=int, default=1024)
+    p.add_argument("--procs-per-node", type=int, default=0, help="ranks per node (default: the sweep's)")
+    p.add_argument("--scaling", default="", help="strong or weak (default: the sweep's)")
+    p.add_argument("--no-plot", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        if args.link not in LINKS:
+            raise ConfigError(f"unknown link {args.link!r}: choose from {', '.join(LINKS)}")
+        for name in ("latency_us", "bandwidth_gbps"):
+            if getattr(args, name) < 0 and getattr(args, name) != -1.0:
+                raise ConfigError(f"invalid {name} {getattr(args, name)!r}: must be >= 0")
+        if args.max_nodes < 1:
+            raise ConfigError(f"invalid max-nodes {args.max_nodes}: must be >= 1")
+        sweep = check_name("sweep name", args.sweep) if args.sweep else _latest_sweep(args.logs)
+        sweep_dir = os.path.join(args.logs, sweep)
+        if not os.path.isdir(sweep_dir):
+            raise ConfigError(f"unknown sweep {sweep!r}: no directory {sweep_dir}")
+        points = load_points(sweep_dir)
+        fits = fit_all(points)
+        if not fits:
+            raise ConfigError(f"nothing to project in {sweep_dir}: no COMPLETED multi-process experiment")
+        grid = _read_json(os.path.join(sweep_dir, "sweep.json")).get("grid", {})
+        scaling = args.scaling or grid.get("scaling", "strong")
+        if scaling not in ("strong", "weak"):
+            raise ConfigError(f"invalid scaling {scaling!r}: choose strong or weak")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    lat_us, bw_gbps = LINKS[args.link]
+    lat_us = args.latency_us if args.latency_us >= 0 else lat_us
+    bw_gbps = args.bandwidth_gbps if args.bandwidth_gbps >= 0 else bw_gbps
+    latency_s, bandwidth = lat_us * 1e-6, bw_gbps * 1e9 / 8
+    rows = []
+    for strategy, f in sorted(fits.items()):
+        ref = min(f.points, key=lambda q: q.nodes)
+        procs = args.procs_per_node or ref.procs
+        batch = ref.global_batch if scaling == "strong" else ref.samples * dp_size(strategy, procs)
+        for n in node_counts(args.max_nodes):
+            rows.append({**project(f, n, procs, ref.cores, batch, scaling, latency_s, bandwidth),
+                         "link": args.link, "scaling": scaling, "c0_s": f.c0, "s_per_sample": f.s,
+                         "kappa_s_per_byte": f.kappa, "param_bytes": f.param_bytes})
+    out_csv = os.path.join(sweep_dir, "projection.csv")
+    with open(out_csv, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"projection of {sweep} on {args.link} ({lat_us} us, {bw_gbps} Gbit/s), {scaling} scaling: {out_csv}")
+    for strategy, f in sorted(fits.items()):
+        print(f"  {strategy}: c0 {f.c0 * 1e3:.3f} ms, {f.s * 1e6:.2f} us/sample, kappa {f.kappa * 1e9:.3f} ns/byte, "
+              f"P {f.param_bytes / 1e6:.2f} MB; measured at nodes {sorted({q.nodes for q in f.points})}")
+        for n in (64, 1024):
+            row = next((r for r in rows if r["strategy"] == strategy and r["nodes"] == n), None)
+            if row:
+                print(f"    {n} nodes: efficiency {row['efficiency']:.3f}, step {row['step_s'] * 1e3:.2f} ms"
+                      + (f" ({row['note']})" if row["note"] else ""))
+    for strategy, n, measured, pred in held_out_check(points):
+        print(f"  check {strategy}: fitted without {n} nodes, predicts {pred * 1e3:.2f} ms, measured "
+              f"{measured * 1e3:.2f} ms ({(pred - measured) / measured:+.1%})")
+    if not args.no_plot:
+        os.makedirs(os.path.join(sweep_dir, "plots"), exist_ok=True)
+        path = os.path.join(sweep_dir, "plots", "projection.png")
+        plot(rows, points, fits, path, args.link)
+        print(f"  plot: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

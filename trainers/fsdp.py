@@ -1,0 +1,78 @@
+"""fsdp: FSDP2 (`torch.distributed.fsdp.fully_shard`): parameters, gradients and optimizer
+state all sharded over the ranks (ZeRO stage 3).
+
+Each block, then the root, is wrapped by `fully_shard`: every parameter becomes a DTensor
+of which each rank keeps one 1/N slice along dim 0. Before a block's forward (and again
+before its backward), its parameters are all-gathered, used, and freed again; after its
+backward, gradients are reduce-scattered (averaged) so each rank keeps only the gradient
+slice of its own parameter slice. The optimizer (built over the DTensors) therefore holds
+state for 1/N of the model. Each rank reads its slice of the global batch; with equal
+slices the averaged gradient is `single`'s mean-loss gradient.
+
+Communication happens inside forward/backward (prefetched, overlapped), so `comm_s` is
+null; `comm_bytes` is the traffic FSDP must send per step: two all-gathers (forward and
+backward) and one reduce-scatter of the parameters, each (N-1)/N of the model's bytes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
+
+from trainers.common.comm import CommMeter
+from trainers.common.runtime import Context, main
+from trainers.common.trainer import ReplicaTrainer, StepResult, make_optimizer
+
+
+def local(t: torch.Tensor | None) -> torch.Tensor | None:
+    """What this rank actually holds of a (possibly sharded) tensor."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def local_bytes(tensors: Any) -> int:
+    return sum(lt.numel() * lt.element_size() for lt in map(local, tensors) if lt is not None)
+
+
+class FSDPTrainer(ReplicaTrainer):
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx, dp_rank=ctx.rank, dp_size=ctx.world_size)
+        full_bytes = sum(p.numel() * p.element_size() for p in self.params)
+        self.units = 1  # fully_shard groups: one per block with parameters, plus the root
+        for block in self.module:
+            if any(p.requires_grad for p in block.parameters()):
+                fully_shard(block)
+                self.units += 1
+        fully_shard(self.module)
+        self.params = [p for p in self.module.parameters() if p.requires_grad]  # now DTensors
+        self.optimizer = make_optimizer(self.params, ctx.cfg)
+        world = ctx.world_size
+        self.step_bytes = 3 * (world - 1) * full_bytes // world if world > 1 else 0
+        self.meter = CommMeter(ctx)
+        self.notes.append(f"FSDP2 fully_shard per block over {world} ranks")
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        out = super().train_step(x, y)
+        # Emulated slow link (simulated nodes): add the wire time of this step's collectives
+        # (3 ring collectives of N-1 messages per fully_shard group), serialised after the step.
+        self.meter.emulate(self.step_bytes, messages=3 * (self.ctx.world_size - 1) * self.units)
+        return StepResult(out.loss, out.samples, None, self.step_bytes)
+
+    def state_bytes(self) -> tuple[int, int, int]:
+        state = [v for s in self.optimizer.state.values() for v in s.values()
+                 if isinstance(v, torch.Tensor) and v.dim() > 0]
+        return (local_bytes(self.module.parameters()), local_bytes(p.grad for p in self.params),
+                local_bytes(state))
+
+    def full_parameters(self) -> dict[str, torch.Tensor] | None:
+        # full_tensor() all-gathers: every rank takes part, rank 0 keeps the result.
+        full = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu().clone()
+                for k, v in self.module.state_dict().items()}
+        return full if dist.get_rank() == 0 else None
+
+if __name__ == "__main__":
+    sys.exit(main(lambda ctx: FSDPTrainer(ctx), "fsdp"))
