@@ -9,9 +9,10 @@ The model of one optimizer step on W = nodes x procs ranks (README, "Scaling pro
 
     T(W) = compute + local_comm + link
     compute    = (c0 + s * b) * r                 b: samples per computing rank, B / dp(W)
-    local_comm = kappa * bytes(W) * r             this machine's cost per byte sent (copies, reductions, TCP)
+    local_comm = kappa * bytes(W) * rc            this machine's cost per byte sent (copies, reductions, TCP)
     link       = latency * messages(W) + bytes(W) / bandwidth      only between nodes
     r          = max(1, ranks on a machine / its cores)            CPU contention (time sharing)
+    rc         = r, except 1 for ps: its exchange is serial at the server while the workers wait
 
     bytes(W) per pattern, P fitted from comm_bytes:   all-reduce / sharded collectives: P (W-1)/W
     (ring all-reduce sends 2(N-1)/N x the gradient size), parameter server: P (W-1) at the server,
@@ -20,7 +21,7 @@ The model of one optimizer step on W = nodes x procs ranks (README, "Scaling pro
     M micro-batches: the bubble (K-1)/(M+K-1) idles each stage.
 
 c0, s come from the measured `compute_s` (least squares over the node counts; a strategy with
-one point borrows the ratio c0/s of the others), kappa from the rest of the measured step time.
+one slice size borrows the others' split between c0 and s), kappa from the rest of the measured step time.
 On the projected cluster every node is this machine (r = max(1, procs / cores)); on this
 machine r grows with the ranks, which is how NODES=4 on 2 cores is predicted.
 """
@@ -181,6 +182,14 @@ def contention(ranks_on_machine: int, cores: int) -> float:
     return max(1.0, ranks_on_machine / max(cores, 1))
 
 
+def comm_contention(strategy: str, r: float) -> float:
+    """How CPU time sharing slows the bottleneck rank's communication. In all-reduce and
+    sharded collectives every rank copies bytes at once, so they share the cores (r). A
+    parameter server's exchange is serial at the server while the workers wait blocked in a
+    receive: the server has a core to itself (1)."""
+    return 1.0 if strategy == "ps" else r
+
+
 def link_s(strategy: str, world: int, chunks: int, nbytes: float, latency_s: float, bandwidth: float) -> float:
     transfer = nbytes / bandwidth if bandwidth > 0 else 0.0
     return latency_s * messages(strategy, world, chunks) + transfer
@@ -209,7 +218,7 @@ class Fit:
         """(step, compute, local comm, link) seconds."""
         nbytes = self.param_bytes * pattern(self.strategy, world)
         comp = self.compute(world, batch, r)
-        local = self.kappa * nbytes * r
+        local = self.kappa * nbytes * comm_contention(self.strategy, r)
         wire = link_s(self.strategy, world, self.chunks, nbytes, latency_s, bandwidth) if crosses_nodes else 0.0
         return comp + local + wire, comp, local, wire
 
@@ -227,23 +236,35 @@ def _lstsq2(rows: list[tuple[float, float, float]]) -> tuple[float, float] | Non
     return (suy * svv - svy * suv) / det, (svy * suu - suy * suv) / det
 
 
-def fit_compute(points: list[Point], ratio: float | None) -> tuple[float, float]:
-    """c0, s from compute_s = (c0 + s*b) * r. With one batch size only, c0 = ratio * s (borrowed)."""
+def fit_compute(points: list[Point], shape: float | None) -> tuple[float, float]:
+    """c0, s from compute_s = (c0 + s*b) * r. With one batch size only, the split between the
+    per-step and the per-sample part is borrowed: `shape` = c0 / (c0 + s * global batch)."""
     rows = [(contention(p.world, p.cores), p.samples, p.compute_s) for p in points
             if p.compute_s is not None and p.samples > 0]
     if len({b for _, b, _ in rows}) >= 2:
         solved = _lstsq2([(r, r * b, c) for r, b, c in rows])
         if solved is not None and solved[0] >= 0 and solved[1] > 0:
             return solved
-        return 0.0, sum(c for _, _, c in rows) / sum(r * b for r, b, _ in rows)
+        # Non-negative least squares: the best fit lies on an edge, all per-step (s = 0) or all
+        # per-sample (c0 = 0). A rank with more cores runs more threads, so a per-rank compute
+        # that does not shrink with its slice is common on a small machine: keep the better edge.
+        per_step = sum(c * r for r, _, c in rows) / sum(r * r for r, _, _ in rows)
+        per_sample = sum(c * r * b for r, b, c in rows) / sum((r * b) ** 2 for r, b, _ in rows)
+        err_step = sum((c - per_step * r) ** 2 for r, _, c in rows)
+        err_sample = sum((c - per_sample * r * b) ** 2 for r, b, c in rows)
+        return (per_step, 0.0) if err_step < err_sample else (0.0, per_sample)
     if not rows:
         return 0.0, 0.0
-    k = ratio or 0.0  # c0 = k * s
-    s = statistics.mean(c / (r * (k + b)) for r, b, c in rows)
-    return k * s, s
+    phi, batch = shape or 0.0, points[0].global_batch
+    whole = statistics.mean(c / (r * (phi + (1 - phi) * b / batch)) for r, b, c in rows)  # c0 + s * batch
+    return phi * whole, (1 - phi) * whole / batch
 
 
-def fit(points: list[Point], pooled_ratio: float | None = None) -> Fit:
+def _shape(c0: float, s: float, batch: int) -> float:
+    return c0 / (c0 + s * batch) if c0 + s * batch > 0 else 0.0
+
+
+def fit(points: list[Point], pooled_shape: float | None = None) -> Fit:
     strategy = points[0].strategy
     chunks = points[0].chunks
     if strategy in PIPELINE:
@@ -258,7 +279,7 @@ def fit(points: list[Point], pooled_ratio: float | None = None) -> Fit:
         a, kappa = solved if solved is not None else (statistics.mean(y / u for u, _, y in rows), 0.0)
         pb = statistics.median([p.comm_bytes for p in points if p.world > 1] or [0])
         return Fit(strategy, 0.0, a / max(points[0].global_batch, 1), max(kappa, 0.0), pb, chunks, points)
-    c0, s = fit_compute(points, pooled_ratio)
+    c0, s = fit_compute(points, pooled_shape)
     multi = [p for p in points if p.world > 1]
     pb = statistics.median([p.comm_bytes / pattern(strategy, p.world) for p in multi]) if multi else 0.0
     tmp = Fit(strategy, c0, s, 0.0, pb, chunks, points)
@@ -266,7 +287,7 @@ def fit(points: list[Point], pooled_ratio: float | None = None) -> Fit:
     for p in multi:
         r = contention(p.world, p.cores)
         _, comp, _, wire = tmp.step_s(p.world, p.global_batch, r, p.latency_s, p.bandwidth, p.nodes > 1)
-        x = pb * pattern(strategy, p.world) * r
+        x = pb * pattern(strategy, p.world) * comm_contention(strategy, r)
         num += (p.step_s - comp - wire) * x
         den += x * x
     tmp.kappa = max(num / den, 0.0) if den > 0 else 0.0
@@ -278,14 +299,15 @@ def fit_all(points: list[Point]) -> dict[str, Fit]:
     for p in points:
         if p.strategy not in ONE_NODE and p.strategy != "hybrid":
             by.setdefault(p.strategy, []).append(p)
-    # c0/s of strategies measured at several batch sizes, for those measured at one only.
-    ratios = []
+    # The compute split (per step / per sample) of strategies measured at several slice sizes,
+    # for those measured at one only. An edge fit (all per step) says nothing of the split: skipped.
+    shapes = []
     for strategy, pts in by.items():
         if strategy not in PIPELINE and len({p.samples for p in pts if p.compute_s}) >= 2:
             c0, s = fit_compute(pts, None)
             if s > 0:
-                ratios.append(c0 / s)
-    pooled = statistics.median(ratios) if ratios else None
+                shapes.append(_shape(c0, s, pts[0].global_batch))
+    pooled = statistics.median(shapes) if shapes else None
     return {strategy: fit(pts, pooled) for strategy, pts in by.items()}
 
 
@@ -339,7 +361,8 @@ def _latest_sweep(logs: str) -> str:
 
 
 def held_out_check(points: list[Point]) -> list[tuple[str, int, float, float]]:
-    """Per strategy with 3+ node counts: fit without the largest, predict it. (strategy, nodes, measured, pred)."""
+    """Per strategy with 2+ node counts: fit without the largest, predict it.
+    (strategy, nodes, measured, predicted); with repeats, measured is their median."""
     out = []
     by: dict[str, list[Point]] = {}
     for p in points:
@@ -349,10 +372,12 @@ def held_out_check(points: list[Point]) -> list[tuple[str, int, float, float]]:
     for strategy, pts in by.items():
         if strategy not in fits or len({p.nodes for p in pts}) < 2:
             continue
-        last = max(pts, key=lambda p: p.nodes)
+        top = max(p.nodes for p in pts)
+        held = [p for p in pts if p.nodes == top]
+        last = held[0]
         pred = predict_here(fits[strategy], last.nodes, last.procs, last.cores, last.global_batch,
                             last.latency_s, last.bandwidth)
-        out.append((strategy, last.nodes, last.step_s, pred))
+        out.append((strategy, top, statistics.median(p.step_s for p in held), pred))
     return out
 
 
