@@ -24,6 +24,9 @@ PARTITION ?=
 ACCOUNT ?=
 TIME ?=
 LINK ?=
+LATENCY_US ?=
+BANDWIDTH_GBPS ?=
+MEMORY_FRACTION ?=
 CHECKPOINT_EVERY ?=
 FAULT ?=
 SEED ?=
@@ -39,7 +42,16 @@ TOLERANCES ?=
 NODES_MAX ?= 1024
 CLUSTER_NODES ?= 4
 BENCH ?= all
+BENCH_ARGS ?=
 PYTEST_ARGS ?=
+
+# A loopback cluster started by `make cluster-up` answers every Slurm command made through make,
+# unless SLURM_CONF is set already (a real cluster's).
+ifeq ($(origin SLURM_CONF),undefined)
+ifneq ($(wildcard .cluster/run/slurmctld.pid),)
+export SLURM_CONF := $(CURDIR)/.cluster/slurm.conf
+endif
+endif
 
 # Quote a value for the shell: 'it'\''s' (values reach bin/sweep verbatim, never the shell).
 q = '$(subst ','\'',$(1))'
@@ -50,7 +62,8 @@ SWEEP_FLAGS = --nodes $(call q,$(NODES)) --strategies $(call q,$(STRATEGIES)) --
   $(call opt,--steps,$(STEPS)) $(call opt,--epochs,$(EPOCHS)) $(call opt,--global-batch,$(BATCH)) \
   $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) $(call opt,--precision,$(PRECISION)) \
   $(call opt,--partition,$(PARTITION)) $(call opt,--account,$(ACCOUNT)) $(call opt,--time-limit,$(TIME)) \
-  $(call opt,--link,$(LINK)) $(call opt,--checkpoint-every,$(CHECKPOINT_EVERY)) $(call opt,--fault,$(FAULT)) \
+  $(call opt,--link,$(LINK)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS)) \
+  $(call opt,--memory-fraction,$(MEMORY_FRACTION)) $(call opt,--checkpoint-every,$(CHECKPOINT_EVERY)) $(call opt,--fault,$(FAULT)) \
   $(call opt,--seed,$(SEED)) $(call opt,--repeats,$(REPEATS)) $(call opt,--scaling,$(SCALING)) \
   $(call opt,--sweep,$(SWEEP)) $(if $(DRY_RUN),--dry-run) $(if $(NO_WAIT),--no-wait)
 
@@ -71,11 +84,12 @@ help: ## list targets and variables
 	@echo "  STEPS / EPOCHS   training length (20 steps)    BATCH   global batch (64)"
 	@echo "  CHUNKS           micro-batches, comma list = sweep axis (4)   SCHEDULE  gpipe|1f1b (1f1b)"
 	@echo "  PRECISION        fp32|bf16|fp16 (fp32)         LINK    loopback|10gbe|100gbe|ib-hdr|nvlink"
+	@echo "  LATENCY_US BANDWIDTH_GBPS  override the link   MEMORY_FRACTION  GPU share per rank (even split)"
 	@echo "  PARTITION ACCOUNT TIME   Slurm placement       CHECKPOINT_EVERY  steps between checkpoints (0)"
 	@echo "  FAULT            raise@R:S | kill@R:S          SEED (0)  REPEATS (1)  SCALING strong|weak"
 	@echo "  SWEEP            sweep name under logs/ (timestamp)   DRY_RUN=1  validate, run nothing   NO_WAIT=1"
-	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX (project); CLUSTER_NODES (cluster-up);"
-	@echo "  BENCH=all|allreduce|pipeline|memory|analysis_load (bench); PYTEST_ARGS (test)"
+	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX, LINK, SCALING (project); CLUSTER_NODES"
+	@echo "  (cluster-up); BENCH=all|allreduce|pipeline|memory|analysis_load, BENCH_ARGS (bench); PYTEST_ARGS"
 
 $(STAMP): requirements.txt
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -99,11 +113,12 @@ compare: $(STAMP) ## compare sweep A against B; non-zero on regression (TOLERANC
 	$(PY) -m analysis.compare $(call q,$(A)) $(call q,$(B)) $(call opt,--tolerances,$(TOLERANCES))
 
 project: $(STAMP) ## scaling projection of SWEEP to NODES_MAX nodes on LINK
-	$(PY) -m simulate.projection $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX))
+	$(PY) -m simulate.projection $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX)) \
+	  $(call opt,--scaling,$(SCALING)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS))
 
 bench: $(STAMP) ## benchmarks, printed as ratios measured in one run (BENCH=name for one)
 	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load,$(BENCH)); do \
-	  echo "== bench/$$b"; $(PY) -m bench.$$b; done
+	  echo "== bench/$$b"; $(PY) -m bench.$$b $(BENCH_ARGS); done
 
 test: $(STAMP) ## the whole test suite (Slurm tests need `make cluster-up`-able Slurm; fail in CI without it)
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
