@@ -107,3 +107,15 @@ def test_faults_end_quickly_and_keep_every_completed_step(fault, tmp_path):
             assert errors and "injected fault" in errors[0]["message"] and "Traceback" in errors[0]["traceback"]
         assert f"FAILED ddp-n{n}-p1-b24-r0" in proc.stdout
     assert time.time() - t0 < 150
+
+
+def test_grid_points_no_run_could_satisfy_are_skipped_not_fatal(tmp_path):
+    """A grid point that cannot run (8 pipeline stages for a 6-block model, `single` at 2 nodes)
+    is skipped with its reason; a sweep where every point is skipped is bad input."""
+    out = sweep("--dry-run", "--backend", "simulate", "--strategies", "mp,single", "--nodes", "2,8",
+                "--logs", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "skipped mp-n8-p1-b64-r0: mp needs 8 stages here; model mlp has 6 blocks" in out.stdout
+    assert "would run mp-n2-p1-b64-r0" in out.stdout and "skipped single-n2" in out.stdout
+    out = sweep("--dry-run", "--backend", "simulate", "--strategies", "mp", "--nodes", "8", "--logs", str(tmp_path))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "nothing to run" in out.stderr

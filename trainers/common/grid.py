@@ -12,9 +12,10 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from trainers.common.config import PIPELINED, STRATEGIES, ConfigError, ExperimentConfig, validate
+from trainers.common.config import MODEL_BLOCKS, PIPELINED, STRATEGIES, ConfigError, ExperimentConfig, validate
 
 ONE_PROCESS = ("single", "dp", "gpipe")
+STAGED = ("mp", "pipeline", "gpipe", "hybrid")  # cut the model into stages: at most one per block
 
 
 def parse_int_list(name: str, text: str, minimum: int = 1) -> list[int]:
@@ -60,6 +61,9 @@ def skip_reason(cfg: ExperimentConfig, gpus: int | None) -> str | None:
         return "ps needs at least 2 ranks (one server, one worker)"
     if cfg.strategy == "dp" and gpus is not None and gpus < 2:
         return f"dp (DataParallel) needs at least 2 GPUs on the node; this machine has {gpus}"
+    if cfg.strategy in STAGED and not cfg.balance and cfg.pipeline_stages > MODEL_BLOCKS.get(cfg.model, 10**9):
+        return (f"{cfg.strategy} needs {cfg.pipeline_stages} stages here; model {cfg.model} has "
+                f"{MODEL_BLOCKS[cfg.model]} blocks")
     return None
 
 
