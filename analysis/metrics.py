@@ -76,7 +76,10 @@ def _start_times(data: SweepData) -> pd.Series:
     """Per experiment: when its ranks started (the earliest start record; else the first step's start)."""
     r = data.ranks.groupby("experiment")["start_time"].min()
     s = data.steps
-    first = (s["time"] - s["step_s"]).groupby(s["experiment"].astype(str)).min() if not s.empty else pd.Series()
+    first = pd.Series(dtype=float)
+    if not s.empty:  # group on the categorical column: converting half a million rows to str is slow
+        first = (s["time"] - s["step_s"]).groupby(s["experiment"], observed=True).min()
+        first.index = first.index.astype(str)
     return r.combine_first(first) if not r.empty else first
 
 
@@ -84,9 +87,10 @@ def per_rank_table(data: SweepData) -> pd.DataFrame:
     s = data.steps[~data.steps["warmup"]]
     if s.empty:
         return pd.DataFrame(columns=["experiment", "rank", "busy_s", "step_s", "mem_bytes"])
-    s = s.assign(busy=s["compute_s"].fillna(s["step_s"]), experiment=s["experiment"].astype(str))
-    out = s.groupby(["experiment", "rank"]).agg(busy_s=("busy", "median"), step_s=("step_s", "median"),
-                                                mem_bytes=("mem_bytes", "max")).reset_index()
+    s = s.assign(busy=s["compute_s"].fillna(s["step_s"]))
+    out = s.groupby(["experiment", "rank"], observed=True).agg(
+        busy_s=("busy", "median"), step_s=("step_s", "median"), mem_bytes=("mem_bytes", "max")).reset_index()
+    out["experiment"] = out["experiment"].astype(str)
     r = data.ranks.copy()
     for kind in ("param", "grad", "optim"):  # bytes held after training (measured), else at start
         r[f"{kind}_bytes"] = r[f"end_{kind}_bytes"].combine_first(r[f"{kind}_bytes"])
@@ -106,7 +110,8 @@ def curves_table(data: SweepData, per_step: pd.DataFrame) -> pd.DataFrame:
                                                  time=("time", "max")).reset_index()
     out["t_since_start"] = out["time"] - out["experiment"].map(_start_times(data))
     s = data.steps
-    last_step = s.assign(experiment=s["experiment"].astype(str)).groupby(["experiment", "epoch"])["step"].max()
+    last_step = s.groupby(["experiment", "epoch"], observed=True)["step"].max()
+    last_step.index = last_step.index.set_levels(last_step.index.levels[0].astype(str), level=0)
     out["step"] = [last_step.get((x, float(ep)), np.nan) for x, ep in zip(out["experiment"], out["epoch"],
                                                                           strict=True)]
     return out
