@@ -35,6 +35,7 @@ SCALING ?=
 SWEEP ?=
 DRY_RUN ?=
 NO_WAIT ?=
+SERIAL ?=
 # ---- other targets' variables ----------------------------------------------
 A ?=
 B ?=
@@ -65,7 +66,7 @@ SWEEP_FLAGS = --nodes $(call q,$(NODES)) --strategies $(call q,$(STRATEGIES)) --
   $(call opt,--link,$(LINK)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS)) \
   $(call opt,--memory-fraction,$(MEMORY_FRACTION)) $(call opt,--checkpoint-every,$(CHECKPOINT_EVERY)) $(call opt,--fault,$(FAULT)) \
   $(call opt,--seed,$(SEED)) $(call opt,--repeats,$(REPEATS)) $(call opt,--scaling,$(SCALING)) \
-  $(call opt,--sweep,$(SWEEP)) $(if $(DRY_RUN),--dry-run) $(if $(NO_WAIT),--no-wait)
+  $(call opt,--sweep,$(SWEEP)) $(if $(DRY_RUN),--dry-run) $(if $(NO_WAIT),--no-wait) $(if $(SERIAL),--serial)
 
 .PHONY: help venv sweep plots report compare project bench test test-fast lint cluster-up cluster-down \
   cluster-status status cancel render clean
@@ -88,6 +89,7 @@ help: ## list targets and variables
 	@echo "  PARTITION ACCOUNT TIME   Slurm placement       CHECKPOINT_EVERY  steps between checkpoints (0)"
 	@echo "  FAULT            raise@R:S | kill@R:S          SEED (0)  REPEATS (1)  SCALING strong|weak"
 	@echo "  SWEEP            sweep name under logs/ (timestamp)   DRY_RUN=1  validate, run nothing   NO_WAIT=1"
+	@echo "  SERIAL=1         Slurm: one job at a time (timings on the loopback cluster, whose nodes share cores)"
 	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX, LINK, SCALING (project); CLUSTER_NODES"
 	@echo "  (cluster-up); BENCH=all|allreduce|pipeline|memory|analysis_load, BENCH_ARGS (bench); PYTEST_ARGS"
 

@@ -107,8 +107,11 @@ def summarize(path: str, name: str, states: dict[str, str], skipped: int) -> int
 
 # ---- BACKEND=slurm ----------------------------------------------------------------------------------
 
-def _submit(script: str) -> str:
-    out = subprocess.run(["sbatch", "--parsable", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+def _submit(script: str, serial_name: str = "") -> str:
+    """sbatch the script; with `serial_name`, as one of the jobs of that name that Slurm runs one at a time."""
+    extra = [f"--job-name={serial_name}", "--dependency=singleton"] if serial_name else []
+    out = subprocess.run(["sbatch", "--parsable", *extra, script], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60)
     if out.returncode != 0:
         raise RuntimeError(f"sbatch {script} failed: {_one_line(out.stderr or out.stdout)}")
     return out.stdout.strip().split(";")[0]
@@ -164,7 +167,7 @@ def run_slurm(experiments: list[Experiment], path: str, name: str, args: argpars
         with open(script, "w") as f:
             f.write(render_job(exp, run_dir, name, args))
         try:
-            job_id = _submit(script)
+            job_id = _submit(script, f"ts-{name}" if getattr(args, "serial", False) else "")
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -220,10 +223,14 @@ def run_submitit(experiments: list[Experiment], path: str, name: str, args: argp
             groups.setdefault((exp.config.nodes, exp.config.procs_per_node), []).append(exp)
         for (nodes, procs), group in groups.items():
             ex = submitit.SlurmExecutor(folder=folder)
-            params = {"job_name": f"ts-{name}-n{nodes}", "nodes": nodes, "ntasks_per_node": procs,
-                      "cpus_per_task": 1, "time": limit_min, "array_parallelism": ARRAY_PARALLELISM,
+            serial = getattr(args, "serial", False)
+            params = {"job_name": f"ts-{name}" if serial else f"ts-{name}-n{nodes}", "nodes": nodes,
+                      "ntasks_per_node": procs, "cpus_per_task": 1, "time": limit_min,
+                      "array_parallelism": 1 if serial else ARRAY_PARALLELISM,
                       "srun_args": ["--kill-on-bad-exit=1", "--cpus-per-task=1"],
                       "signal_delay_s": render.warning_seconds(time_limit_s(args.time_limit))}
+            if serial:  # one job of this name at a time, across the arrays of every layout
+                params["additional_parameters"] = {"dependency": "singleton"}
             if args.partition:
                 params["partition"] = args.partition
             if args.account:
