@@ -14,7 +14,7 @@ The model of one optimizer step on W = nodes x procs ranks (README, "Scaling pro
     r          = max(1, ranks on a machine / its cores)            CPU contention (time sharing)
     rc         = r, except 1 for ps: its exchange is serial at the server while the workers wait
 
-    bytes(W) per pattern, P fitted from comm_bytes:   all-reduce / sharded collectives: P (W-1)/W
+    bytes(W) per pattern, P fitted from comm_bytes:   all-reduce / sharded collectives: 2 P (W-1)/W
     (ring all-reduce sends 2(N-1)/N x the gradient size), parameter server: P (W-1) at the server,
     pipeline: P (activations at a stage boundary).   messages(W): 2(W-1), 2, 2 x chunks.
     Pipelines: compute = A (M+K-1)/(M K) * r, A the whole model's compute per step, K stages,
@@ -165,7 +165,7 @@ def pattern(strategy: str, world: int) -> float:
         return world - 1.0
     if strategy in PIPELINE:
         return 1.0
-    return (world - 1) / world
+    return 2 * (world - 1) / world  # ring all-reduce (reduce-scatter + all-gather): P = the gradient bytes
 
 
 def messages(strategy: str, world: int, chunks: int) -> int:

@@ -34,11 +34,11 @@ def test_fit_recovers_the_model(strategy):
 
 
 def test_link_formulas():
-    assert pj.pattern("ring", 4) == 0.75 and pj.pattern("ps", 4) == 3 and pj.pattern("pipeline", 4) == 1
+    assert pj.pattern("ring", 4) == 1.5 and pj.pattern("ps", 4) == 3 and pj.pattern("pipeline", 4) == 1
     assert pj.messages("ddp", 4, 4) == 6 and pj.messages("ps", 4, 4) == 2 and pj.messages("mp", 2, 4) == 8
     f = pj.Fit("ddp", 0.0, 1e-4, 0.0, 8e6, 4)
     row = pj.project(f, 64, 1, 2, 64, "weak", 25e-6, 10e9 / 8)
-    assert row["link_s"] == pytest.approx(2 * 63 * 25e-6 + 8e6 * 63 / 64 / (10e9 / 8))
+    assert row["link_s"] == pytest.approx(2 * 63 * 25e-6 + 8e6 * 2 * 63 / 64 / (10e9 / 8))
     assert row["global_batch"] == 64 * 64 and not row["note"]
 
 
