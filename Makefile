@@ -143,11 +143,11 @@ cluster-down: ## stop the loopback Slurm cluster
 cluster-status: ## state of the loopback Slurm cluster
 	bin/cluster status
 
-status: $(STAMP) ## Slurm state of SWEEP's jobs
+status: $(STAMP) ## Slurm state of SWEEP's jobs (default: the newest sweep)
 	$(PY) -m slurm.track status $(call opt,--sweep,$(SWEEP))
 
-cancel: $(STAMP) ## cancel SWEEP's Slurm jobs
+cancel: $(STAMP) ## cancel SWEEP's Slurm jobs (default: the newest sweep)
 	$(PY) -m slurm.track cancel $(call opt,--sweep,$(SWEEP))
 
-clean: ## remove logs/ (keeps .venv)
-	rm -rf logs
+clean: ## remove logs/ (keeps .venv and the logs/sbatch/ folder that sbatch scripts write into)
+	rm -rf logs && mkdir -p logs/sbatch && touch logs/sbatch/.gitkeep

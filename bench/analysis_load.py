@@ -43,7 +43,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--ranks", type=int, default=256)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="64 ranks x 500 steps")
     args = p.parse_args(argv)
+    if args.quick:
+        args.ranks, args.steps = 64, 500
     if args.ranks < 8 or args.ranks % 8 or args.steps < 3 or args.runs < 1:
         print("error: --ranks must be a multiple of 8, --steps >= 3, --runs >= 1", file=sys.stderr)
         return 2

@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.memory", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="transformer")
     p.add_argument("--ranks", default="2,4")
+    p.add_argument("--quick", action="store_true", help="2 ranks only")
     args = p.parse_args(argv)
+    if args.quick:
+        args.ranks = "2"
     from trainers.common.data import synthetic
     from trainers.common.models import build_model
 

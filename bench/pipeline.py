@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--chunks", default="1,2,4,8,16")
     p.add_argument("--balance", default="", help="blocks per stage, or params/time (default: by parameters)")
+    p.add_argument("--quick", action="store_true", help="chunks 1 and 4 only, 4 timed steps")
     args = p.parse_args(argv)
+    if args.quick:
+        args.chunks, args.steps = "1,4", 4
     chunks = [int(c) for c in args.chunks.split(",")]
     balance = args.balance
     common = dict(nodes=1, procs_per_node=2, model=args.model, global_batch=args.batch, steps=args.steps,

@@ -37,12 +37,11 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 
-from trainers.common.config import LINKS, ConfigError, check_name
+from trainers.common.config import LINKS, MODEL_BLOCKS, ConfigError, check_name
 
 COLLECTIVE = ("ddp", "ring", "zero", "fsdp")
 PIPELINE = ("mp", "pipeline")
 ONE_NODE = ("single", "dp", "gpipe")  # measured at one process only: nothing to project
-MODEL_BLOCKS = 6  # blocks of the models (pipelines cannot have more stages than blocks)
 
 
 @dataclass
@@ -61,6 +60,7 @@ class Point:
     latency_s: float  # emulated link in that run (0 when none)
     bandwidth: float  # bytes/s, 0 = infinite
     experiment: str = ""
+    model: str = ""
 
     @property
     def world(self) -> int:
@@ -125,7 +125,7 @@ def load_point(run_dir: str) -> Point | None:
     latency, bandwidth = _run_link(cfg, meta)
     return Point(cfg["strategy"], cfg["nodes"], cfg["procs_per_node"], cfg["global_batch"], cfg.get("chunks", 1),
                  cores, step_s, _q(computes) if computes else None, int(comm), int(samples),
-                 latency, bandwidth, os.path.basename(run_dir))
+                 latency, bandwidth, os.path.basename(run_dir), cfg.get("model", ""))
 
 
 def _run_link(cfg: dict, meta: dict) -> tuple[float, float]:
@@ -340,8 +340,9 @@ def project(f: Fit, nodes: int, procs: int, cores: int, batch: int, scaling: str
     base_thr = batch / one if one > 0 else math.nan
     thr = gbatch / step if step > 0 else math.nan
     note = ""
-    if f.strategy in PIPELINE and world > MODEL_BLOCKS:
-        note = f"more stages than the model's {MODEL_BLOCKS} blocks: not runnable"
+    blocks = MODEL_BLOCKS.get(f.points[0].model if f.points else "", 10**9)
+    if f.strategy in PIPELINE and world > blocks:
+        note = f"more stages than the model's {blocks} blocks: not runnable"
     elif gbatch / dp_size(f.strategy, world) < 1:
         note = "fewer than one sample per rank (strong scaling past the global batch)"
     return {"strategy": f.strategy, "nodes": nodes, "world_size": world, "global_batch": round(gbatch, 3),

@@ -1,7 +1,7 @@
 """Job tracking for the Slurm backends: status.json updates from job scripts, sweep status, cancel.
 
-    python -m slurm.track status --sweep NAME [--logs DIR]   # one line per experiment (make status)
-    python -m slurm.track cancel --sweep NAME [--logs DIR]   # scancel what is still queued or running
+    python -m slurm.track status [--sweep NAME] [--logs DIR]   # one line per experiment (make status)
+    python -m slurm.track cancel [--sweep NAME] [--logs DIR]   # scancel what is still queued or running
     python -m slurm.track mark RUN_DIR STATE [...]           # called by the job scripts
 
 Where a state comes from, best first: a final state the job itself wrote to status.json (it
@@ -213,7 +213,7 @@ def main(argv: list[str]) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("status", "cancel"):
         s = sub.add_parser(name)
-        s.add_argument("--sweep", required=True)
+        s.add_argument("--sweep", default="", help="sweep name (default: the newest sweep under --logs)")
         s.add_argument("--logs", default=rundir.LOGS)
     m = sub.add_parser("mark")
     m.add_argument("run_dir")
@@ -227,7 +227,15 @@ def main(argv: list[str]) -> int:
         mark(args.run_dir, args.state, args.exit_code, args.attempt, args.requeued, args.reason)
         return 0
     try:
-        path = os.path.join(args.logs, check_name("sweep name", args.sweep))
+        if args.sweep:
+            path = os.path.join(args.logs, check_name("sweep name", args.sweep))
+        else:
+            from analysis.load import list_sweeps  # lazily: pandas is not needed by `mark`
+
+            sweeps = list_sweeps(args.logs)
+            if not sweeps:
+                raise ConfigError(f"no sweep found under {args.logs}: give SWEEP=<name>")
+            path = os.path.join(args.logs, sweeps[-1])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
