@@ -9,9 +9,10 @@ The model of one optimizer step on W = nodes x procs ranks (README, "Scaling pro
 
     T(W) = compute + local_comm + link
     compute    = (c0 + s * b) * r                 b: samples per computing rank, B / dp(W)
-    local_comm = kappa * bytes(W) * rc            this machine's cost per byte sent (copies, reductions, TCP)
+    local_comm = kappa * bytes(W) * rc + u * r    kappa: this machine's cost per byte sent; u: ps server update
     link       = latency * messages(W) + bytes(W) / bandwidth      only between nodes
-    r          = max(1, ranks on a machine / its cores)            CPU contention (time sharing)
+    r          = max(1, ranks on a machine * busy / its cores)     CPU contention (time sharing)
+    busy       = a rank's cpu_s / (step_s x its threads), measured where 1 < W <= cores
     rc         = r, except 1 for ps: its exchange is serial at the server while the workers wait
 
     bytes(W) per pattern, P fitted from comm_bytes:   all-reduce / sharded collectives: 2 P (W-1)/W
@@ -22,7 +23,7 @@ The model of one optimizer step on W = nodes x procs ranks (README, "Scaling pro
 
 c0, s come from the measured `compute_s` (least squares over the node counts; a strategy with
 one slice size borrows the others' split between c0 and s), kappa from the rest of the measured step time.
-On the projected cluster every node is this machine (r = max(1, procs / cores)); on this
+On the projected cluster every node is this machine (r = max(1, procs x busy / cores)); on this
 machine r grows with the ranks, which is how NODES=4 on 2 cores is predicted.
 """
 
@@ -61,6 +62,8 @@ class Point:
     bandwidth: float  # bytes/s, 0 = infinite
     experiment: str = ""
     model: str = ""
+    busy: float | None = None  # the ranks' mean CPU time per step / (step time x threads per rank)
+    serial_s: float = 0.0  # own work of a rank that computes no samples (the ps server's update)
 
     @property
     def world(self) -> int:
@@ -118,14 +121,19 @@ def load_point(run_dir: str) -> Point | None:
         return None
     step_s = _q([max(r["step_s"] for r in v) for v in steps])
     computes = [max(c) for v in steps if (c := [r["compute_s"] for r in v if r["samples"] and r["compute_s"]])]
+    serial = [max(c) for v in steps if (c := [r["compute_s"] for r in v if not r["samples"] and r["compute_s"]])]
     comm = statistics.median(max(r.get("comm_bytes") or 0 for r in v) for v in steps)
     samples = statistics.median(max(r["samples"] for r in v) for v in steps)
     plan = meta.get("cpu_plan") or _read_json(os.path.join(run_dir, "status.json")).get("cpu_plan") or {}
     cores = int(plan.get("machine_cores") or os.cpu_count() or 1)
     latency, bandwidth = _run_link(cfg, meta)
+    threads = int(plan.get("threads_per_rank") or 1)
+    cpu = [statistics.mean(r["cpu_s"] for r in v) / (max(r["step_s"] for r in v) * threads) for v in steps
+           if all(r.get("cpu_s") is not None for r in v) and max(r["step_s"] for r in v) > 0]
     return Point(cfg["strategy"], cfg["nodes"], cfg["procs_per_node"], cfg["global_batch"], cfg.get("chunks", 1),
                  cores, step_s, _q(computes) if computes else None, int(comm), int(samples),
-                 latency, bandwidth, os.path.basename(run_dir), cfg.get("model", ""))
+                 latency, bandwidth, os.path.basename(run_dir), cfg.get("model", ""),
+                 statistics.median(cpu) if cpu else None, _q(serial) if serial else 0.0)
 
 
 def _run_link(cfg: dict, meta: dict) -> tuple[float, float]:
@@ -178,8 +186,10 @@ def messages(strategy: str, world: int, chunks: int) -> int:
     return 2 * (world - 1)  # ring: reduce-scatter + all-gather steps, one after the other
 
 
-def contention(ranks_on_machine: int, cores: int) -> float:
-    return max(1.0, ranks_on_machine / max(cores, 1))
+def contention(ranks_on_machine: int, cores: int, busy: float = 1.0) -> float:
+    """How much slower time sharing makes each rank: the CPU the ranks ask for over the cores.
+    `busy`: the fraction of a step a rank keeps its core busy (measured; the rest it waits)."""
+    return max(1.0, ranks_on_machine * busy / max(cores, 1))
 
 
 def comm_contention(strategy: str, r: float) -> float:
@@ -204,6 +214,11 @@ class Fit:
     param_bytes: float  # P of `pattern`
     chunks: int
     points: list[Point] = field(default_factory=list)
+    busy: float = 1.0  # fraction of a step a rank keeps a core busy (measured where not contended)
+    serial_s: float = 0.0  # ps: the server's update, on the path between the workers' push and pull
+
+    def contention(self, ranks_on_machine: int, cores: int) -> float:
+        return contention(ranks_on_machine, cores, self.busy)
 
     def compute(self, world: int, batch: float, r: float) -> float:
         if self.strategy in PIPELINE:
@@ -218,7 +233,7 @@ class Fit:
         """(step, compute, local comm, link) seconds."""
         nbytes = self.param_bytes * pattern(self.strategy, world)
         comp = self.compute(world, batch, r)
-        local = self.kappa * nbytes * comm_contention(self.strategy, r)
+        local = self.kappa * nbytes * comm_contention(self.strategy, r) + (self.serial_s * r if world > 1 else 0.0)
         wire = link_s(self.strategy, world, self.chunks, nbytes, latency_s, bandwidth) if crosses_nodes else 0.0
         return comp + local + wire, comp, local, wire
 
@@ -236,10 +251,18 @@ def _lstsq2(rows: list[tuple[float, float, float]]) -> tuple[float, float] | Non
     return (suy * svv - svy * suv) / det, (svy * suu - suy * suv) / det
 
 
-def fit_compute(points: list[Point], shape: float | None) -> tuple[float, float]:
+def fit_busy(points: list[Point]) -> float:
+    """The fraction of a step a rank keeps its core busy, from the multi-rank runs that did not
+    share cores (1 < W <= cores): ranks that wait in communication leave CPU to the others, so
+    W ranks on C cores slow each other by W x busy / C, not W / C. 1 where nothing was measured."""
+    seen = [p.busy for p in points if p.busy is not None and 1 < p.world <= p.cores]
+    return min(1.0, statistics.median(seen)) if seen else 1.0
+
+
+def fit_compute(points: list[Point], shape: float | None, busy: float = 1.0) -> tuple[float, float]:
     """c0, s from compute_s = (c0 + s*b) * r. With one batch size only, the split between the
     per-step and the per-sample part is borrowed: `shape` = c0 / (c0 + s * global batch)."""
-    rows = [(contention(p.world, p.cores), p.samples, p.compute_s) for p in points
+    rows = [(contention(p.world, p.cores, busy), p.samples, p.compute_s) for p in points
             if p.compute_s is not None and p.samples > 0]
     if len({b for _, b, _ in rows}) >= 2:
         solved = _lstsq2([(r, r * b, c) for r, b, c in rows])
@@ -267,28 +290,30 @@ def _shape(c0: float, s: float, batch: int) -> float:
 def fit(points: list[Point], pooled_shape: float | None = None) -> Fit:
     strategy = points[0].strategy
     chunks = points[0].chunks
+    busy = fit_busy(points)
     if strategy in PIPELINE:
         # Pipelines log no compute_s: fit A and kappa together on the step time.
         rows = []
         for p in points:
-            r = contention(p.world, p.cores)
+            r = contention(p.world, p.cores, busy)
             k, m = p.world, p.chunks
             wire = link_s(strategy, p.world, m, p.comm_bytes, p.latency_s, p.bandwidth)
             rows.append(((m + k - 1) / (m * k) * r, p.comm_bytes * r, p.step_s - wire))
         solved = _lstsq2(rows) if len(rows) >= 2 else None
         a, kappa = solved if solved is not None else (statistics.mean(y / u for u, _, y in rows), 0.0)
         pb = statistics.median([p.comm_bytes for p in points if p.world > 1] or [0])
-        return Fit(strategy, 0.0, a / max(points[0].global_batch, 1), max(kappa, 0.0), pb, chunks, points)
-    c0, s = fit_compute(points, pooled_shape)
+        return Fit(strategy, 0.0, a / max(points[0].global_batch, 1), max(kappa, 0.0), pb, chunks, points, busy)
+    c0, s = fit_compute(points, pooled_shape, busy)
     multi = [p for p in points if p.world > 1]
     pb = statistics.median([p.comm_bytes / pattern(strategy, p.world) for p in multi]) if multi else 0.0
-    tmp = Fit(strategy, c0, s, 0.0, pb, chunks, points)
+    serial = statistics.median([p.serial_s for p in multi]) if multi else 0.0
+    tmp = Fit(strategy, c0, s, 0.0, pb, chunks, points, busy, serial)
     num = den = 0.0
     for p in multi:
-        r = contention(p.world, p.cores)
-        _, comp, _, wire = tmp.step_s(p.world, p.global_batch, r, p.latency_s, p.bandwidth, p.nodes > 1)
+        r = tmp.contention(p.world, p.cores)
+        _, comp, serial, wire = tmp.step_s(p.world, p.global_batch, r, p.latency_s, p.bandwidth, p.nodes > 1)
         x = pb * pattern(strategy, p.world) * comm_contention(strategy, r)
-        num += (p.step_s - comp - wire) * x
+        num += (p.step_s - comp - serial - wire) * x  # kappa is 0 in tmp: its local comm is the serial part
         den += x * x
     tmp.kappa = max(num / den, 0.0) if den > 0 else 0.0
     return tmp
@@ -304,7 +329,7 @@ def fit_all(points: list[Point]) -> dict[str, Fit]:
     shapes = []
     for strategy, pts in by.items():
         if strategy not in PIPELINE and len({p.samples for p in pts if p.compute_s}) >= 2:
-            c0, s = fit_compute(pts, None)
+            c0, s = fit_compute(pts, None, fit_busy(pts))
             if s > 0:
                 shapes.append(_shape(c0, s, pts[0].global_batch))
     pooled = statistics.median(shapes) if shapes else None
@@ -315,7 +340,7 @@ def predict_here(f: Fit, nodes: int, procs: int, cores: int, batch: int, latency
                  bandwidth: float = 0.0) -> float:
     """Step time of `nodes` simulated nodes on this machine (all ranks share its cores)."""
     world = nodes * procs
-    return f.step_s(world, batch, contention(world, cores), latency_s, bandwidth, nodes > 1)[0]
+    return f.step_s(world, batch, f.contention(world, cores), latency_s, bandwidth, nodes > 1)[0]
 
 
 def node_counts(max_nodes: int) -> list[int]:
@@ -332,7 +357,7 @@ def project(f: Fit, nodes: int, procs: int, cores: int, batch: int, scaling: str
             bandwidth: float) -> dict:
     """One CSV row: the cluster of `nodes` machines like this one, on the given link."""
     world = nodes * procs
-    r = contention(procs, cores)  # each node has its own cores
+    r = f.contention(procs, cores)  # each node has its own cores
     per_rank = batch / dp_size(f.strategy, procs) if scaling == "weak" else None
     gbatch = per_rank * dp_size(f.strategy, world) if per_rank is not None else batch
     step, comp, local, wire = f.step_s(world, gbatch, r, latency_s, bandwidth, nodes > 1)

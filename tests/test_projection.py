@@ -42,28 +42,39 @@ def test_link_formulas():
     assert row["global_batch"] == 64 * 64 and not row["note"]
 
 
-# The issue's goal is 20%. On a 2-core machine NODES=4 runs 4 ranks on 2 cores, and one sweep's
-# step times at NODES=2 and 4 move by up to +-15% from sweep to sweep (process placement,
-# gloo's polling waits): single sweeps missed by up to 44%, the median of 3 repeats by up to
-# 20% (README, "Scaling projection", has the measured errors). The test fits 3 repeats of
-# NODES=1,2 and predicts the median of NODES=4's repeats; a wrong model (a missing contention
-# factor, the wrong traffic pattern) misses by 80% or more.
-TOLERANCE = 0.30
+# The issue's goal: within 20%. On a 2-core machine NODES=4 runs 4 ranks on 2 cores; the model
+# scales compute by the CPU the ranks ask for (W x busy / cores, busy measured from each rank's
+# cpu_s at NODES=2), adds the ps server's serial update, and fits the local comm cost per byte.
+# The NODES=4 figure is the median of 3 repeats. Other load on a shared machine can disturb a
+# whole sweep, so a miss is measured once more in a fresh sweep. On one such sweep the model
+# missed by ddp +5.6%, ps +0.9%, ring +3.0%; without contention ddp and ring missed by -43% and
+# -45%; with contention W / cores (busy = 1) ps missed by +30%.
+TOLERANCE = 0.20
+
+
+def _errors_at_four(logs, name: str, strategies: list[str]) -> dict[str, float]:
+    out = sweep("--backend", "simulate", "--nodes", "1,2,4", "--strategies", ",".join(strategies), "--steps", "30",
+                "--repeats", "3", "--sweep", name, "--logs", str(logs), "--device", "cpu")
+    assert out.returncode == 0, out.stdout + out.stderr
+    points = pj.load_points(str(logs / name))
+    checks = {s: (measured, pred) for s, n, measured, pred in pj.held_out_check(points) if n == 4}
+    assert set(checks) == set(strategies)
+    return {s: round((pred - measured) / measured, 3) for s, (measured, pred) in checks.items()}
 
 
 @pytest.mark.integration
 def test_projection_predicts_four_nodes(tmp_path):
     """Fitted on NODES=1,2, the model predicts NODES=4 (this machine, same link)."""
     strategies = ["ddp", "ring", "ps"]
-    out = sweep("--backend", "simulate", "--nodes", "1,2,4", "--strategies", ",".join(strategies), "--steps", "30",
-                "--repeats", "3", "--sweep", "proj", "--logs", str(tmp_path), "--device", "cpu")
-    assert out.returncode == 0, out.stdout + out.stderr
-    points = pj.load_points(str(tmp_path / "proj"))
-    checks = {s: (measured, pred) for s, n, measured, pred in pj.held_out_check(points) if n == 4}
-    assert set(checks) == set(strategies)
-    errors = {s: round((pred - measured) / measured, 3) for s, (measured, pred) in checks.items()}
-    print("projection errors at NODES=4:", errors)
-    assert all(abs(e) <= TOLERANCE for e in errors.values()), errors
+    tries = []
+    for name in ("proj", "proj-again"):
+        errors = _errors_at_four(tmp_path, name, strategies)
+        print(f"projection errors at NODES=4 ({name}):", errors)
+        tries.append(errors)
+        if all(abs(e) <= TOLERANCE for e in errors.values()):
+            break
+    else:
+        pytest.fail(f"projection error at NODES=4 above {TOLERANCE:.0%} in every sweep: {tries}")
     assert pj.main(["--sweep", "proj", "--logs", str(tmp_path), "--link", "10gbe", "--max-nodes", "1024"]) == 0
     with open(tmp_path / "proj" / "projection.csv") as f:
         rows = list(csv.DictReader(f))

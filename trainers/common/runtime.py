@@ -221,17 +221,18 @@ def train(ctx: Context, trainer: Trainer) -> dict[str, float]:
         y = ctx.data.y_train[idx].to(ctx.device, non_blocking=True)
         _inject_fault(ctx, step)
         ctx.sync_device()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         out = trainer.train_step(x, y)
         ctx.sync_device()
         step_s = time.perf_counter() - t0
+        cpu_s = time.process_time() - cpu0  # CPU time of the whole process (all threads) in the step
         compute_s = out.compute_s
         if compute_s is None and out.comm_s is not None:
             compute_s = max(step_s - out.comm_s, 0.0)
         warm = step - start_step < cfg.warmup
         ctx.log.write("step", step=step, epoch=epoch, samples=out.samples, step_s=step_s,
                       compute_s=compute_s, comm_s=out.comm_s, comm_bytes=out.comm_bytes, loss=out.loss,
-                      mem_bytes=peak_memory_bytes(ctx.device), warmup=warm)
+                      mem_bytes=peak_memory_bytes(ctx.device), cpu_s=cpu_s, warmup=warm)
         if not warm:
             timed_s, timed_samples = timed_s + step_s, timed_samples + out.samples
         if step % report_every == 0 or step == total - 1:
