@@ -168,6 +168,8 @@ def plot_breakdown(a: Analysis) -> Figure | str:
             v = v + np.where(d[["compute_s", "comm_s", "bubble_s"]].isna().all(axis=1), d["median_step_s"] * 1000, 0)
         ax.bar(x, v, bottom=bottom, color=c, label=label, edgecolor="white", lw=0.5)
         bottom += v
+    if np.nanmax(bottom) > 0:
+        ax.set_ylim(0, float(np.nanmax(bottom)) * 1.08)  # head-room: the tallest bar must not touch the frame
     ax.set_xticks(x)
     ax.set_xticklabels(d["label"], fontsize=8, rotation=0 if len(d) < 8 else 45, ha="center" if len(d) < 8 else "right")
     ax.set_xlabel("strategy and node count")
@@ -383,7 +385,8 @@ PLOTS = [
     PlotSpec("memory", "Memory per rank", "Left: peak memory of the largest rank (RSS on CPU, allocator peak on "
              "GPU). Right: parameters, gradients and optimizer state that rank holds.", plot_memory),
     PlotSpec("loss", "Loss curves", "Training loss per step (sample-weighted mean over ranks), against the step "
-             "and against wall-clock time.", plot_loss),
+             "and against wall-clock time; strategies that follow the same trajectory draw one line over "
+             "another.", plot_loss),
     PlotSpec("accuracy", "Accuracy curves", "Validation accuracy at the end of each epoch, against steps and "
              "wall-clock time.", plot_accuracy),
     PlotSpec("time_to_accuracy", "Time to accuracy", "Wall-clock time until the validation accuracy first "

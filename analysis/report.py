@@ -67,13 +67,22 @@ def _embed(path: str) -> str:
         return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
 
 
+# -1 in the grid means "not set": say what is used instead
+_DEFAULTS = {"latency_us": "link preset", "bandwidth_gbps": "link preset", "memory_fraction": "even split"}
+
+
+def _grid_value(key: str, value):
+    return _DEFAULTS[key] if key in _DEFAULTS and value in (-1, -1.0) else value
+
+
 def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     rows = []
     for _, r in a.summary.iterrows():
         rows.append({"cells": [fmt(r.get(col), how) for col, _, how in TABLE], "state": r["state"],
                      "oversubscribed": bool(r.get("oversubscribed"))})
-    grid = {k: v for k, v in (a.data.meta.get("grid") or {}).items() if v not in ("", None, False)}
+    grid = {k: _grid_value(k, v) for k, v in (a.data.meta.get("grid") or {}).items()
+            if v not in ("", None, False) and k not in ("sweep", "backend")}  # both are in the meta block
     base = os.path.dirname(path)
     figures = [{"name": p.spec.name, "title": p.spec.title, "caption": p.spec.caption, "src": _embed(p.png),
                 "png": os.path.relpath(p.png, base), "svg": os.path.relpath(p.svg, base)} for p in plots]
