@@ -13,6 +13,8 @@ def test_defaults_are_valid_and_ids_are_stable():
     validate(cfg)
     assert cfg.experiment_id() == "ddp-n4-p1-b64-r0"
     assert ExperimentConfig(strategy="pipeline", nodes=2, chunks=8).experiment_id() == "pipeline-n2-p1-b64-c8-1f1b-r0"
+    linked = ExperimentConfig(strategy="ddp", nodes=2, link="10gbe", latency_us=2.5, bandwidth_gbps=40)
+    assert linked.experiment_id() == "ddp-n2-p1-b64-10gbe-lat2.5us-bw40g-r0"  # overrides keep runs apart
 
 
 @pytest.mark.parametrize("kw, word", [
@@ -79,3 +81,17 @@ def test_balance_by_params_minimises_the_largest_stage():
     assert balance_by_params([100, 1, 1, 1, 1], 2) == [1, 4]
     with pytest.raises(ValueError):
         balance_by_params([1, 2], 3)
+
+
+def test_batchnorm_note_only_when_the_batch_is_split():
+    from torch import nn
+
+    from trainers.common.trainer import Trainer
+
+    t = Trainer(ctx=None)  # type: ignore[arg-type]  # the note needs no context
+    t.note_batchnorm(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), 1, "rank")
+    t.note_batchnorm(nn.Sequential(nn.Linear(3, 3)), 4, "rank")
+    assert t.notes == []
+    t.note_batchnorm(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), 4, "micro-batch")
+    assert t.notes == ["model has BatchNorm: statistics are per micro-batch (4 of them), "
+                       "so the maths differs from single"]

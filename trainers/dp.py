@@ -28,6 +28,7 @@ class DataParallelTrainer(ReplicaTrainer):
         super().__init__(ctx)
         self.model = nn.DataParallel(self.module, device_ids=list(range(gpus)))
         self.notes.append(f"DataParallel over {gpus} GPUs")
+        self.note_batchnorm(self.module, gpus, "GPU replica")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class GPipeTrainer(ReplicaTrainer):
         self.model = GPipe(self.module, balance=balance, devices=devices, chunks=ctx.cfg.chunks,
                            checkpoint=ctx.cfg.gpipe_checkpoint)
         self.devices = devices
+        self.note_batchnorm(self.module, ctx.cfg.chunks, "micro-batch")
         self.notes.append(f"{stages} stages on {[str(d) for d in devices]}, blocks per stage {balance} "
                           f"(balance: {ctx.cfg.balance or 'params'}), {ctx.cfg.chunks} micro-batches, "
                           f"checkpoint {ctx.cfg.gpipe_checkpoint}")

@@ -147,6 +147,10 @@ class ExperimentConfig:
             parts.append(self.precision)
         if self.link != "loopback":
             parts.append(self.link)
+        if self.latency_us != -1.0:  # overrides of the preset change the timings: keep such runs apart
+            parts.append(f"lat{self.latency_us:g}us")
+        if self.bandwidth_gbps != -1.0:
+            parts.append(f"bw{self.bandwidth_gbps:g}g")
         parts.append(f"r{self.repeat}")
         return "-".join(parts)
 

@@ -100,6 +100,13 @@ class Trainer:
         self.ctx = ctx
         self.notes: list[str] = []
 
+    def note_batchnorm(self, module: nn.Module, pieces: int, what: str) -> None:
+        """Say so when BatchNorm sees `pieces` parts of the global batch apart: its statistics
+        (and so the maths) then differ from single's, which normalises over the whole batch."""
+        if pieces > 1 and has_batchnorm(module):
+            self.notes.append(f"model has BatchNorm: statistics are per {what} ({pieces} of them), "
+                              "so the maths differs from single")
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         raise NotImplementedError
 
@@ -139,8 +146,7 @@ class ReplicaTrainer(Trainer):
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, ctx.cfg)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.cfg.precision == "fp16")
-        if has_batchnorm(self.module) and dp_size > 1:
-            self.notes.append("model has BatchNorm: statistics are per rank, so the maths differs from single")
+        self.note_batchnorm(self.module, dp_size, "rank")
 
     def reduce_gradients(self, samples: int) -> tuple[float | None, int]:
         """Average gradients over data-parallel ranks. Returns (comm seconds, bytes sent)."""
