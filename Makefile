@@ -123,7 +123,7 @@ bench: $(STAMP) ## benchmarks, printed as ratios measured in one run (BENCH=name
 	  echo "== bench/$$b"; $(PY) -m bench.$$b $(BENCH_ARGS); done
 
 test: $(STAMP) ## the whole test suite (Slurm tests need `make cluster-up`-able Slurm; fail in CI without it)
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q --durations=10 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only (no process launches, no Slurm)
 	$(VENV)/bin/python -m pytest -q -m "not integration and not slurm" $(PYTEST_ARGS)

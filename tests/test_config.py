@@ -60,6 +60,13 @@ def test_weak_scaling_grows_the_global_batch():
     assert [e.config.global_batch for e in exps] == [32, 64, 128]
 
 
+
+def test_repeats_are_the_outer_loop():
+    exps = grid.expand(ExperimentConfig(), ["ddp", "ring"], [1, 2], [4], 2)
+    assert [e.id for e in exps] == ["ddp-n1-p1-b64-r0", "ddp-n2-p1-b64-r0", "ring-n1-p1-b64-r0", "ring-n2-p1-b64-r0",
+                                    "ddp-n1-p1-b64-r1", "ddp-n2-p1-b64-r1", "ring-n1-p1-b64-r1", "ring-n2-p1-b64-r1"]
+
+
 def test_ps_splits_uneven_batches_and_ddp_does_not():
     validate(ExperimentConfig(strategy="ps", nodes=4, global_batch=32))  # 3 workers: 11, 11, 10
     assert split_sizes(32, 3) == [11, 11, 10]

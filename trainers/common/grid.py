@@ -80,20 +80,24 @@ class Experiment:
 
 def expand(base: ExperimentConfig, strategies: list[str], nodes: list[int], chunks: list[int],
            repeats: int, scaling: str = "strong", gpus: int | None = None) -> list[Experiment]:
-    """The grid strategies x nodes x chunks (pipelined strategies only) x repeats."""
+    """The grid strategies x nodes x chunks (pipelined strategies only) x repeats.
+
+    Repeats are the outer loop: the whole grid runs once, then again. A slow spell of the
+    machine (other jobs, thermal limits) then lands on one repeat of every point instead of
+    on every repeat of one point, which the median over repeats can no longer filter out."""
     if scaling not in ("strong", "weak"):
         raise ConfigError(f"invalid scaling {scaling!r}: choose strong or weak")
     if repeats < 1:
         raise ConfigError(f"invalid repeats {repeats!r}: must be >= 1")
     experiments: list[Experiment] = []
     smallest = min(nodes)
-    for strategy in strategies:
-        for n in nodes:
-            batch = base.global_batch * (n // smallest if scaling == "weak" else 1)
-            if scaling == "weak" and n % smallest:
-                raise ConfigError(f"invalid nodes {n}: weak scaling needs multiples of the smallest ({smallest})")
-            for c in chunks if strategy in PIPELINED else [base.chunks]:
-                for r in range(repeats):
+    for r in range(repeats):
+        for strategy in strategies:
+            for n in nodes:
+                batch = base.global_batch * (n // smallest if scaling == "weak" else 1)
+                if scaling == "weak" and n % smallest:
+                    raise ConfigError(f"invalid nodes {n}: weak scaling needs multiples of the smallest ({smallest})")
+                for c in chunks if strategy in PIPELINED else [base.chunks]:
                     cfg = dataclasses.replace(base, strategy=strategy, nodes=n, chunks=c, repeat=r,
                                               global_batch=batch)
                     reason = skip_reason(cfg, gpus if strategy == "dp" else None)
