@@ -38,7 +38,12 @@ def run_rank(spec: RankSpec) -> int:
     from submitit.helpers import TorchDistributedEnvironment
 
     from slurm import track
+    from trainers.common.distenv import port_for_job
 
+    # submitit draws the port from 20000-60000, which overlaps the ephemeral ports other jobs'
+    # connections use on a shared host: take ours, derived from the job id as the sbatch path does.
+    job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or ""
+    os.environ.setdefault("MASTER_PORT", str(port_for_job(job_id if job_id.isdigit() else os.getppid())))
     env_d = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     env = dict(os.environ)
     on_slurm = env.get("SUBMITIT_EXECUTOR") == "slurm"

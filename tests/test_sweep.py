@@ -119,3 +119,20 @@ def test_grid_points_no_run_could_satisfy_are_skipped_not_fatal(tmp_path):
     assert "would run mp-n2-p1-b64-r0" in out.stdout and "skipped single-n2" in out.stdout
     out = sweep("--dry-run", "--backend", "simulate", "--strategies", "mp", "--nodes", "8", "--logs", str(tmp_path))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "nothing to run" in out.stderr
+
+
+def test_a_rank_that_fails_in_setup_still_logs_its_error(tmp_path):
+    """A rank whose rendezvous fails (port taken) ends at once with an `error` record."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = dict(os.environ, RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(taken.getsockname()[1]), PYTHONPATH=ROOT)
+        proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-m", "trainers.ddp", "--nodes", "2",
+                               "--steps", "2", "--device", "cpu", "--run-dir", str(tmp_path)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    errors = records(str(tmp_path), 0, "error")
+    assert len(errors) == 1 and "address already in use" in errors[0]["message"].lower(), errors

@@ -12,9 +12,11 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
-# Rendezvous ports derived from the Slurm job id fall in [PORT_BASE, PORT_BASE + PORT_SPAN).
+# Rendezvous ports derived from the Slurm job id fall in [PORT_BASE, PORT_BASE + PORT_SPAN):
+# below Linux's ephemeral range (32768-60999 by default), from which the gloo connections of
+# other jobs on the same host take their local ports: a port in there can be taken at random.
 PORT_BASE = 20000
-PORT_SPAN = 20000
+PORT_SPAN = 12000
 
 
 @dataclass(frozen=True)

@@ -128,12 +128,27 @@ def _write_runtime_meta(ctx: Context, backend: str) -> None:
     os.replace(tmp, path)
 
 
+def _run_dir(cfg: ExperimentConfig) -> str:
+    return cfg.run_dir or os.environ.get("RUN_DIR") or os.path.join("logs", "adhoc", cfg.experiment_id())
+
+
+def _log_for_errors(ctx: Context | None, cfg: ExperimentConfig) -> RankLog | None:
+    """The rank's log, also when set-up itself failed (e.g. the rendezvous port was taken)."""
+    if ctx is not None:
+        return ctx.log
+    try:
+        env = distenv.from_environ()
+        return RankLog(_run_dir(cfg), env.rank, env.node)
+    except Exception:  # noqa: BLE001 - no log to be had: stderr (the node's output) still has it
+        return None
+
+
 def setup(cfg: ExperimentConfig) -> Context:
     env = distenv.from_environ()
     if env.world_size != cfg.world_size:
         raise ConfigError(f"invalid layout: the launcher started {env.world_size} ranks but the config "
                           f"asks for {cfg.nodes} nodes x {cfg.procs_per_node} procs = {cfg.world_size}")
-    run_dir = cfg.run_dir or os.environ.get("RUN_DIR") or os.path.join("logs", "adhoc", cfg.experiment_id())
+    run_dir = _run_dir(cfg)
     device = _pick_device(cfg, env)
     if "TS_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["TS_THREADS"]))
@@ -285,8 +300,8 @@ def main(build: Callable[[Context], Trainer], strategy: str, argv: list[str] | N
         os._exit(checkpoint.PREEMPT_EXIT)
     except ConfigError as e:  # a runtime discovery that the input is impossible (e.g. no GPU)
         print(f"error: {e}", file=sys.stderr)
-        if ctx is not None:
-            ctx.log.write("error", message=str(e), traceback="")
+        if (log := _log_for_errors(ctx, cfg)) is not None:
+            log.write("error", message=str(e), traceback="")
         sys.stderr.flush()
         os._exit(2)
     except BaseException as e:  # noqa: BLE001 - every failure must reach the log, then exit fast
@@ -296,9 +311,9 @@ def main(build: Callable[[Context], Trainer], strategy: str, argv: list[str] | N
         # A rank past its GPU memory fraction says which fraction, and what it asked for and had.
         oom = gpu.oom_fields(e, ctx.device, ctx.memory_fraction) if ctx is not None else {}
         message = oom.pop("message", message)
-        if ctx is not None:
-            ctx.log.write("error", message=message, traceback=tb, **oom)
-            ctx.log.write("end", status="FAILED", message=message)
+        if (log := _log_for_errors(ctx, cfg)) is not None:
+            log.write("error", message=message, traceback=tb, **oom)
+            log.write("end", status="FAILED", message=message)
         sys.stdout.flush()
         sys.stderr.flush()
         # os._exit: skip destroy_process_group and atexit, which can block on a dead peer.
