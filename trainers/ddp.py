@@ -43,7 +43,7 @@ def timed_allreduce_hook(meter: CommMeter, bucket: dist.GradBucket) -> torch.fut
         sent = ring_allreduce_bytes(tensor.numel() * tensor.element_size(), world)
         # Emulated link: hold the bucket back for the wire time a ring all-reduce needs between nodes.
         meter.emulate(sent, messages=2 * (world - 1))
-        meter.add(time.perf_counter() - start, sent)
+        meter.add_span(start, time.perf_counter(), sent)
         return fut.value()[0]
 
     return future.then(done)

@@ -84,9 +84,16 @@ class CommMeter:
         self.seconds = 0.0
         self.bytes = 0
         self.emulated_s = 0.0  # seconds slept for the emulated link (all steps; for tests and notes)
+        self.spans: list[tuple[float, float]] = []
 
     def add(self, seconds: float, nbytes: int) -> None:
         self.seconds += seconds
+        self.bytes += nbytes
+
+    def add_span(self, start: float, end: float, nbytes: int) -> None:
+        """A transfer that may overlap others of the step (DDP's buckets queue behind each
+        other): the step counts the time at least one was in flight, not the sum."""
+        self.spans.append((start, end))
         self.bytes += nbytes
 
     def crosses_nodes(self, peer: int) -> bool:
@@ -112,6 +119,10 @@ class CommMeter:
         self.add(time.perf_counter() - start, nbytes)
 
     def take(self) -> tuple[float, int]:
-        out = (self.seconds, self.bytes)
-        self.seconds, self.bytes = 0.0, 0
+        covered, reach = 0.0, float("-inf")
+        for start, end in sorted(self.spans):
+            covered += max(0.0, end - max(start, reach))
+            reach = max(reach, end)
+        out = (self.seconds + covered, self.bytes)
+        self.seconds, self.bytes, self.spans = 0.0, 0, []
         return out
