@@ -311,9 +311,9 @@ def fit(points: list[Point], pooled_shape: float | None = None) -> Fit:
     num = den = 0.0
     for p in multi:
         r = tmp.contention(p.world, p.cores)
-        _, comp, serial, wire = tmp.step_s(p.world, p.global_batch, r, p.latency_s, p.bandwidth, p.nodes > 1)
+        _, comp, serial_part, wire = tmp.step_s(p.world, p.global_batch, r, p.latency_s, p.bandwidth, p.nodes > 1)
         x = pb * pattern(strategy, p.world) * comm_contention(strategy, r)
-        num += (p.step_s - comp - serial - wire) * x  # kappa is 0 in tmp: its local comm is the serial part
+        num += (p.step_s - comp - serial_part - wire) * x  # kappa is 0 in tmp: its local comm is the serial part
         den += x * x
     tmp.kappa = max(num / den, 0.0) if den > 0 else 0.0
     return tmp
