@@ -7,7 +7,7 @@ PY := bin/_py
 VENV := .venv
 STAMP := $(VENV)/.stamp
 
-# ---- sweep variables (see DESIGN.md's command-line contract) ----------------
+# ---- sweep variables (docs/sweeps.md) ---------------------------------------
 NODES ?= 1,2
 STRATEGIES ?= ddp
 PROCS ?=

@@ -375,6 +375,3 @@ def _steps_frame(ids: list[str], parts: list[tuple[int, int, RankFile]]) -> pd.D
         df = df.drop_duplicates(["experiment", "rank", "step"], keep="last")
     return df.reset_index(drop=True)
 
-
-def load_sweeps(paths: list[str]) -> list[SweepData]:
-    return [load_sweep(p) for p in paths]

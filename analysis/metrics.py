@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import SweepData
+from trainers.common import registry
 
-PIPELINED = ("gpipe", "pipeline", "hybrid")
 CONFIG_KEY = ["sweep", "strategy", "nodes", "procs_per_node", "global_batch", "chunks", "schedule", "model",
               "dataset", "precision", "link"]  # an experiment minus its repeat index
 TARGET_FRACTION = 0.9  # default target accuracy: this fraction of the best accuracy any experiment reached
@@ -129,7 +129,7 @@ def _time_split(steps: pd.DataFrame, exp: pd.Series, median_step: float) -> dict
         out["comm_s"] = median_step * (comm if np.isfinite(comm) else 0.0) / mean_step
         out["other_s"] = max(median_step - out["compute_s"] - out["comm_s"], 0.0)
         out["bubble_s"] = 0.0
-    elif exp["strategy"] in PIPELINED:
+    elif exp["strategy"] in registry.names(micro_batches=True):
         k, m = int(exp["stages"]), int(exp["chunks"])
         out["bubble_s"] = median_step * (k - 1) / (m + k - 1)
         out["compute_s"] = median_step - out["bubble_s"]

@@ -24,9 +24,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from analysis.metrics import CONFIG_KEY, PIPELINED, Analysis  # noqa: E402
+from analysis.metrics import CONFIG_KEY, Analysis  # noqa: E402
+from trainers.common.registry import NAMES as STRATEGIES  # noqa: E402
+from trainers.common.registry import names  # noqa: E402
 
-STRATEGIES = ("single", "dp", "ddp", "ps", "ring", "zero", "fsdp", "mp", "gpipe", "pipeline", "hybrid")
+PIPELINED = names(micro_batches=True)
 _COLOURS = plt.get_cmap("tab20").colors
 MIB = 2**20
 OVERSUB = "oversubscribed: more ranks than cores"
@@ -218,10 +220,6 @@ def _curve_label(row: pd.Series, varying: set[str]) -> str:
     return f"{series_label(row, varying)} n{row['nodes']}"
 
 
-def _line_styles(n: int) -> list[str]:
-    return ["-", "--", "-.", ":"][: max(1, n)]
-
-
 def plot_loss(a: Analysis) -> Figure | str:
     first, varying = _first_repeats(a)
     ps = a.per_step.assign(experiment=a.per_step["experiment"].astype(str))
@@ -306,7 +304,7 @@ def plot_time_to_accuracy(a: Analysis) -> Figure | str:
 def plot_chunks(a: Analysis) -> Figure | str:
     g = a.groups[a.groups["strategy"].isin(PIPELINED)]
     if g.empty or g["chunks"].nunique() < 2:
-        return "needs a pipeline strategy (gpipe, pipeline, hybrid) swept over at least two CHUNKS values"
+        return f"needs a pipeline strategy ({', '.join(PIPELINED)}) swept over at least two CHUNKS values"
     fig, (ax,) = _figure(f"Pipeline step time vs micro-batches — {a.data.name}")
     varying = _varying(g, [k for k in CONFIG_KEY if k not in ("chunks",)])
     stages = a.summary.groupby(CONFIG_KEY, dropna=False)["stages"].first()

@@ -1,4 +1,4 @@
-"""Synthetic sweeps in the exact on-disk format of a real one (DESIGN.md), for tests and benchmarks.
+"""Synthetic sweeps in the exact on-disk format of a real one (docs/logs.md), for tests and benchmarks.
 
 The numbers follow a toy cost model (compute shrinks with data-parallel ranks, communication
 grows with them, pipelines pay a bubble) so that plots have shapes to show; they are never
@@ -11,17 +11,15 @@ import json
 import os
 import random
 
-PIPELINED = ("gpipe", "pipeline", "hybrid")
-ONE_PROCESS = ("single", "dp", "gpipe")
+from trainers.common import registry
+from trainers.common.config import ExperimentConfig
 
 
-def _id(strategy: str, nodes: int, procs: int, batch: int, chunks: int, repeat: int) -> str:
-    parts = [strategy, f"n{nodes}", f"p{procs}", f"b{batch}"]
-    if strategy in PIPELINED:
-        parts.append(f"c{chunks}")
-    if strategy in ("pipeline", "hybrid"):
-        parts.append("1f1b")
-    return "-".join([*parts, f"r{repeat}"])
+def _config(strategy: str, nodes: int, procs: int, batch: int, chunks: int, steps: int, repeat: int = 0,
+            warmup: int = 2, seed: int = 0) -> ExperimentConfig:
+    return ExperimentConfig(strategy=strategy, nodes=nodes, procs_per_node=procs, model="mlp", dataset="digits",
+                            steps=steps, global_batch=batch, chunks=chunks, repeat=repeat, warmup=warmup,
+                            seed=seed)
 
 
 def _dump(path: str, doc: dict) -> None:
@@ -36,28 +34,23 @@ def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch:
     """One experiment directory: config.json, status.json, rank-R.jsonl for every rank."""
     rng = random.Random(hash((strategy, nodes, procs, chunks, repeat, seed)) & 0xFFFF)
     world = nodes * procs
-    stages = world if strategy in ("mp", "pipeline") else procs if strategy == "hybrid" else \
-        2 if strategy == "gpipe" else 1
-    dp = 1 if strategy in ("single", "dp", "gpipe", "mp", "pipeline") else max(world - 1, 1) \
-        if strategy == "ps" else world // stages
+    config = _config(strategy, nodes, procs, batch, chunks, steps, repeat, warmup, seed)
+    stages, dp = config.pipeline_stages, config.dp_size
     os.makedirs(run_dir, exist_ok=True)
-    cfg = {"strategy": strategy, "nodes": nodes, "procs_per_node": procs, "model": "mlp", "dataset": "digits",
-           "steps": steps, "epochs": 0, "global_batch": batch, "chunks": chunks, "schedule": "1f1b", "stages": 0,
-           "precision": "fp32", "optimizer": "sgd", "lr": 0.05, "seed": seed, "repeat": repeat, "warmup": warmup,
-           "link": "loopback", "run_dir": run_dir}
+    cfg = {**config.to_dict(), "run_dir": run_dir}
     plan = {"cores_per_rank": [[r % 2] for r in range(world)], "threads_per_rank": 1,
             "oversubscribed": oversubscribed, "machine_cores": 2}
     meta = {"backend": "simulate", "sweep": os.path.basename(os.path.dirname(run_dir)),
             "experiment": os.path.basename(run_dir), "git_commit": "0" * 40, "cpu_plan": plan,
             "torch": "2.x (synthetic)", "python": "3.11", "dist_backend": "gloo" if world > 1 else "none",
             "ranks": [{"node": f"node{r // procs}", "host": "synthetic", "device": "cpu"} for r in range(world)]}
-    _dump(os.path.join(run_dir, "config.json"), {"config": cfg, "meta": meta})
+    _dump(os.path.join(run_dir, "config.json"), {"config": cfg, "identity": config.identity(), "meta": meta})
     _dump(os.path.join(run_dir, "status.json"), {"state": state, "exit_code": 0 if state == "COMPLETED" else 1,
                                                  "attempts": 1, "wall_s": 1.0 + steps * 0.01, "cpu_plan": plan})
     param_bytes = 4_000_000 // stages
     compute = 0.02 * slow * batch / 32 / dp / stages
     comm = 0.0 if world == 1 else 0.002 * slow * (world - 1) ** 0.8
-    pipelined = strategy in PIPELINED
+    pipelined = config.traits.micro_batches
     bubble = (stages - 1) / (chunks + stages - 1) if pipelined else 0.0
     t0 = 1_800_000_000.0 + repeat * 1000
     for rank in range(world):
@@ -98,10 +91,11 @@ def write_sweep(logs: str, name: str, strategies: tuple[str, ...] = ("single", "
     listed = []
     for s in strategies:
         for n in nodes:
-            for c in chunks if s in PIPELINED else (4,):
+            for c in chunks if registry.get(s).micro_batches else (4,):
                 for r in range(repeats):
-                    exp = _id(s, n, procs, batch, c, r)
-                    skipped = f"{s} runs in one process" if s in ONE_PROCESS and n * procs > 1 else None
+                    config = _config(s, n, procs, batch, c, steps, r, kw.get("warmup", 2), kw.get("seed", 0))
+                    exp = config.experiment_id()
+                    skipped = config.traits.refusal(registry.Layout(n, procs))
                     listed.append({"id": exp, "skipped": skipped, "strategy": s, "nodes": n, "procs_per_node": procs,
                                    "global_batch": batch, "chunks": c, "schedule": "1f1b", "repeat": r})
                     d = os.path.join(path, exp)

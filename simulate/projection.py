@@ -38,11 +38,11 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 
+from trainers.common import registry
 from trainers.common.config import LINKS, MODEL_BLOCKS, ConfigError, check_name
 
-COLLECTIVE = ("ddp", "ring", "zero", "fsdp")
-PIPELINE = ("mp", "pipeline")
-ONE_NODE = ("single", "dp", "gpipe")  # measured at one process only: nothing to project
+PROJECTED = registry.names(projected=True)
+PIPELINE = tuple(s for s in PROJECTED if registry.get(s).kind == "staged")  # one stage per rank
 
 
 @dataclass
@@ -160,30 +160,17 @@ def load_points(sweep_dir: str) -> list[Point]:
 # ---- the model ----------------------------------------------------------------------------
 
 def dp_size(strategy: str, world: int) -> int:
-    if strategy == "ps":
-        return max(world - 1, 1)
-    return 1 if strategy in PIPELINE else world
+    traits = registry.get(strategy)
+    return traits.dp_size(1, world, traits.stages(1, world))
 
 
 def pattern(strategy: str, world: int) -> float:
-    """bytes(W) / P: how the bottleneck rank's traffic grows with the ranks."""
-    if world <= 1:
-        return 0.0
-    if strategy == "ps":
-        return world - 1.0
-    if strategy in PIPELINE:
-        return 1.0
-    return 2 * (world - 1) / world  # ring all-reduce (reduce-scatter + all-gather): P = the gradient bytes
+    """bytes(W) / P: how the bottleneck rank's traffic grows with the ranks (the registry's)."""
+    return registry.get(strategy).comm_bytes(world, 1.0)
 
 
 def messages(strategy: str, world: int, chunks: int) -> int:
-    if world <= 1:
-        return 0
-    if strategy == "ps":
-        return 2  # gather then scatter; the workers' messages travel concurrently
-    if strategy in PIPELINE:
-        return 2 * chunks  # one activation and one gradient message per micro-batch
-    return 2 * (world - 1)  # ring: reduce-scatter + all-gather steps, one after the other
+    return registry.get(strategy).comm_messages(world, chunks)
 
 
 def contention(ranks_on_machine: int, cores: int, busy: float = 1.0) -> float:
@@ -197,7 +184,7 @@ def comm_contention(strategy: str, r: float) -> float:
     sharded collectives every rank copies bytes at once, so they share the cores (r). A
     parameter server's exchange is serial at the server while the workers wait blocked in a
     receive: the server has a core to itself (1)."""
-    return 1.0 if strategy == "ps" else r
+    return 1.0 if registry.get(strategy).computing_ranks == "workers" else r
 
 
 def link_s(strategy: str, world: int, chunks: int, nbytes: float, latency_s: float, bandwidth: float) -> float:
@@ -322,7 +309,7 @@ def fit(points: list[Point], pooled_shape: float | None = None) -> Fit:
 def fit_all(points: list[Point]) -> dict[str, Fit]:
     by: dict[str, list[Point]] = {}
     for p in points:
-        if p.strategy not in ONE_NODE and p.strategy != "hybrid":
+        if p.strategy in PROJECTED:
             by.setdefault(p.strategy, []).append(p)
     # The compute split (per step / per sample) of strategies measured at several slice sizes,
     # for those measured at one only. An edge fit (all per step) says nothing of the split: skipped.

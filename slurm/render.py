@@ -19,10 +19,10 @@ import dataclasses
 import os
 import shlex
 import sys
-from dataclasses import dataclass
 
 import jinja2
 
+from trainers.common import registry
 from trainers.common.config import STRATEGIES, ConfigError, ExperimentConfig, check_name
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,29 +36,6 @@ DERIVED = ("strategy", "nodes", "procs_per_node", "run_dir")
 ENV_NAMES = {"global_batch": "BATCH"}
 
 
-@dataclass(frozen=True)
-class Layout:
-    nodes: int
-    procs: int
-    description: str
-    directives: tuple[str, ...] = ()
-
-
-LAYOUTS: dict[str, Layout] = {
-    "single": Layout(1, 1, "baseline: one process, one device"),
-    "dp": Layout(1, 1, "torch.nn.DataParallel: one process driving every GPU of one node",
-                 ("--gpus-per-node=2",)),
-    "ddp": Layout(2, 1, "DistributedDataParallel: a model replica per rank, gradients all-reduced"),
-    "ps": Layout(2, 1, "parameter server (rank 0) and workers, torch.distributed point-to-point"),
-    "ring": Layout(2, 1, "data parallel with a hand-written ring all-reduce"),
-    "zero": Layout(2, 1, "DDP + ZeroRedundancyOptimizer: optimizer state sharded over ranks"),
-    "fsdp": Layout(2, 1, "FSDP2 fully_shard: parameters, gradients and optimizer state sharded"),
-    "mp": Layout(2, 1, "model parallel: consecutive layers on consecutive ranks, one micro-batch"),
-    "gpipe": Layout(1, 1, "GPipe through torchgpipe: one process, one device per stage"),
-    "pipeline": Layout(2, 1, "torch.distributed.pipelining: one stage per rank, micro-batched"),
-    "hybrid": Layout(2, 2, "pipeline inside a node x data parallel across nodes"),
-}
-assert set(LAYOUTS) == set(STRATEGIES), "every strategy needs a layout (and so a committed script)"
 
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
@@ -103,9 +80,9 @@ def render(cfg: ExperimentConfig, *, committed: bool, run_dir: str = "", root: s
            experiment: str = "", job_name: str = "", partition: str = "", account: str = "",
            time_s: int = DEFAULT_TIME_S, output: str = "", cpus: int = 1) -> str:
     """The sbatch text for `cfg`. Raises ConfigError on a value that cannot be rendered safely."""
-    if cfg.strategy not in LAYOUTS:
+    if cfg.strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {cfg.strategy!r}: choose from {', '.join(STRATEGIES)}")
-    layout = LAYOUTS[cfg.strategy]
+    traits = registry.get(cfg.strategy)
     job_name = check_name("job name", job_name or f"ts-{cfg.strategy}")
     if output and any(c in output for c in "\n\r\"'\\ "):
         raise ConfigError(f"invalid output path {output!r}: no spaces, quotes or backslashes")
@@ -115,18 +92,19 @@ def render(cfg: ExperimentConfig, *, committed: bool, run_dir: str = "", root: s
     if cpus < 1:
         raise ConfigError(f"invalid cpus per task {cpus}: must be >= 1")
     return environment().get_template(TEMPLATE).render(
-        strategy=cfg.strategy, description=layout.description, committed=committed, template=TEMPLATE,
+        strategy=cfg.strategy, description=traits.summary, committed=committed, template=TEMPLATE,
         sweep=sweep, experiment=experiment, job_name=job_name,
-        nodes=layout.nodes if committed else cfg.nodes, procs=layout.procs if committed else cfg.procs_per_node,
+        nodes=traits.sbatch_nodes if committed else cfg.nodes,
+        procs=traits.sbatch_procs if committed else cfg.procs_per_node,
         cpus=cpus, time=slurm_time(time_s), warn_s=warning_seconds(time_s),
         partition=_directive_value("partition", partition), account=_directive_value("account", account),
-        extra_directives=layout.directives, output=output or f"logs/sbatch/{job_name}-j%j.out",
+        extra_directives=traits.sbatch_directives, output=output or f"logs/sbatch/{job_name}-j%j.out",
         root=root, run_dir=run_dir, max_requeues=MAX_REQUEUES, settings=settings(cfg))
 
 
 def render_committed(strategy: str) -> str:
-    layout = LAYOUTS[strategy]
-    cfg = ExperimentConfig(strategy=strategy, nodes=layout.nodes, procs_per_node=layout.procs)
+    traits = registry.get(strategy)
+    cfg = ExperimentConfig(strategy=strategy, nodes=traits.sbatch_nodes, procs_per_node=traits.sbatch_procs)
     return render(cfg, committed=True)
 
 

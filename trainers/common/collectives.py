@@ -191,10 +191,6 @@ class Buckets:
         self.buffers = [torch.empty(sum(tensors[i].numel() for i in g), dtype=tensors[g[0]].dtype, device=device)
                         for g in self.groups]
 
-    @property
-    def nbytes(self) -> int:
-        return sum(_nbytes(b) for b in self.buffers)
-
     def pack(self, tensors: Sequence[torch.Tensor], scale: float = 1.0) -> list[torch.Tensor]:
         """Copy `tensors` (times `scale`) into the buffers; returns the buffers."""
         for group, buf in zip(self.groups, self.buffers, strict=True):

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-STRATEGIES = ("single", "dp", "ddp", "ps", "ring", "zero", "fsdp", "mp", "gpipe", "pipeline", "hybrid")
-DATA_PARALLEL = ("ddp", "ps", "ring", "zero", "fsdp")
-PIPELINED = ("gpipe", "pipeline", "hybrid")
+from trainers.common import registry
+from trainers.common.registry import NAMES as STRATEGIES
+
 MODELS = ("mlp", "cnn", "resnet18", "resnet50", "transformer")
 # Blocks in each model's nn.Sequential (trainers/common/models.py; tests/test_strategies_staged.py
 # checks the table), so "more stages than blocks" fails here, before anything starts.
 MODEL_BLOCKS = {"mlp": 6, "cnn": 6, "resnet18": 10, "resnet50": 18, "transformer": 6}
 BALANCE_KEYWORDS = ("params", "time")  # --balance by parameter count (default) / measured time
 DATASETS = ("synthetic", "digits", "cifar10")
+# Training samples of each data set (trainers/common/data.py builds them; a test checks the table),
+# so a global batch larger than the data set fails at validation, not inside every rank.
+TRAIN_SAMPLES = {"synthetic": 2048, "digits": 1500, "cifar10": 50000}
 SCHEDULES = ("gpipe", "1f1b")
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adam")
@@ -92,28 +94,18 @@ class ExperimentConfig:
         return self.nodes * self.procs_per_node
 
     @property
+    def traits(self) -> registry.Strategy:
+        return registry.get(self.strategy)
+
+    @property
     def pipeline_stages(self) -> int:
-        """Stages of a pipelined/model-parallel strategy (1 for the others)."""
-        if self.stages:
-            return self.stages
-        if self.strategy in ("mp", "pipeline"):
-            return self.world_size
-        if self.strategy == "hybrid":
-            return self.procs_per_node
-        if self.strategy == "gpipe":
-            return 2
-        return 1
+        """Stages of a staged strategy (1 for the others)."""
+        return self.traits.stages(self.nodes, self.procs_per_node, self.stages)
 
     @property
     def dp_size(self) -> int:
         """Ranks that each read a different slice of the global batch."""
-        if self.strategy in ("single", "dp", "gpipe", "mp", "pipeline"):
-            return 1
-        if self.strategy == "ps":
-            return max(self.world_size - 1, 1)
-        if self.strategy == "hybrid":
-            return self.world_size // self.pipeline_stages
-        return self.world_size
+        return self.traits.dp_size(self.nodes, self.procs_per_node, self.pipeline_stages)
 
     @property
     def link_latency_us(self) -> float:
@@ -136,21 +128,39 @@ class ExperimentConfig:
                  f"list of block counts, e.g. 3,3, or one of {', '.join(BALANCE_KEYWORDS)}")
         return [int(b) for b in items]
 
+    def identity(self) -> dict[str, Any]:
+        """Every setting that changes this experiment's results, and nothing else: two runs with
+        the same identity are the same experiment. Settings a strategy ignores are left out
+        (chunks for ddp), so they never split one experiment in two."""
+        traits = self.traits
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name in NOT_IDENTITY:
+                continue
+            if f.name == "chunks" and not traits.micro_batches:
+                continue
+            if f.name == "schedule" and not traits.scheduled:
+                continue
+            if f.name in ("stages", "balance", "gpipe_checkpoint") and traits.kind != "staged":
+                continue
+            out[f.name] = getattr(self, f.name)
+        return out
+
     def experiment_id(self) -> str:
-        """Stable, readable id built from the values a sweep varies."""
+        """Readable and complete: the layout, then every identity setting that is not at its
+        default (so ids of experiments that differ in anything that matters differ), then the
+        repeat index."""
+        ident = self.identity()
         parts = [self.strategy, f"n{self.nodes}", f"p{self.procs_per_node}", f"b{self.global_batch}"]
-        if self.strategy in PIPELINED:
+        if "chunks" in ident:
             parts.append(f"c{self.chunks}")
-        if self.strategy in ("pipeline", "hybrid"):
+        if "schedule" in ident:
             parts.append(self.schedule)
-        if self.precision != "fp32":
-            parts.append(self.precision)
-        if self.link != "loopback":
-            parts.append(self.link)
-        if self.latency_us != -1.0:  # overrides of the preset change the timings: keep such runs apart
-            parts.append(f"lat{self.latency_us:g}us")
-        if self.bandwidth_gbps != -1.0:
-            parts.append(f"bw{self.bandwidth_gbps:g}g")
+        defaults = ExperimentConfig()
+        for name, value in ident.items():
+            if name in ID_FIXED or value == getattr(defaults, name):
+                continue
+            parts.append(_id_token(name, value))
         parts.append(f"r{self.repeat}")
         return "-".join(parts)
 
@@ -177,8 +187,27 @@ class ExperimentConfig:
                 argv += [f.metadata["flag"], str(value)]
         return argv
 
-    def validate(self) -> None:
-        validate(self)
+
+# Settings that change nothing a run measures: where files go, when to checkpoint.
+NOT_IDENTITY = ("run_dir", "save_params", "checkpoint_every", "data_dir")
+# Always in the id, in its first part.
+ID_FIXED = ("strategy", "nodes", "procs_per_node", "global_batch", "chunks", "schedule", "repeat")
+# Short prefixes for numbers in ids; a word value (cnn, adam, 10gbe) stands for itself.
+ID_PREFIX = {"steps": "s", "epochs": "e", "lr": "lr", "seed": "seed", "warmup": "w", "stages": "k",
+             "balance": "bal", "latency_us": "lat", "bandwidth_gbps": "bw", "memory_fraction": "mf",
+             "gpipe_checkpoint": "ckpt", "fault": "fault"}
+
+
+def _id_token(name: str, value: Any) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    text = re.sub(r"[^A-Za-z0-9.]+", ".", text).strip(".")
+    return f"{ID_PREFIX[name]}{text}" if name in ID_PREFIX else text
+
+
+def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'name: old -> new' for every identity setting that differs."""
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
 
 
 def _require(ok: bool, message: str) -> None:
@@ -210,8 +239,12 @@ def validate(c: ExperimentConfig) -> None:
     _require(0 < c.memory_fraction <= 1 or c.memory_fraction == -1.0,
              f"invalid memory_fraction {c.memory_fraction!r}: must be in (0, 1] (leave it out for an even split)")
     _require(c.latency_us >= 0 or c.latency_us == -1.0, f"invalid latency_us {c.latency_us!r}: must be >= 0")
-    _require(c.bandwidth_gbps >= 0 or c.bandwidth_gbps == -1.0,
-             f"invalid bandwidth_gbps {c.bandwidth_gbps!r}: must be >= 0")
+    _require(c.bandwidth_gbps > 0 or c.bandwidth_gbps == -1.0,
+             f"invalid bandwidth_gbps {c.bandwidth_gbps!r}: must be > 0 Gbit/s (leave it out for the link "
+             "preset's; LINK=loopback emulates nothing)")
+    samples = TRAIN_SAMPLES[c.dataset]
+    _require(c.global_batch <= samples, f"invalid global_batch {c.global_batch}: larger than the "
+             f"{samples} training samples of dataset {c.dataset}")
     if c.fault:
         spec = c.fault_spec()
         _require(spec is not None, f"invalid fault {c.fault!r}: use raise@RANK:STEP or kill@RANK:STEP")
@@ -223,34 +256,34 @@ def validate(c: ExperimentConfig) -> None:
     _validate_layout(c)
 
 
+def layout(c: ExperimentConfig, gpus: int | None = None) -> registry.Layout:
+    return registry.Layout(c.nodes, c.procs_per_node, c.pipeline_stages, MODEL_BLOCKS[c.model], gpus)
+
+
 def _validate_layout(c: ExperimentConfig) -> None:
-    w = c.world_size
-    if c.strategy in ("single", "dp", "gpipe"):
-        _require(w == 1, f"invalid layout for {c.strategy}: it runs in one process "
-                 f"(nodes x procs = {w}); sweep it with NODES=1 PROCS=1")
-    if c.strategy == "ps":
-        _require(w >= 2, f"invalid layout for ps: it needs at least 2 ranks (one server), got {w}")
-        _require(c.global_batch >= c.dp_size,
-                 f"invalid global_batch {c.global_batch}: ps needs at least one sample per worker ({c.dp_size})")
+    traits = c.traits
+    refusal = traits.refusal(layout(c))
+    _require(refusal is None, f"invalid layout for {c.strategy}: {refusal}")
+    if traits.computing_ranks == "workers":
+        _require(c.global_batch >= c.dp_size, f"invalid global_batch {c.global_batch}: {c.strategy} needs at "
+                 f"least one sample per worker ({c.dp_size})")
     elif c.dp_size > 1:
         _require(c.global_batch % c.dp_size == 0, f"invalid global_batch {c.global_batch}: not divisible by "
                  f"the {c.dp_size} data-parallel ranks of {c.strategy}")
-    if c.strategy in ("mp", "pipeline", "gpipe", "hybrid"):
-        k = c.pipeline_stages
-        _require(k >= 1, f"invalid stages {k}")
-        if c.strategy in ("mp", "pipeline"):
+    if traits.kind == "staged":
+        k, w = c.pipeline_stages, c.world_size
+        if traits.stage_replicas:
+            _require(w % k == 0, f"invalid stages {k} for {c.strategy}: must divide the world size {w}")
+        elif traits.max_world is None:  # one stage per rank
             _require(k == w, f"invalid stages {k} for {c.strategy}: one stage per rank, world size is {w}")
-        if c.strategy == "hybrid":
-            _require(k >= 1 and w % k == 0, f"invalid stages {k} for hybrid: must divide world size {w}")
         blocks = MODEL_BLOCKS[c.model]
-        _require(k <= blocks, f"invalid stages {k}: more stages than the {blocks} blocks of model {c.model}")
         bal = c.balance_list() if c.balance else []
         if bal:
             _require(len(bal) == k and all(b >= 1 for b in bal),
                      f"invalid balance {c.balance!r}: need {k} positive block counts")
             _require(sum(bal) == blocks, f"invalid balance {c.balance!r}: covers {sum(bal)} blocks, "
                      f"model {c.model} has {blocks}")
-    if c.strategy in PIPELINED:
+    if traits.micro_batches:
         per_replica = c.global_batch // c.dp_size
         _require(per_replica % c.chunks == 0, f"invalid global_batch {c.global_batch}: not divisible by "
                  f"chunks x data-parallel ranks ({c.chunks} x {c.dp_size})")
@@ -285,7 +318,3 @@ def parse_trainer_args(argv: list[str] | None, strategy: str) -> ExperimentConfi
     validate(cfg)
     return cfg
 
-
-def load(path: str) -> ExperimentConfig:
-    with open(path) as f:
-        return ExperimentConfig.from_dict(json.load(f)["config"])

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainers.common.config import TRAIN_SAMPLES
+
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -36,7 +38,7 @@ class Dataset:
     y_val: torch.Tensor
 
 
-SYNTH_TRAIN, SYNTH_VAL = 2048, 512
+SYNTH_TRAIN, SYNTH_VAL = TRAIN_SAMPLES["synthetic"], 512
 TOKEN_VOCAB, TOKEN_LEN = 64, 32
 
 
@@ -83,7 +85,7 @@ def digits() -> Dataset:
     y = torch.tensor(d.target, dtype=torch.long)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))  # fixed split
     x, y = x[order], y[order]
-    n_val = 297
+    n_val = len(y) - TRAIN_SAMPLES["digits"]  # 297 of sklearn's 1797
     return Dataset("digits", DataSpec((1, 8, 8), 10, "image"), x[n_val:], y[n_val:], x[:n_val], y[:n_val])
 
 

@@ -30,10 +30,6 @@ class DistEnv:
     master_port: int
     source: str  # "env", "slurm" or "single"
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
 
 def node_name(env: dict[str, str] | None = None) -> str:
     """The node's name in logs: simulated node, else Slurm node, never just the host name

@@ -12,10 +12,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from trainers.common.config import MODEL_BLOCKS, PIPELINED, STRATEGIES, ConfigError, ExperimentConfig, validate
-
-ONE_PROCESS = ("single", "dp", "gpipe")
-STAGED = ("mp", "pipeline", "gpipe", "hybrid")  # cut the model into stages: at most one per block
+from trainers.common import registry
+from trainers.common.config import ConfigError, ExperimentConfig, layout, validate
+from trainers.common.registry import NAMES as STRATEGIES
 
 
 def parse_int_list(name: str, text: str, minimum: int = 1) -> list[int]:
@@ -55,16 +54,7 @@ def gpu_count() -> int:
 
 def skip_reason(cfg: ExperimentConfig, gpus: int | None) -> str | None:
     """Why this grid point cannot run at all (not a user error: a property of the strategy)."""
-    if cfg.strategy in ONE_PROCESS and cfg.world_size > 1:
-        return f"{cfg.strategy} runs in one process; it is measured at 1 node x 1 proc only"
-    if cfg.strategy == "ps" and cfg.world_size < 2:
-        return "ps needs at least 2 ranks (one server, one worker)"
-    if cfg.strategy == "dp" and gpus is not None and gpus < 2:
-        return f"dp (DataParallel) needs at least 2 GPUs on the node; this machine has {gpus}"
-    if cfg.strategy in STAGED and not cfg.balance and cfg.pipeline_stages > MODEL_BLOCKS.get(cfg.model, 10**9):
-        return (f"{cfg.strategy} needs {cfg.pipeline_stages} stages here; model {cfg.model} has "
-                f"{MODEL_BLOCKS[cfg.model]} blocks")
-    return None
+    return cfg.traits.refusal(layout(cfg, gpus))
 
 
 @dataclass
@@ -97,10 +87,10 @@ def expand(base: ExperimentConfig, strategies: list[str], nodes: list[int], chun
                 batch = base.global_batch * (n // smallest if scaling == "weak" else 1)
                 if scaling == "weak" and n % smallest:
                     raise ConfigError(f"invalid nodes {n}: weak scaling needs multiples of the smallest ({smallest})")
-                for c in chunks if strategy in PIPELINED else [base.chunks]:
+                for c in chunks if registry.get(strategy).micro_batches else [base.chunks]:
                     cfg = dataclasses.replace(base, strategy=strategy, nodes=n, chunks=c, repeat=r,
                                               global_batch=batch)
-                    reason = skip_reason(cfg, gpus if strategy == "dp" else None)
+                    reason = skip_reason(cfg, gpus if cfg.traits.min_gpus else None)
                     if reason is None:
                         validate(cfg)
                     experiments.append(Experiment(cfg.experiment_id(), cfg, reason))

@@ -1,7 +1,7 @@
 """Structured per-rank log: `rank-<R>.jsonl`, one JSON object a line, flushed per record.
 
 Opened in append mode: a restarted run adds to what is there and never truncates it.
-Every record carries `event`, `rank`, `node` and `time` (Unix seconds); see DESIGN.md.
+Every record carries `event`, `rank`, `node` and `time` (Unix seconds); see docs/logs.md.
 """
 
 from __future__ import annotations
@@ -32,6 +32,3 @@ class RankLog:
         record.update({k: _clean(v) for k, v in fields.items()})
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()  # a rank that dies loses no completed step
-
-    def close(self) -> None:
-        self._file.close()

@@ -1,4 +1,4 @@
-"""The run directory contract (DESIGN.md): sweep.json, config.json, status.json. Torch-free.
+"""The run directory contract (docs/logs.md): sweep.json, config.json, status.json. Torch-free.
 
 Shared by every backend so a sweep looks the same whether it ran on Slurm or here.
 """

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from trainers.common import checkpoint, distenv, gpu
+from trainers.common import checkpoint, distenv, gpu, registry
 from trainers.common.config import ConfigError, ExperimentConfig, parse_trainer_args
 from trainers.common.data import Dataset, GlobalBatches, load
 from trainers.common.logwriter import RankLog
@@ -84,8 +84,8 @@ def _ranks_share_a_gpu(env: distenv.DistEnv, device: torch.device) -> bool:
 
 
 def _init_process_group(env: distenv.DistEnv, device: torch.device, strategy: str) -> str:
-    if env.world_size == 1 and strategy in ("single", "dp", "gpipe"):
-        return "none"  # one-process strategies; every other one gets a group, even of size 1
+    if registry.get(strategy).max_world == 1:
+        return "none"  # strategies that run in one process; every other one gets a group, even of size 1
     # NCCL refuses two ranks on one device (the simulate backend's GPU partitioning): use gloo there.
     backend = "nccl" if device.type == "cuda" and not _ranks_share_a_gpu(env, device) else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://{env.master_addr}:{env.master_port}",

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from trainers.common.comm import CommMeter
-from trainers.common.config import PIPELINED, ConfigError
+from trainers.common.config import ConfigError
 from trainers.common.models import balance_by_params, build_model, param_counts, split_stages
 from trainers.common.trainer import Trainer, autocast, loss_fn, make_optimizer, optimizer_state_bytes, tensor_bytes
 
@@ -126,7 +126,7 @@ class StageTrainer(Trainer):
         self.stage_ranks = stage_ranks
         self.index, self.count = stage_ranks.index(ctx.rank), len(stage_ranks)
         full = build_model(ctx.cfg.model, ctx.data.spec, ctx.cfg.seed).to(ctx.device)
-        micro = ctx.cfg.chunks if ctx.cfg.strategy in PIPELINED else 1  # mp runs the batch whole
+        micro = ctx.cfg.chunks if ctx.cfg.traits.micro_batches else 1  # mp runs the batch whole
         self.note_batchnorm(full, dp_size * micro, "micro-batch")
         self.balance = resolve_balance(ctx, full, self.count)
         self.first_block = sum(self.balance[:self.index])

@@ -1,0 +1,202 @@
+"""The strategy registry: every fact about a strategy, in one record. Torch-free.
+
+Every other module asks this one: the config (stages, data-parallel ranks, layout rules), the
+grid (which points can never run), the Slurm templates (default layout), the projection (how
+traffic grows with the ranks), the analysis (which axes apply) and the docs' strategy table
+(a test compares them). No other module lists strategy names or groups them.
+
+What a rank holds is in bytes, from the parameter count of the model (or, for a staged
+strategy, of the rank's stage): torch autocast keeps fp32 weights, gradients and optimizer
+state whatever the compute precision, so precision does not change these figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+KINDS = ("one-process", "replicas", "sharded", "staged")
+FP32 = 4  # bytes per parameter, gradient or optimizer-state element (autocast keeps fp32 storage)
+OPTIMIZER_STATES = {"sgd": 1, "adam": 2}  # fp32 tensors per parameter: momentum; exp_avg + exp_avg_sq
+
+
+@dataclass(frozen=True)
+class Held:
+    """Bytes one rank holds of the training state."""
+    param_bytes: int
+    grad_bytes: int
+    optim_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.param_bytes + self.grad_bytes + self.optim_bytes
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A grid point's shape, as the registry's rules see it."""
+    nodes: int
+    procs: int
+    stages: int = 1  # the stage count the strategy would run (Strategy.stages)
+    blocks: int = 10**9  # blocks of the model
+    gpus: int | None = None  # GPUs on a node, where known
+
+    @property
+    def world(self) -> int:
+        return self.nodes * self.procs
+
+
+def _shard(n: int, world: int) -> int:
+    """Elements of one rank's share when `n` are split over `world` ranks (the largest share)."""
+    return -(-n // max(world, 1))
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    kind: str  # one of KINDS
+    summary: str  # one line: what it is (the docs' table, the sbatch header)
+    runs_on: str  # where it makes sense to run it (the docs' table)
+    sbatch_nodes: int = 1  # default layout of the committed slurm/<name>.sbatch
+    sbatch_procs: int = 1
+    sbatch_directives: tuple[str, ...] = ()
+    micro_batches: bool = False  # cuts each replica's batch into CHUNKS (the chunks axis applies)
+    scheduled: bool = False  # takes --schedule gpipe|1f1b
+    projected: bool = False  # the scaling projection fits and extrapolates it
+    # bytes(W, P) / P and messages(W, M) per step, for the rank that sends most; P: gradient bytes
+    # (collectives, server) or one stage boundary's activation bytes (pipelines); M: micro-batches.
+    traffic: Callable[[int], float] = field(default=lambda w: 0.0)
+    messages: Callable[[int, int], int] = field(default=lambda w, m: 0)
+    min_world: int = 1
+    max_world: int | None = None  # one-process strategies: 1
+    min_gpus: int = 0
+    computing_ranks: str = "all"  # "all", or "workers" (rank 0 serves, computes no samples)
+    batchnorm_note: str | None = None  # how its batch split changes BatchNorm's maths (None: it does not)
+    shards: tuple[str, ...] = ()  # what is split over the data-parallel ranks: params, grads, optim
+    stage_replicas: bool = False  # staged: ranks beyond the stages form data-parallel replicas (hybrid)
+    default_stages: Callable[[int, int], int] = field(default=lambda nodes, procs: nodes * procs)
+
+    # ---- layout -------------------------------------------------------------------------
+    def stages(self, nodes: int, procs: int, requested: int = 0) -> int:
+        """Pipeline stages at this layout (1 where the model is not cut)."""
+        if self.kind != "staged":
+            return 1
+        return requested or self.default_stages(nodes, procs)
+
+    def dp_size(self, nodes: int, procs: int, stages: int = 1) -> int:
+        """Ranks that each read a different slice of the global batch."""
+        world = nodes * procs
+        if self.kind == "one-process":
+            return 1
+        if self.kind == "staged":
+            return max(world // max(stages, 1), 1) if self.stage_replicas else 1
+        if self.computing_ranks == "workers":
+            return max(world - 1, 1)
+        return world
+
+    def refusal(self, layout: Layout) -> str | None:
+        """Why this strategy can never run at `layout` (a property of the strategy, not bad
+        input: a sweep skips such points and says why); None when it can."""
+        w = layout.world
+        if self.max_world is not None and w > self.max_world:
+            return f"{self.name} runs in one process; it is measured at 1 node x 1 proc only"
+        if w < self.min_world:
+            return f"{self.name} needs at least {self.min_world} ranks ({self.summary_short}), got {w}"
+        if self.min_gpus and layout.gpus is not None and layout.gpus < self.min_gpus:
+            return (f"{self.name} needs at least {self.min_gpus} GPUs on the node; this machine has "
+                    f"{layout.gpus}")
+        if self.kind == "staged" and layout.stages > layout.blocks:
+            return f"{self.name} needs {layout.stages} stages here; the model has {layout.blocks} blocks"
+        return None
+
+    @property
+    def summary_short(self) -> str:
+        return self.summary.split(":")[0]
+
+    # ---- memory -------------------------------------------------------------------------
+    def held(self, n_params: int, world: int, optimizer: str, precision: str = "fp32",
+             rank: int = 0) -> Held:
+        """Bytes of parameters, gradients and optimizer state on `rank`. `n_params`: the
+        elements of the model this rank builds (its stage's, for a staged strategy)."""
+        del precision  # autocast: fp32 storage for all three (see the module docstring)
+        states = OPTIMIZER_STATES[optimizer]
+        p = g = o = n_params
+        if self.computing_ranks == "workers" and rank != 0:
+            o = 0  # workers never step an optimizer: the server does
+        if "params" in self.shards:
+            p = _shard(n_params, world)
+        if "grads" in self.shards:
+            g = _shard(n_params, world)
+        if "optim" in self.shards:
+            o = _shard(n_params, world)
+        return Held(FP32 * p, FP32 * g, FP32 * states * o)
+
+    def comm_bytes(self, world: int, p_bytes: float) -> float:
+        return self.traffic(world) * p_bytes if world > 1 else 0.0
+
+    def comm_messages(self, world: int, chunks: int = 1) -> int:
+        return self.messages(world, chunks) if world > 1 else 0
+
+
+def _allreduce(w: int) -> float:
+    return 2 * (w - 1) / w  # ring all-reduce: reduce-scatter + all-gather
+
+
+REGISTRY: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("single", "one-process", "baseline: one process, one device", "any", max_world=1),
+    Strategy("dp", "one-process", "torch.nn.DataParallel: one process driving every GPU of one node",
+             "GPU (>= 2)", sbatch_directives=("--gpus-per-node=2",), max_world=1, min_gpus=2,
+             batchnorm_note="GPU replica"),
+    Strategy("ddp", "replicas", "DistributedDataParallel: a model replica per rank, gradients all-reduced "
+             "(gloo/NCCL ring) while backward runs", "any", sbatch_nodes=2, projected=True,
+             traffic=_allreduce, messages=lambda w, m: 2 * (w - 1), batchnorm_note="rank"),
+    Strategy("ps", "replicas", "parameter server: rank 0 holds the optimizer, workers push gradients and "
+             "pull parameters (point-to-point, written here)", "any", sbatch_nodes=2, projected=True,
+             traffic=lambda w: w - 1.0, messages=lambda w, m: 2, min_world=2, computing_ranks="workers",
+             batchnorm_note="rank"),
+    Strategy("ring", "replicas", "ring all-reduce written here: reduce-scatter + all-gather after backward",
+             "any", sbatch_nodes=2, projected=True, traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
+             batchnorm_note="rank"),
+    Strategy("zero", "sharded", "DDP + ZeroRedundancyOptimizer: optimizer state sharded over ranks", "any",
+             sbatch_nodes=2, projected=True, traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
+             batchnorm_note="rank", shards=("optim",)),
+    Strategy("fsdp", "sharded", "FSDP2 fully_shard: parameters, gradients and optimizer state sharded",
+             "any", sbatch_nodes=2, projected=True, traffic=lambda w: 3 * (w - 1) / w,
+             messages=lambda w, m: 3 * (w - 1), batchnorm_note="rank", shards=("params", "grads", "optim")),
+    Strategy("mp", "staged", "naive model parallel: one stage per rank, the batch as one micro-batch",
+             "any", sbatch_nodes=2, projected=True, traffic=lambda w: 1.0, messages=lambda w, m: 2),
+    Strategy("gpipe", "staged", "GPipe through torchgpipe: one process, one device per stage",
+             "GPU for speed, CPU for correctness", micro_batches=True, max_world=1,
+             default_stages=lambda nodes, procs: 2,
+             batchnorm_note="micro-batch"),
+    Strategy("pipeline", "staged", "torch.distributed.pipelining: one stage per rank, GPipe or 1F1B "
+             "schedule over micro-batches", "any", sbatch_nodes=2, micro_batches=True, scheduled=True,
+             projected=True, traffic=lambda w: 1.0, messages=lambda w, m: 2 * m, batchnorm_note="micro-batch"),
+    Strategy("hybrid", "staged", "pipeline stages inside a node x data-parallel replicas across nodes",
+             "any", sbatch_nodes=2, sbatch_procs=2, micro_batches=True, scheduled=True,
+             batchnorm_note="micro-batch", stage_replicas=True, default_stages=lambda nodes, procs: procs),
+)}
+NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def get(name: str) -> Strategy:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown strategy {name!r}: choose from {', '.join(NAMES)}") from None
+
+
+def names(**traits: object) -> tuple[str, ...]:
+    """Strategies whose attributes equal `traits`, e.g. names(kind="staged"), names(micro_batches=True)."""
+    return tuple(n for n, s in REGISTRY.items() if all(getattr(s, k) == v for k, v in traits.items()))
+
+
+def markdown_table() -> str:
+    """The strategy table of README.md and docs/strategies.md (a test keeps them equal to this)."""
+    rows = ["| name | kind | what | runs on |", "|---|---|---|---|"]
+    rows += [f"| `{s.name}` | {s.kind} | {s.summary} | {s.runs_on} |" for s in REGISTRY.values()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
