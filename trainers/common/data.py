@@ -117,6 +117,13 @@ def cifar10(data_dir: str) -> Dataset:
     return Dataset("cifar10", DataSpec((3, 32, 32), 10, "image"), xt, yt, xv, yv)
 
 
+def data_spec(name: str, tokens: bool = False) -> DataSpec:
+    """A data set's sample shape and classes, without loading it."""
+    if tokens:
+        return DataSpec((TOKEN_LEN,), TOKEN_VOCAB, "tokens")
+    return DataSpec((1, 8, 8) if name == "digits" else (3, 32, 32), 10, "image")
+
+
 def load(name: str, seed: int, data_dir: str, tokens: bool = False) -> Dataset:
     if name == "synthetic":
         return synthetic(seed, tokens)

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from trainers.common.balance import balance_by_params  # noqa: F401 - where the tests import it from
 from trainers.common.data import DataSpec
 
 
@@ -106,34 +107,6 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 def param_counts(blocks: nn.Sequential) -> list[int]:
     return [sum(p.numel() for p in b.parameters()) for b in blocks]
-
-
-def balance_by_params(counts: list[int], stages: int) -> list[int]:
-    """Split consecutive blocks into `stages` groups with parameter sums as even as possible
-    (every stage gets at least one block). Minimises the largest stage; O(stages * blocks^2)."""
-    n = len(counts)
-    if stages > n:
-        raise ValueError(f"more stages ({stages}) than blocks ({n})")
-    prefix = [0]
-    for c in counts:
-        prefix.append(prefix[-1] + c)
-    inf = float("inf")
-    # best[k][i]: minimal max-stage cost splitting the first i blocks into k stages
-    best = [[inf] * (n + 1) for _ in range(stages + 1)]
-    cut = [[0] * (n + 1) for _ in range(stages + 1)]
-    best[0][0] = 0
-    for k in range(1, stages + 1):
-        for i in range(k, n - (stages - k) + 1):
-            for j in range(k - 1, i):
-                cost = max(best[k - 1][j], prefix[i] - prefix[j])
-                if cost < best[k][i]:
-                    best[k][i], cut[k][i] = cost, j
-    sizes, i = [], n
-    for k in range(stages, 0, -1):
-        j = cut[k][i]
-        sizes.append(i - j)
-        i = j
-    return sizes[::-1]
 
 
 def split_stages(model: nn.Sequential, balance: list[int]) -> list[nn.Sequential]:

@@ -73,6 +73,9 @@ class Strategy:
     computing_ranks: str = "all"  # "all", or "workers" (rank 0 serves, computes no samples)
     batchnorm_note: str | None = None  # how its batch split changes BatchNorm's maths (None: it does not)
     shards: tuple[str, ...] = ()  # what is split over the data-parallel ranks: params, grads, optim
+    # Communication buffers, bytes: (parameter elements of the rank's model or stage, elements of
+    # the largest unit gathered at once, bytes of one micro-batch at a stage boundary).
+    buffers: Callable[[int, int, float], float] = field(default=lambda n, unit, boundary: 0.0)
     stage_replicas: bool = False  # staged: ranks beyond the stages form data-parallel replicas (hybrid)
     default_stages: Callable[[int, int], int] = field(default=lambda nodes, procs: nodes * procs)
 
@@ -103,8 +106,7 @@ class Strategy:
         if w < self.min_world:
             return f"{self.name} needs at least {self.min_world} ranks ({self.summary_short}), got {w}"
         if self.min_gpus and layout.gpus is not None and layout.gpus < self.min_gpus:
-            return (f"{self.name} needs at least {self.min_gpus} GPUs on the node; this machine has "
-                    f"{layout.gpus}")
+            return f"{self.name} needs at least {self.min_gpus} GPUs on the node; the node has {layout.gpus}"
         if self.kind == "staged" and layout.stages > layout.blocks:
             return f"{self.name} needs {layout.stages} stages here; the model has {layout.blocks} blocks"
         return None
@@ -114,28 +116,69 @@ class Strategy:
         return self.summary.split(":")[0]
 
     # ---- memory -------------------------------------------------------------------------
-    def held(self, n_params: int, world: int, optimizer: str, precision: str = "fp32",
-             rank: int = 0) -> Held:
-        """Bytes of parameters, gradients and optimizer state on `rank`. `n_params`: the
-        elements of the model this rank builds (its stage's, for a staged strategy)."""
+    def held(self, n_params: int, world: int, optimizer: str, precision: str = "fp32", rank: int = 0,
+             shapes: list[tuple[int, ...]] | None = None) -> Held:
+        """Bytes of parameters, gradients and optimizer state on `rank` (the busiest rank of a
+        sharded strategy). `n_params`: the elements of the model this rank builds (its stage's,
+        for a staged strategy); `shapes`, where known, the shapes of its parameter tensors, so
+        the shares are the trainers' own: ZeroRedundancyOptimizer gives whole tensors, largest
+        first, to the rank holding least so far; FSDP2 cuts every tensor along dim 0."""
         del precision  # autocast: fp32 storage for all three (see the module docstring)
         states = OPTIMIZER_STATES[optimizer]
         p = g = o = n_params
         if self.computing_ranks == "workers" and rank != 0:
             o = 0  # workers never step an optimizer: the server does
+        share = _shard(n_params, world)
+        if shapes and world > 1:
+            share = (_fsdp_share(shapes, world) if "params" in self.shards else _greedy_share(shapes, world))
         if "params" in self.shards:
-            p = _shard(n_params, world)
+            p = share
         if "grads" in self.shards:
-            g = _shard(n_params, world)
+            g = share
         if "optim" in self.shards:
-            o = _shard(n_params, world)
+            o = share
         return Held(FP32 * p, FP32 * g, FP32 * states * o)
+
+    def samples_in_flight(self, replica_batch: int, chunks: int, stages: int, schedule: str,
+                          checkpoint: str = "never") -> tuple[float, float]:
+        """(samples whose activations the busiest rank keeps at once, samples of which it keeps
+        only the stage input): GPipe keeps every micro-batch until its backward, 1F1B at most as
+        many as there are stages, torchgpipe's checkpointing only the stage inputs plus the one
+        micro-batch being recomputed."""
+        if not self.micro_batches:
+            return float(replica_batch), 0.0
+        micro = replica_batch / chunks
+        if self.name == "gpipe" and checkpoint != "never":
+            return micro, replica_batch - micro
+        if self.scheduled and schedule == "1f1b" and chunks >= stages:
+            return micro * min(chunks, stages), 0.0
+        return float(replica_batch), 0.0
 
     def comm_bytes(self, world: int, p_bytes: float) -> float:
         return self.traffic(world) * p_bytes if world > 1 else 0.0
 
     def comm_messages(self, world: int, chunks: int = 1) -> int:
         return self.messages(world, chunks) if world > 1 else 0
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _greedy_share(shapes: list[tuple[int, ...]], world: int) -> int:
+    """The largest rank's elements under ZeroRedundancyOptimizer's partition."""
+    sizes = [0] * world
+    for n in sorted((_numel(s) for s in shapes), reverse=True):
+        sizes[sizes.index(min(sizes))] += n
+    return max(sizes)
+
+
+def _fsdp_share(shapes: list[tuple[int, ...]], world: int) -> int:
+    """Rank 0's elements when every tensor is cut into `world` chunks along dim 0 (FSDP2)."""
+    return sum(min(-(-s[0] // world), s[0]) * _numel(s[1:]) if s else 1 for s in shapes)
 
 
 def _allreduce(w: int) -> float:
@@ -149,32 +192,37 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              batchnorm_note="GPU replica"),
     Strategy("ddp", "replicas", "DistributedDataParallel: a model replica per rank, gradients all-reduced "
              "(gloo/NCCL ring) while backward runs", "any", sbatch_nodes=2, projected=True,
-             traffic=_allreduce, messages=lambda w, m: 2 * (w - 1), batchnorm_note="rank"),
+             traffic=_allreduce, messages=lambda w, m: 2 * (w - 1), batchnorm_note="rank",
+             buffers=lambda n, unit, boundary: FP32 * n),  # the reducer's gradient buckets
     Strategy("ps", "replicas", "parameter server: rank 0 holds the optimizer, workers push gradients and "
              "pull parameters (point-to-point, written here)", "any", sbatch_nodes=2, projected=True,
              traffic=lambda w: w - 1.0, messages=lambda w, m: 2, min_world=2, computing_ranks="workers",
-             batchnorm_note="rank"),
+             batchnorm_note="rank", buffers=lambda n, unit, boundary: 2 * FP32 * n),  # gradient + parameter buckets
     Strategy("ring", "replicas", "ring all-reduce written here: reduce-scatter + all-gather after backward",
              "any", sbatch_nodes=2, projected=True, traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
-             batchnorm_note="rank"),
+             batchnorm_note="rank", buffers=lambda n, unit, boundary: FP32 * n),  # flat gradient buckets
     Strategy("zero", "sharded", "DDP + ZeroRedundancyOptimizer: optimizer state sharded over ranks", "any",
              sbatch_nodes=2, projected=True, traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
-             batchnorm_note="rank", shards=("optim",)),
+             batchnorm_note="rank", shards=("optim",), buffers=lambda n, unit, boundary: FP32 * n),
     Strategy("fsdp", "sharded", "FSDP2 fully_shard: parameters, gradients and optimizer state sharded",
              "any", sbatch_nodes=2, projected=True, traffic=lambda w: 3 * (w - 1) / w,
-             messages=lambda w, m: 3 * (w - 1), batchnorm_note="rank", shards=("params", "grads", "optim")),
+             messages=lambda w, m: 3 * (w - 1), batchnorm_note="rank", shards=("params", "grads", "optim"),
+             buffers=lambda n, unit, boundary: 3 * FP32 * unit),  # 2 units all-gathered + 1 reduce-scattered
     Strategy("mp", "staged", "naive model parallel: one stage per rank, the batch as one micro-batch",
-             "any", sbatch_nodes=2, projected=True, traffic=lambda w: 1.0, messages=lambda w, m: 2),
+             "any", sbatch_nodes=2, projected=True, traffic=lambda w: 1.0, messages=lambda w, m: 2,
+             buffers=lambda n, unit, boundary: 2 * boundary),  # a boundary's send and receive
     Strategy("gpipe", "staged", "GPipe through torchgpipe: one process, one device per stage",
              "GPU for speed, CPU for correctness", micro_batches=True, max_world=1,
              default_stages=lambda nodes, procs: 2,
              batchnorm_note="micro-batch"),
     Strategy("pipeline", "staged", "torch.distributed.pipelining: one stage per rank, GPipe or 1F1B "
              "schedule over micro-batches", "any", sbatch_nodes=2, micro_batches=True, scheduled=True,
-             projected=True, traffic=lambda w: 1.0, messages=lambda w, m: 2 * m, batchnorm_note="micro-batch"),
+             projected=True, traffic=lambda w: 1.0, messages=lambda w, m: 2 * m, batchnorm_note="micro-batch",
+             buffers=lambda n, unit, boundary: 2 * boundary),
     Strategy("hybrid", "staged", "pipeline stages inside a node x data-parallel replicas across nodes",
              "any", sbatch_nodes=2, sbatch_procs=2, micro_batches=True, scheduled=True,
-             batchnorm_note="micro-batch", stage_replicas=True, default_stages=lambda nodes, procs: procs),
+             batchnorm_note="micro-batch", stage_replicas=True,
+             buffers=lambda n, unit, boundary: FP32 * n + 2 * boundary, default_stages=lambda nodes, procs: procs),
 )}
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 

@@ -23,9 +23,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from trainers.common.balance import balance_by_params
 from trainers.common.comm import CommMeter
 from trainers.common.config import ConfigError
-from trainers.common.models import balance_by_params, build_model, param_counts, split_stages
+from trainers.common.models import build_model, param_counts, split_stages
 from trainers.common.trainer import Trainer, autocast, loss_fn, make_optimizer, optimizer_state_bytes, tensor_bytes
 
 if TYPE_CHECKING:

@@ -1,0 +1,276 @@
+"""Memory-fit planner: per strategy and layout, the bytes one rank holds, and whether they fit.
+
+    bin/plan --model resnet50 --global-batch 256 --nodes 1,2,4,8 --gpu-mem 80GiB
+    bin/plan --layers 32 --hidden 4096 --heads 32 --seq 2048 --vocab 32000 --optimizer adam
+    bin/plan --params 7e9 --optimizer adam --json
+
+Per rank (the busiest one of its layout), in bytes:
+- parameters, gradients, optimizer state: the registry's `held` (trainers/common/registry.py),
+  which follows what the trainers hold: autocast keeps fp32 weights, gradients and optimizer
+  state; ZeroRedundancyOptimizer shards the optimizer state only; FSDP2 shards all three;
+  staged strategies hold their stage (the blocks split by parameter count, as the trainers do).
+- activations: what autograd saves for backward. For the project's models it is measured
+  (trainers/common/activations.py, saved-tensor hooks, each storage once, parameters left out)
+  per block and scaled to the samples a rank keeps in flight (registry `samples_in_flight`:
+  GPipe keeps every micro-batch, 1F1B at most as many as there are stages, torchgpipe's
+  checkpointing only stage inputs). For a transformer given by its shape it is Korthikanti et
+  al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"), per layer and
+  sample s*h*(34 + 5*a*s/h) bytes at 16 bits (x2 at fp32), plus the fp32 logits 4*s*V.
+  With --params alone it is unknown (null).
+- communication buffers: the registry's `buffers` (DDP's gradient buckets, the ring's flat
+  buckets, FSDP's gathered units, a pipeline's boundary messages).
+Torch-free: bin/plan passes in the measured block profile of a project model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from trainers.common import registry
+from trainers.common.balance import balance_by_params
+from trainers.common.config import DATASETS, MODELS, OPTIMIZERS, PRECISIONS, SCHEDULES, ConfigError, _OneLineParser
+
+UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+         "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Block:
+    params: int
+    saved_per_sample: float | None  # bytes autograd keeps per sample; None: unknown
+    output_per_sample: float  # bytes per sample of the block's output (a stage boundary)
+    shapes: tuple[tuple[int, ...], ...] = ()  # parameter tensors' shapes, where known
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str
+    blocks: tuple[Block, ...]
+
+    @property
+    def params(self) -> int:
+        return sum(b.params for b in self.blocks)
+
+
+def parse_size(text: str) -> int:
+    """'80GiB', '512 MB', '1.5TiB' -> bytes. A number without a unit is refused: GB or GiB?"""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([A-Za-z]+)\s*", str(text))
+    if not m or m.group(2).lower() not in UNITS:
+        raise ConfigError(f"invalid memory size {text!r}: give a number and a unit, e.g. 80GiB or 40GB")
+    value = float(m.group(1)) * UNITS[m.group(2).lower()]
+    if value <= 0:
+        raise ConfigError(f"invalid memory size {text!r}: must be > 0")
+    return int(value)
+
+
+def positive_int(name: str, text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"invalid {name} {text!r}: expected a positive whole number") from None
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        raise ConfigError(f"invalid {name} {text!r}: expected a positive whole number")
+    return int(value)
+
+
+def transformer_shape(layers: int, hidden: int, heads: int, seq: int, vocab: int, precision: str) -> ModelShape:
+    """A decoder of `layers` blocks between an embedding and a head, as blocks the planner can split."""
+    if hidden % heads:
+        raise ConfigError(f"invalid heads {heads}: hidden size {hidden} is not divisible by it")
+    act = 2 if precision in ("bf16", "fp16") else 4  # bytes per activation element
+    per_layer = seq * hidden * (34 + 5 * heads * seq / hidden) * act / 2  # Korthikanti: bytes at 16 bits
+    boundary = seq * hidden * act
+    embed = Block(vocab * hidden + seq * hidden, seq * hidden * act, boundary)  # token + position tables
+    layer = Block(12 * hidden * hidden + 13 * hidden, per_layer, boundary)  # attention 4h^2+4h, MLP 8h^2+5h, 2 LN
+    head = Block(2 * hidden + hidden * vocab, seq * hidden * act + 4 * seq * vocab, 4 * seq * vocab)
+    return ModelShape(f"transformer L{layers} h{hidden} a{heads} s{seq} V{vocab}", (embed, *[layer] * layers, head))
+
+
+def params_shape(params: int) -> ModelShape:
+    return ModelShape(f"{params} parameters", (Block(params, None, 0.0),))
+
+
+@dataclass
+class Options:
+    nodes: list[int]
+    procs: int
+    global_batch: int
+    chunks: int
+    schedule: str
+    optimizer: str
+    precision: str
+    gpu_mem: int
+    checkpoint: str = "never"
+
+
+def _stage_blocks(shape: ModelShape, stages: int) -> list[Block]:
+    """The blocks of the stage with the most parameters, split as the trainers split."""
+    blocks = list(shape.blocks)
+    if len(blocks) == 1 and stages > 1:  # --params: an even split of an unknown model
+        b = blocks[0]
+        return [Block(-(-b.params // stages), None, b.output_per_sample)]
+    sizes = balance_by_params([b.params for b in blocks], stages)
+    cuts, start = [], 0
+    for size in sizes:
+        cuts.append(blocks[start:start + size])
+        start += size
+    return max(cuts, key=lambda c: sum(b.params for b in c))
+
+
+def plan_one(traits: registry.Strategy, shape: ModelShape, nodes: int, o: Options) -> dict:
+    stages = traits.stages(nodes, o.procs)
+    world = nodes * o.procs
+    row = {"strategy": traits.name, "nodes": nodes, "procs_per_node": o.procs, "world_size": world,
+           "param_bytes": None, "grad_bytes": None, "optim_bytes": None, "activation_bytes": None,
+           "buffer_bytes": None, "total_bytes": None, "fits": None, "headroom_bytes": None, "reason": None}
+    splittable = len(shape.blocks) > 1
+    refusal = traits.refusal(registry.Layout(nodes, o.procs, stages, len(shape.blocks) if splittable else 10**9,
+                                             gpus=o.procs))
+    dp = traits.dp_size(nodes, o.procs, stages)
+    if refusal is None and o.global_batch < dp:
+        refusal = f"global batch {o.global_batch} gives no sample to each of the {dp} data-parallel ranks"
+    if refusal is None and traits.micro_batches and o.global_batch // dp < o.chunks:
+        refusal = f"{o.global_batch // dp} samples per replica cannot make {o.chunks} micro-batches"
+    if refusal:
+        row["reason"] = refusal
+        return row
+    mine = _stage_blocks(shape, stages) if traits.kind == "staged" and stages > 1 else list(shape.blocks)
+    if traits.name == "gpipe":  # one process holds every stage (on CPU; on GPUs one stage per device)
+        mine = list(shape.blocks)
+    n = sum(b.params for b in mine)
+    replica = -(-o.global_batch // dp)
+    if traits.min_gpus:  # DataParallel: one process, the batch split over the node's GPUs
+        replica = -(-o.global_batch // max(o.procs, 1))
+    full, inputs_only = traits.samples_in_flight(replica, o.chunks, stages, o.schedule, o.checkpoint)
+    boundary = mine[-1].output_per_sample * replica / (o.chunks if traits.micro_batches else 1)
+    activations = None
+    if all(b.saved_per_sample is not None for b in mine):
+        activations = full * sum(b.saved_per_sample for b in mine) + inputs_only * mine[0].output_per_sample
+    unit = max(b.params for b in shape.blocks) if splittable else n
+    shapes = [sh for b in mine for sh in b.shapes] or None
+    buffers = traits.buffers(n, unit, boundary)
+    # Each figure is the largest over the ranks' roles (a parameter server holds the optimizer,
+    # its workers the activations); the total is the largest rank's sum.
+    roles = []
+    for rank in ((0, 1) if traits.computing_ranks == "workers" else (0,)):
+        held = traits.held(n, dp if traits.shards else world, o.optimizer, o.precision, rank=rank, shapes=shapes)
+        act = 0.0 if traits.computing_ranks == "workers" and rank == 0 else activations
+        roles.append((held, act))
+    total = max(h.total + (a or 0) + buffers for h, a in roles)
+    act = activations
+    row.update(param_bytes=max(h.param_bytes for h, _ in roles), grad_bytes=max(h.grad_bytes for h, _ in roles),
+               optim_bytes=max(h.optim_bytes for h, _ in roles),
+               activation_bytes=None if act is None else int(act), buffer_bytes=int(buffers),
+               total_bytes=int(total), fits=bool(total <= o.gpu_mem), headroom_bytes=int(o.gpu_mem - total))
+    if act is None:
+        row["reason"] = "activations unknown (--params): totals count model state and buffers only"
+    return row
+
+
+def plan(shape: ModelShape, o: Options) -> list[dict]:
+    return [plan_one(traits, shape, n, o) for traits in registry.REGISTRY.values() for n in o.nodes]
+
+
+def smallest_fit(rows: list[dict]) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for r in rows:
+        out.setdefault(r["strategy"], None)
+        if r["fits"] and (out[r["strategy"]] is None or r["nodes"] < out[r["strategy"]]):
+            out[r["strategy"]] = r["nodes"]
+    return out
+
+
+def table(shape: ModelShape, rows: list[dict], o: Options) -> str:
+    biggest = max((r["total_bytes"] or 0 for r in rows), default=0)
+    unit, scale = ("GiB", GIB) if biggest >= GIB else ("MiB", 2**20)
+
+    def _gib(v: float | None) -> str:
+        return "-" if v is None else f"{v / scale:.2f}"
+
+    lines = [f"model {shape.name}: {shape.params:,} parameters; {o.optimizer}, {o.precision}, global batch "
+             f"{o.global_batch}, {o.procs} rank(s) per node, GPU memory {o.gpu_mem / GIB:.1f} GiB",
+             f"{'strategy':<9} {'nodes':>5} {'params':>8} {'grads':>8} {'optim':>8} {'activ':>8} {'buffers':>8} "
+             f"{'total':>8} {'fits':>5} {'headroom':>9}  ({unit} per rank)"]
+    for r in rows:
+        if r["total_bytes"] is None:
+            lines.append(f"{r['strategy']:<9} {r['nodes']:>5}  cannot run: {r['reason']}")
+            continue
+        lines.append(f"{r['strategy']:<9} {r['nodes']:>5} {_gib(r['param_bytes']):>8} {_gib(r['grad_bytes']):>8} "
+                     f"{_gib(r['optim_bytes']):>8} {_gib(r['activation_bytes']):>8} {_gib(r['buffer_bytes']):>8} "
+                     f"{_gib(r['total_bytes']):>8} {'yes' if r['fits'] else 'NO':>5} {_gib(r['headroom_bytes']):>9}")
+    lines.append("smallest node count that fits:")
+    for strategy, n in smallest_fit(rows).items():
+        lines.append(f"  {strategy:<9} {n if n is not None else 'none of ' + ','.join(map(str, o.nodes))}")
+    if any(r["activation_bytes"] is None and r["total_bytes"] is not None for r in rows):
+        lines.append("note: activations unknown (--params): give --model or the transformer shape to count them")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="bin/plan", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="", help=f"one of the project's models: {', '.join(MODELS)}")
+    p.add_argument("--dataset", default="synthetic", help="input shape for --model (default: synthetic)")
+    for name in ("layers", "hidden", "heads", "seq", "vocab"):
+        p.add_argument(f"--{name}", default="", help="transformer shape (all five together)")
+    p.add_argument("--params", default="", help="parameter count alone (activations unknown)")
+    p.add_argument("--precision", default="fp32", help=f"{'|'.join(PRECISIONS)} (default: fp32)")
+    p.add_argument("--optimizer", default="adam", help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
+    p.add_argument("--global-batch", default="64", help="samples per step over all ranks (default: 64)")
+    p.add_argument("--chunks", default="4", help="micro-batches per step for pipelines (default: 4)")
+    p.add_argument("--schedule", default="1f1b", help="pipeline schedule gpipe|1f1b (default: 1f1b)")
+    p.add_argument("--nodes", default="1,2,4,8", help="comma list of node counts (default: 1,2,4,8)")
+    p.add_argument("--procs-per-node", default="1", help="ranks (GPUs) per node (default: 1)")
+    p.add_argument("--gpu-mem", default="80GiB", help="memory of one GPU, with a unit (default: 80GiB)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    return p
+
+
+Profiler = Callable[[str, str, str], list[Block]]
+
+
+def main(argv: list[str], profiler: Profiler | None = None) -> int:
+    try:
+        a = build_parser().parse_args(argv)
+        for name, value, choices in (("precision", a.precision, PRECISIONS), ("optimizer", a.optimizer, OPTIMIZERS),
+                                     ("schedule", a.schedule, SCHEDULES), ("dataset", a.dataset, DATASETS)):
+            if value not in choices:
+                raise ConfigError(f"unknown {name} {value!r}: choose from {', '.join(choices)}")
+        nodes = [positive_int("nodes", x.strip()) for x in a.nodes.split(",")]
+        o = Options(sorted(set(nodes)), positive_int("procs per node", a.procs_per_node),
+                    positive_int("global batch", a.global_batch), positive_int("chunks", a.chunks), a.schedule,
+                    a.optimizer, a.precision, parse_size(a.gpu_mem))
+        shape_args = [a.layers, a.hidden, a.heads, a.seq, a.vocab]
+        given = sum(bool(x) for x in (a.model, a.params, any(shape_args)))
+        if given != 1:
+            raise ConfigError("give the model one way: --model NAME, the five transformer flags, or --params N")
+        if a.model:
+            if a.model not in MODELS:
+                raise ConfigError(f"unknown model {a.model!r}: choose from {', '.join(MODELS)}")
+            if profiler is None:
+                raise ConfigError("--model needs the measured profile: run bin/plan")
+            shape = ModelShape(a.model, tuple(profiler(a.model, a.dataset, a.precision)))
+        elif a.params:
+            shape = params_shape(positive_int("params", a.params))
+        else:
+            if not all(shape_args):
+                raise ConfigError("a transformer needs all of --layers --hidden --heads --seq --vocab")
+            dims = [positive_int(n, v) for n, v in zip(("layers", "hidden", "heads", "seq", "vocab"), shape_args,
+                                                       strict=True)]
+            shape = transformer_shape(*dims, a.precision)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows = plan(shape, o)
+    if a.json:
+        print(json.dumps({"model": shape.name, "params": shape.params, "gpu_mem_bytes": o.gpu_mem, "rows": rows},
+                         indent=1))
+    else:
+        print(table(shape, rows, o))
+    return 0

@@ -1,0 +1,91 @@
+"""Benchmark: the memory planner (analysis/plan.py) against what the trainers really hold.
+
+Model state: every strategy runs one step (Adam, so optimizer state exists) at 1, 2 and 4
+ranks; the planned parameter, gradient and optimizer bytes per rank are divided by the largest
+of the ranks' `end` records (goal: 1.00 +- 0.01).
+Activations: the planned bytes of one forward of each project model (the sum of its blocks,
+measured one by one at a reference batch and scaled) are divided by what autograd saves in
+one forward of the whole model at two other batch sizes (goal: within 10%).
+Usage: python -m bench.plan [--model mlp] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+
+from analysis import plan
+from bench.pipeline import run_and_read
+from trainers.common import registry
+from trainers.common.config import MODELS, ExperimentConfig, validate
+
+
+def layouts(strategy: str, ranks: list[int]) -> list[tuple[int, int]]:
+    """(nodes, procs) per rank count that the strategy can run."""
+    traits = registry.get(strategy)
+    out = []
+    for w in ranks:
+        nodes, procs = (w // 2, 2) if traits.stage_replicas and w >= 2 else (w, 1)
+        cfg = ExperimentConfig(strategy=strategy, nodes=nodes, procs_per_node=procs, global_batch=64)
+        try:
+            validate(cfg)
+        except ValueError:
+            continue
+        out.append((nodes, procs))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench.plan", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="mlp", help="model of the state runs (default: mlp)")
+    p.add_argument("--ranks", default="1,2,4")
+    p.add_argument("--quick", action="store_true", help="2 ranks, a few strategies")
+    args = p.parse_args(argv)
+    from trainers.common.activations import profile_model, saved_bytes
+    from trainers.common.data import data_spec
+    from trainers.common.models import build_model
+
+    ranks = [2] if args.quick else [int(r) for r in args.ranks.split(",")]
+    names = ("ddp", "ps", "zero", "fsdp", "pipeline") if args.quick else registry.NAMES
+    blocks = [plan.Block(b.params, b.saved_per_sample, b.output_per_sample, b.shapes)
+              for b in profile_model(args.model, "synthetic")]
+    shape = plan.ModelShape(args.model, tuple(blocks))
+    print(f"model state, {args.model} ({shape.params:,} parameters), Adam fp32: planned / largest `end` record")
+    print(f"{'strategy':>9} {'ranks':>5} {'params':>7} {'grads':>7} {'optim':>7}")
+    worst = 0.0
+    with tempfile.TemporaryDirectory(prefix="bench-plan-") as work:
+        for strategy in names:
+            for nodes, procs in layouts(strategy, ranks):
+                if strategy == "dp":
+                    continue  # needs 2 GPUs
+                recs = run_and_read(work, f"{strategy}-{nodes}x{procs}", strategy=strategy, nodes=nodes,
+                                    procs_per_node=procs, model=args.model, optimizer="adam", lr=0.001, steps=1,
+                                    warmup=0, global_batch=64)
+                ends = [next(r for r in rank if r["event"] == "end") for rank in recs]
+                o = plan.Options([nodes], procs, 64, 4, "1f1b", "adam", "fp32", 80 * plan.GIB)
+                row = plan.plan_one(registry.get(strategy), shape, nodes, o)
+                ratios = [row[k] / max(e[k] for e in ends) if max(e[k] for e in ends) else
+                          (1.0 if row[k] == 0 else float("inf")) for k in ("param_bytes", "grad_bytes", "optim_bytes")]
+                worst = max(worst, *(abs(r - 1) for r in ratios))
+                print(f"{strategy:>9} {nodes * procs:>5} " + " ".join(f"{r:>7.3f}" for r in ratios), flush=True)
+    print(f"largest deviation {worst:.4f} (goal <= 0.01)")
+    print("activations: planned (blocks measured at 16, scaled) / saved in one forward of the whole model")
+    print(f"{'model':>12} {'batch':>5} {'planned B':>12} {'measured B':>12} {'ratio':>6}")
+    import torch
+
+    for model in (("mlp", "cnn") if args.quick else MODELS):
+        tokens = model == "transformer"
+        spec = data_spec("synthetic", tokens)
+        per_sample = sum(b.saved_per_sample for b in profile_model(model, "synthetic"))
+        net = build_model(model, spec, 0)
+        for batch in (4, 24):
+            x = torch.zeros(batch, *spec.shape, dtype=torch.long) if tokens else torch.randn(batch, *spec.shape)
+            measured = saved_bytes(net, x)
+            print(f"{model:>12} {batch:>5} {per_sample * batch:>12.0f} {measured:>12} "
+                  f"{per_sample * batch / measured:>6.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""What autograd keeps for backward, measured: the activation side of the memory planner.
+
+`saved_bytes` runs one forward of a module under `torch.autograd.graph.saved_tensors_hooks`
+and adds up the storages autograd saves for backward, each storage once, leaving out the
+parameters (the planner counts those as parameter bytes). It works on CPU, so a plan for a
+GPU can be made on a laptop: autograd saves the same tensors on either device.
+
+`profile_model` measures the project's models block by block at one batch size, so the
+planner can sum the blocks of a pipeline stage and scale to the micro-batch a rank runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from trainers.common.data import data_spec
+from trainers.common.models import build_model
+
+REFERENCE_BATCH = 16  # samples per measuring forward; activations grow linearly with the batch
+
+
+def _storage_key(t: torch.Tensor) -> tuple[int, int]:
+    s = t.untyped_storage()
+    return s.data_ptr(), s.nbytes()
+
+
+class SavedTensors:
+    """Collects the storages autograd saves while the context is active."""
+
+    def __init__(self, exclude: set[tuple[int, int]] | None = None) -> None:
+        self.exclude = exclude or set()
+        self.seen: dict[tuple[int, int], int] = {}
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        if t.layout == torch.strided and t.device.type != "meta":
+            key = _storage_key(t)
+            if key not in self.exclude:
+                self.seen[key] = key[1]
+        return t
+
+    @contextlib.contextmanager
+    def watch(self):
+        with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
+            yield self
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.seen.values())
+
+
+def _autocast(precision: str) -> contextlib.AbstractContextManager:
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _param_keys(module: nn.Module) -> set[tuple[int, int]]:
+    return {_storage_key(p) for p in module.parameters()}
+
+
+def saved_bytes(module: nn.Module, x: torch.Tensor, precision: str = "fp32") -> int:
+    """Bytes autograd saves for backward in one forward of `module` on `x` (parameters excluded)."""
+    saved = SavedTensors(_param_keys(module))
+    with saved.watch(), _autocast(precision):
+        out = module(x)
+    del out
+    return saved.nbytes
+
+
+@dataclass(frozen=True)
+class BlockProfile:
+    params: int  # parameter elements
+    saved_per_sample: float  # bytes autograd saves for backward, per sample
+    output_per_sample: float  # bytes of the block's output, per sample (a stage boundary's message)
+    shapes: tuple[tuple[int, ...], ...] = ()  # its parameter tensors' shapes
+
+
+def profile_model(model: str, dataset: str, precision: str = "fp32",
+                  batch: int = REFERENCE_BATCH) -> list[BlockProfile]:
+    """Per block of a project model: parameters and saved bytes per sample, measured at `batch`.
+    A storage saved by two blocks (one's output, the next one's input) counts in the first."""
+    tokens = model == "transformer"
+    spec = data_spec(dataset, tokens)
+    net = build_model(model, spec, seed=0)
+    x = torch.zeros(batch, *spec.shape, dtype=torch.long) if tokens else torch.randn(batch, *spec.shape)
+    saved = SavedTensors(_param_keys(net))
+    out: list[BlockProfile] = []
+    with saved.watch(), _autocast(precision):
+        for block in net:
+            before = saved.nbytes
+            x = block(x)
+            out.append(BlockProfile(sum(p.numel() for p in block.parameters()), (saved.nbytes - before) / batch,
+                                    x.numel() * x.element_size() / batch,
+                                    tuple(tuple(p.shape) for p in block.parameters())))
+    return out
