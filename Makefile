@@ -41,6 +41,9 @@ A ?=
 B ?=
 TOLERANCES ?=
 NODES_MAX ?= 1024
+GPU_MEM ?= 80GiB
+OPTIMIZER ?=
+PLAN_ARGS ?=
 CLUSTER_NODES ?= 4
 BENCH ?= all
 BENCH_ARGS ?=
@@ -68,7 +71,7 @@ SWEEP_FLAGS = --nodes $(call q,$(NODES)) --strategies $(call q,$(STRATEGIES)) --
   $(call opt,--seed,$(SEED)) $(call opt,--repeats,$(REPEATS)) $(call opt,--scaling,$(SCALING)) \
   $(call opt,--sweep,$(SWEEP)) $(if $(DRY_RUN),--dry-run) $(if $(NO_WAIT),--no-wait) $(if $(SERIAL),--serial)
 
-.PHONY: help venv sweep plots report compare project bench test test-fast lint cluster-up cluster-down \
+.PHONY: help venv sweep plots report compare project plan bench test test-fast lint cluster-up cluster-down \
   cluster-status status cancel render clean
 
 help: ## list targets and variables
@@ -91,6 +94,8 @@ help: ## list targets and variables
 	@echo "  SWEEP            sweep name under logs/ (timestamp)   DRY_RUN=1  validate, run nothing   NO_WAIT=1"
 	@echo "  SERIAL=1         Slurm: one job at a time (timings on the loopback cluster, whose nodes share cores)"
 	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX, LINK, SCALING (project); CLUSTER_NODES"
+	@echo "  plan: MODEL, NODES, PROCS, BATCH, CHUNKS, SCHEDULE, PRECISION, OPTIMIZER (adam), GPU_MEM (80GiB),"
+	@echo "  PLAN_ARGS (e.g. '--layers 32 --hidden 4096 --heads 32 --seq 2048 --vocab 32000' or '--params 7e9')"
 	@echo "  (cluster-up); BENCH=all|allreduce|pipeline|memory|analysis_load, BENCH_ARGS (bench); PYTEST_ARGS"
 
 $(STAMP): requirements.txt
@@ -117,6 +122,11 @@ compare: $(STAMP) ## compare sweep A against B; non-zero on regression (TOLERANC
 project: $(STAMP) ## scaling projection of SWEEP to NODES_MAX nodes on LINK
 	$(PY) -m simulate.projection $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX)) \
 	  $(call opt,--scaling,$(SCALING)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS))
+
+plan: $(STAMP) ## memory fit per strategy and node count (MODEL or PLAN_ARGS, NODES, PROCS, BATCH, GPU_MEM)
+	$(PY) bin/plan $(call opt,--model,$(MODEL)) --nodes $(call q,$(NODES)) $(call opt,--procs-per-node,$(PROCS)) \
+	  $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
+	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) --gpu-mem $(call q,$(GPU_MEM)) $(PLAN_ARGS)
 
 bench: $(STAMP) ## benchmarks, printed as ratios measured in one run (BENCH=name for one)
 	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load,$(BENCH)); do \
