@@ -141,9 +141,10 @@ def plan_one(traits: registry.Strategy, shape: ModelShape, nodes: int, o: Option
     if refusal:
         row["reason"] = refusal
         return row
-    mine = _stage_blocks(shape, stages) if traits.kind == "staged" and stages > 1 else list(shape.blocks)
-    if traits.name == "gpipe":  # one process holds every stage (on CPU; on GPUs one stage per device)
-        mine = list(shape.blocks)
+    # A rank holds its stage; a one-process pipeline (gpipe) holds every stage in its process.
+    one_process = traits.max_world == 1
+    mine = _stage_blocks(shape, stages) if traits.kind == "staged" and stages > 1 and not one_process \
+        else list(shape.blocks)
     n = sum(b.params for b in mine)
     replica = -(-o.global_batch // dp)
     if traits.min_gpus:  # DataParallel: one process, the batch split over the node's GPUs
