@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - an environment without it
     except ImportError:
         _fast_loads = json.loads
 
+LOGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs")  # the default logs dir
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # same rule as trainers.common.config.check_name
 ID_RE = re.compile(r"^(?P<strategy>[a-z]+)-n(?P<nodes>\d+)-p(?P<procs>\d+)-b(?P<batch>\d+)(?:-c(?P<chunks>\d+))?"
                    r".*-r(?P<repeat>\d+)$")
