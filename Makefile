@@ -110,14 +110,14 @@ sweep: $(STAMP) ## run a grid of experiments (NODES, STRATEGIES, BACKEND, ...)
 	$(PY) bin/sweep $(SWEEP_FLAGS)
 
 plots: $(STAMP) ## summary.csv/json + plots (+ report) of SWEEP (default: latest)
-	$(PY) -m analysis.plots $(call opt,--sweep,$(SWEEP))
+	$(PY) -m analysis.cli plots $(call opt,--sweep,$(SWEEP))
 
 report: $(STAMP) ## report.html of SWEEP (default: latest)
-	$(PY) -m analysis.report $(call opt,--sweep,$(SWEEP))
+	$(PY) -m analysis.cli report $(call opt,--sweep,$(SWEEP))
 
 compare: $(STAMP) ## compare sweep A against B; non-zero on regression (TOLERANCES=file)
 	@test -n "$(A)" -a -n "$(B)" || { echo "error: give A=<sweep> B=<sweep>" >&2; exit 2; }
-	$(PY) -m analysis.compare $(call q,$(A)) $(call q,$(B)) $(call opt,--tolerances,$(TOLERANCES))
+	$(PY) -m analysis.cli compare $(call q,$(A)) $(call q,$(B)) $(call opt,--tolerances,$(TOLERANCES))
 
 project: $(STAMP) ## scaling projection of SWEEP to NODES_MAX nodes on LINK
 	$(PY) -m simulate.projection $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX)) \

@@ -1,4 +1,12 @@
-"""The one pipeline behind `make plots` and `make report`: load -> metrics -> exports, plots, report.html."""
+"""The analysis commands' one entry point: load -> metrics -> exports, plots, report.html; and compare.
+
+    python -m analysis.cli plots   [--sweep NAME] [--logs DIR] [--target-acc X]   # `make plots`
+    python -m analysis.cli report  [--sweep NAME] [--logs DIR] [--target-acc X]   # `make report`
+    python -m analysis.cli compare A B [--tolerances FILE] [--logs DIR]           # `make compare`
+
+plots and report run the same pipeline (summary.csv/json, plots/, report.html) and differ in
+what they print. plots.py, report.py and compare.py are libraries: they never import this module.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +20,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis import AnalysisError
-from analysis.load import find_sweep, load_sweep
+from analysis.load import LOGS, find_sweep, load_sweep
 from analysis.metrics import Analysis, analyse
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOGS = os.path.join(ROOT, "logs")
 SUMMARY_COLUMNS = [
     "experiment", "strategy", "nodes", "procs_per_node", "world_size", "global_batch", "chunks", "schedule",
     "stages", "dp_size", "model", "dataset", "precision", "link", "repeat", "state", "reason", "error",
@@ -116,3 +122,24 @@ def main(argv: list[str], prog: str, focus: str) -> int:
         print(f"  problem: {row['experiment'] or '-'}: {row['kind']}: {row['detail']}")
     print(f"  report:  {rel(out.report_html)}")
     return 0
+
+
+COMMANDS = ("plots", "report", "compare")
+
+
+def run(argv: list[str]) -> int:
+    """`python -m analysis.cli COMMAND ...`: the subcommand, then its own arguments."""
+    if not argv or argv[0] not in COMMANDS:
+        got = repr(argv[0]) if argv else "none"
+        print(f"error: give a command: {', '.join(COMMANDS)} (got {got})", file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command == "compare":
+        from analysis.compare import main as compare_main
+
+        return compare_main(rest)
+    return main(rest, f"analysis.cli {command}", focus=command)
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

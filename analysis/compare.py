@@ -1,10 +1,11 @@
 """Compare two sweeps experiment by experiment: `make compare A=<sweep> B=<sweep>`.
 
-    python -m analysis.compare A B [--tolerances FILE] [--logs DIR]
+    python -m analysis.cli compare A B [--tolerances FILE] [--logs DIR]
 
 Prints a table of changes (B against A) per experiment and metric. Exit status: 0 when nothing
 regressed beyond its tolerance, 1 when something did (including an experiment that completed
-in A and not in B), 2 on bad input (unknown sweep, unreadable tolerances file).
+in A and is missing from B or did not complete there), 2 on bad input (unknown sweep,
+unreadable tolerances file).
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import sys
 import pandas as pd
 
 from analysis import AnalysisError
-from analysis.cli import LOGS
-from analysis.load import find_sweep, load_sweep
+from analysis.load import LOGS, find_sweep, load_sweep
 from analysis.metrics import analyse
 
 DEFAULT_TOLERANCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tolerances.json")
@@ -46,7 +46,9 @@ def load_tolerances(path: str) -> tuple[float, dict[str, float]]:
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, default: float, per: dict[str, float]) -> pd.DataFrame:
-    """One row per (experiment, metric) present in both; `verdict` is ok / better / REGRESSED / ..."""
+    """One row per (experiment, metric) present in both, and one `state` row per experiment whose
+    state differs or that only one sweep has; `verdict` is ok / better / REGRESSED / changed / only
+    in A / only in B. An experiment COMPLETED in A and missing or not COMPLETED in B is REGRESSED."""
     rows = []
     ia, ib = a.set_index("experiment"), b.set_index("experiment")
     for exp in [e for e in ia.index if e in ib.index] + [e for e in ib.index if e not in ia.index]:
@@ -71,9 +73,10 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, default: float, per: dict[str, flo
             verdict = "REGRESSED" if worse > tol + 1e-12 else "better" if -worse > tol else "ok"
             rows.append({"experiment": exp, "metric": metric, "A": va, "B": vb, "change": change,
                          "tolerance": tol, "verdict": verdict})
-    for exp in ia.index.difference(ib.index):
-        rows.append({"experiment": exp, "metric": "state", "A": ia.at[exp, "state"], "B": None, "change": None,
-                     "verdict": "only in A"})
+    for exp in ia.index.difference(ib.index):  # a completed experiment B lost is a regression
+        state = ia.at[exp, "state"]
+        rows.append({"experiment": exp, "metric": "state", "A": state, "B": "missing", "change": None,
+                     "verdict": "REGRESSED" if state == "COMPLETED" else "only in A"})
     return pd.DataFrame(rows, columns=["experiment", "metric", "A", "B", "change", "tolerance", "verdict"])
 
 
@@ -90,7 +93,7 @@ def _fmt(v) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="analysis.compare", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="analysis.cli compare", description=__doc__.split("\n")[0])
     p.add_argument("a", metavar="A", help="the reference sweep")
     p.add_argument("b", metavar="B", help="the sweep to check against A")
     p.add_argument("--tolerances", default=DEFAULT_TOLERANCES, help="JSON file: default and per-metric tolerances")
@@ -102,7 +105,7 @@ def main(argv: list[str]) -> int:
         default, per = load_tolerances(args.tolerances)
         sa, sb = find_sweep(args.logs, args.a), find_sweep(args.logs, args.b)
         table = compare(analyse(load_sweep(sa)).summary, analyse(load_sweep(sb)).summary, default, per)
-        if not (table["verdict"].isin(["ok", "better", "REGRESSED"])).any():
+        if not (table["verdict"].isin(["ok", "better", "REGRESSED"])).any():  # REGRESSED: also a lost experiment
             raise AnalysisError(f"sweeps {args.a!r} and {args.b!r} have no measured experiment in common")
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -119,7 +122,3 @@ def main(argv: list[str]) -> int:
     else:
         print("no metric changed beyond its tolerance")
     return 1 if not regressed.empty else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -33,11 +33,13 @@ except ImportError:  # pragma: no cover - an environment without it
     except ImportError:
         _fast_loads = json.loads
 
+LOGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs")  # the default logs dir
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # same rule as trainers.common.config.check_name
 ID_RE = re.compile(r"^(?P<strategy>[a-z]+)-n(?P<nodes>\d+)-p(?P<procs>\d+)-b(?P<batch>\d+)(?:-c(?P<chunks>\d+))?"
                    r".*-r(?P<repeat>\d+)$")
 STEP_FIELDS = ("step", "epoch", "samples", "step_s", "compute_s", "comm_s", "comm_bytes", "loss", "mem_bytes",
                "time", "warmup")
+OPTIONAL_STEP_FIELDS = ("cpu_s",)  # step fields older logs lack (NaN there)
 EPOCH_FIELDS = ("epoch", "epoch_s", "val_loss", "val_acc", "time")
 RANK_FIELDS = ("attempt", "world_size", "dp_size", "total_steps", "start_time", "param_bytes", "grad_bytes",
                "optim_bytes", "end_status", "end_param_bytes", "end_grad_bytes", "end_optim_bytes",
@@ -59,6 +61,8 @@ class RankFile:
     ends: list[dict]
     errors: list[dict]
     problems: list[tuple[str, str, int]]  # (kind, detail, line number)
+    earlier_attempts: int = 0  # attempts before the last one found in the file (their records dropped)
+    earlier_records: int = 0  # records of those attempts
 
 
 def _parse(line: str) -> Any:
@@ -114,7 +118,35 @@ def _records(lines: list[str], cut_last: bool) -> tuple[list[dict], list[str], l
     return recs, events, problems
 
 
+def _attempts(recs: list[dict], events: list[str], raw: bytes) -> np.ndarray | None:
+    """Each record's attempt, or None when the file holds one attempt only (the usual case,
+    found without a pass over the records). A record's own `attempt` field wins; a record
+    without one belongs to the latest `start` before it (that start's `attempt`, else the
+    starts' ordinal); records before the first start, to the attempt before it (at least 1)."""
+    n_starts = events.count("start")
+    if n_starts <= 1 and raw.count(b'"attempt"') <= 1:
+        return None
+    ev = np.array(events)
+    is_start = ev == "start"
+    starts = [r for r, s in zip(recs, is_start, strict=True) if s]
+    start_att = [_int(s.get("attempt")) or i + 1 for i, s in enumerate(starts)]
+    first = max((start_att[0] - 1) if starts else 1, 1)
+    inherited = np.array([first, *start_att], dtype=np.int64)[np.cumsum(is_start)]
+    own = [_int(r.get("attempt")) for r in recs]
+    if any(a is not None for a in own):
+        inherited = np.array([a if a is not None else i for a, i in zip(own, inherited.tolist(), strict=True)],
+                             dtype=np.int64)
+    return inherited
+
+
+def _int(v: Any) -> int | None:
+    return v if type(v) is int else None
+
+
 def parse_rank_file(path: str) -> RankFile:
+    """One rank file, its last attempt only: every attempt (a restart after a failure, an
+    interrupt, a requeue) appends to the file; the records of the earlier ones are counted
+    (`earlier_attempts`, `earlier_records`) and dropped."""
     with open(path, "rb") as f:
         raw = f.read()
     fast = _whole_file(raw)
@@ -126,6 +158,15 @@ def parse_rank_file(path: str) -> RankFile:
         if not cut_last and lines:
             lines.pop()  # the empty string after the final newline
         recs, events, problems = _records(lines, cut_last)
+    att = _attempts(recs, events, raw)
+    earlier, dropped = 0, 0
+    if att is not None and len(att):
+        last = int(att.max())
+        keep = att == last
+        earlier, dropped = len(set(att[~keep].tolist())), int((~keep).sum())
+        if dropped:
+            recs = [r for r, k in zip(recs, keep, strict=True) if k]
+            events = [e for e, k in zip(events, keep, strict=True) if k]
     steps = [r for r, e in zip(recs, events, strict=True) if e == "step"]
     others = [r for r, e in zip(recs, events, strict=True) if e != "step"]
     by_event: dict[str, list[dict]] = {"start": [], "epoch": [], "end": [], "error": []}
@@ -137,17 +178,19 @@ def parse_rank_file(path: str) -> RankFile:
         table = np.column_stack([_column([_number(r.get(k)) for r in steps]) for k in STEP_FIELDS]) \
             if steps else np.empty((0, len(STEP_FIELDS)))
     columns = {k: table[:, i] for i, k in enumerate(STEP_FIELDS)}
+    for k in OPTIONAL_STEP_FIELDS:  # newer writers only: NaN where a record has none
+        values = [r.get(k) for r in steps]
+        try:
+            columns[k] = np.array(values, dtype=float)
+        except (TypeError, ValueError):
+            columns[k] = _column([_number(v) for v in values])
     warmup = columns.pop("warmup") > 0  # true -> 1.0; false, null -> 0.0, NaN
     starts = by_event["start"]
-    if len(starts) <= 1:
-        attempt = np.full(len(steps), int(starts[0].get("attempt") or 1) if starts else 1, dtype=np.int64)
-    else:  # a restarted run appended to the file: each step belongs to the latest start before it
-        ev = np.array(events)
-        ordinal = np.cumsum(ev == "start")[ev == "step"]
-        values = np.array([0] + [int(s.get("attempt") or i + 1) for i, s in enumerate(starts)], dtype=np.int64)
-        attempt = values[ordinal]
+    last_att = (int(att.max()) if att is not None and len(att) else
+                (_int(starts[-1].get("attempt")) or 1) if starts else 1)
+    attempt = np.full(len(steps), last_att, dtype=np.int64)
     return RankFile(columns, warmup, attempt, by_event["epoch"], starts, by_event["end"], by_event["error"],
-                    problems)
+                    problems, earlier, dropped)
 
 
 def read_json(path: str) -> tuple[dict, str | None]:
@@ -254,7 +297,22 @@ def load_sweep(path: str) -> SweepData:
             gc.enable()
 
 
-def _load_sweep(path: str) -> SweepData:
+def load_run(run_dir: str) -> SweepData:
+    """One experiment directory (config.json, status.json, rank-*.jsonl), as a sweep of one
+    experiment: what a tool that ran a single experiment reads (bench/, the projection).
+    The enclosing directory's sweep.json, if any, is not needed."""
+    run_dir = os.path.normpath(run_dir)
+    gc_on = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_sweep(os.path.dirname(run_dir), [os.path.basename(run_dir)])
+    finally:
+        if gc_on:
+            gc.enable()
+
+
+def _load_sweep(path: str, only: list[str] | None = None) -> SweepData:
+    """`only`: these experiment directories (load_run), without the sweep's sweep.json problem."""
     name = os.path.basename(os.path.normpath(path))
     problems: list[dict] = []
 
@@ -263,14 +321,14 @@ def _load_sweep(path: str) -> SweepData:
                          "file": file, "line": line})
 
     meta, err = read_json(os.path.join(path, "sweep.json"))
-    if err:
+    if err and only is None:
         problem("", f"sweep.json {err}", "the grid and meta of the sweep are unknown", "sweep.json")
     listed = {e["id"]: e for e in meta.get("experiments", []) if isinstance(e, dict) and "id" in e}
     scaling = str((meta.get("grid") or {}).get("scaling") or "strong")
     exp_rows, rank_rows, epoch_rows = [], [], []
     step_parts: list[tuple[int, int, RankFile]] = []
     configs: dict[str, dict] = {}
-    ids = _experiment_ids(path, meta)
+    ids = _experiment_ids(path, meta) if only is None else list(only)
     for k, exp in enumerate(ids):
         d = os.path.join(path, exp)
         doc, cerr = read_json(os.path.join(d, "config.json"))
@@ -298,7 +356,7 @@ def _load_sweep(path: str) -> SweepData:
         stages, dp = _derived(cfg) if cfg else (1, world)
         cpu_plan = exp_meta.get("cpu_plan") or status.get("cpu_plan") or {}
         first_error = None
-        found = 0
+        found = earlier_attempts = earlier_records = 0
         if state != "SKIPPED" and os.path.isdir(d):
             for rank in range(world):
                 fname = f"rank-{rank}.jsonl"
@@ -315,6 +373,8 @@ def _load_sweep(path: str) -> SweepData:
                 for kind, detail, line in rf.problems:
                     problem(exp, kind, detail, f"{exp}/{fname}", rank, line)
                 step_parts.append((k, rank, rf))
+                earlier_attempts = max(earlier_attempts, rf.earlier_attempts)
+                earlier_records += rf.earlier_records
                 start = rf.starts[-1] if rf.starts else {}
                 end = rf.ends[-1] if rf.ends else {}
                 error = rf.errors[0] if rf.errors else {}
@@ -347,6 +407,7 @@ def _load_sweep(path: str) -> SweepData:
             "scaling": scaling, "state": state, "reason": skipped_reason if state == "SKIPPED" else None,
             "error": first_error[1] if first_error else None, "attempts": status.get("attempts"),
             "wall_s": status.get("wall_s"), "ranks_found": found,
+            "earlier_attempts": earlier_attempts, "earlier_records": earlier_records,
             "oversubscribed": bool(cpu_plan.get("oversubscribed", False)),
             "threads_per_rank": cpu_plan.get("threads_per_rank"), "machine_cores": cpu_plan.get("machine_cores")})
     experiments = pd.DataFrame(exp_rows, columns=list(exp_rows[0]) if exp_rows else ["experiment"])
@@ -357,21 +418,21 @@ def _load_sweep(path: str) -> SweepData:
 
 
 def _steps_frame(ids: list[str], parts: list[tuple[int, int, RankFile]]) -> pd.DataFrame:
-    """Concatenate the per-file columns once; a restarted rank's re-run steps keep the latest attempt."""
+    """Concatenate the per-file columns once (each file's last attempt only)."""
     n = [len(rf.warmup) for _, _, rf in parts]
     data: dict[str, Any] = {
         "experiment": pd.Categorical.from_codes(np.repeat([k for k, _, _ in parts], n).astype(np.int64),
                                                 categories=ids) if parts else pd.Categorical([], categories=ids),
         "rank": np.repeat([r for _, r, _ in parts], n).astype(np.int64),
     }
-    for f in STEP_FIELDS[:-1]:
+    for f in (*STEP_FIELDS[:-1], *OPTIONAL_STEP_FIELDS):
         data[f] = np.concatenate([rf.steps[f] for _, _, rf in parts]) if parts else np.array([], dtype=float)
     data["warmup"] = np.concatenate([rf.warmup for _, _, rf in parts]) if parts else np.array([], dtype=bool)
     data["attempt"] = np.concatenate([rf.attempt for _, _, rf in parts]) if parts else np.array([], dtype=np.int64)
     df = pd.DataFrame(data)
     df = df[df["step"].notna()]
     df["step"] = df["step"].astype(np.int64)
-    if any(len(rf.starts) > 1 for _, _, rf in parts):
+    if any(len(rf.starts) > 1 for _, _, rf in parts):  # one attempt that logged two starts: odd, keep the later
         df = df.drop_duplicates(["experiment", "rank", "step"], keep="last")
     return df.reset_index(drop=True)
 

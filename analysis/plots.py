@@ -10,7 +10,6 @@ inspect the Figure objects (titles, axis labels, legends); `make_plots` saves th
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -419,8 +418,3 @@ def make_plots(a: Analysis, out_dir: str) -> tuple[list[PlotFile], list[tuple[Pl
         written.append(PlotFile(spec, png, svg))
     return written, skipped
 
-
-if __name__ == "__main__":
-    from analysis.cli import main
-
-    sys.exit(main(sys.argv[1:], "analysis.plots", focus="plots"))

@@ -12,7 +12,6 @@ import base64
 import datetime
 import math
 import os
-import sys
 
 import jinja2
 
@@ -96,8 +95,3 @@ def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> s
     os.replace(path + ".tmp", path)
     return path
 
-
-if __name__ == "__main__":
-    from analysis.cli import main
-
-    sys.exit(main(sys.argv[1:], "analysis.report", focus="report"))

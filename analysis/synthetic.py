@@ -69,7 +69,7 @@ def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch:
                           "epoch": step // steps_per_epoch, "samples": batch // dp, "step_s": step_s,
                           "compute_s": None if pipelined else c, "comm_s": None if pipelined else comm,
                           "comm_bytes": 0 if world == 1 else 2 * param_bytes, "loss": loss,
-                          "mem_bytes": 200_000_000 + param_bytes * 3 + step, "warmup": step < warmup})
+                          "mem_bytes": 200_000_000 + param_bytes * 3 + step, "cpu_s": c * 0.9, "warmup": step < warmup})
             if (step + 1) % steps_per_epoch == 0 or step == steps - 1:
                 acc = min(0.98, 0.1 + 0.9 * (1 - 0.9 ** (step + 1))) if last_stage else None
                 lines.append({"event": "epoch", "rank": rank, "node": node, "time": t + 0.01,

@@ -1,8 +1,9 @@
 """Benchmark (b): per-rank model-state bytes of `zero` and `fsdp` against the formulas.
 
 Plain Adam in fp32 holds 16 bytes per parameter: 4 weights, 4 gradients, 8 optimizer state.
-ZeRO stage 1 shards the optimizer state: 4 + 4 + 8/N. FSDP shards all of it: 16/N.
-Runs each strategy for one step at 2 and 4 ranks (Adam, transformer: its many similar
+ZeRO stage 1 shards the optimizer state: 4 + 4 + 8/N. FSDP shards all of it: 16/N. The
+formula is the registry's (`registry.get(s).held`), the strategies its sharded ones.
+Runs each sharded strategy for one step at 2 and 4 ranks (Adam, transformer: its many similar
 tensors let ZeRO's whole-tensor partition be even) and prints, per layout, the largest
 rank's measured bytes (from the `end` record), the formula, and measured/formula.
 Usage: python -m bench.memory [--model transformer] [--ranks 2,4]
@@ -15,10 +16,12 @@ import sys
 import tempfile
 
 from bench.pipeline import run_and_read
+from trainers.common import registry
 
 
 def formula_bytes(strategy: str, params: int, n: int) -> float:
-    return {"zero": (4 + 4 + 8 / n) * params, "fsdp": 16 * params / n}[strategy]
+    """What the registry says the largest rank holds (parameters + gradients + Adam state)."""
+    return float(registry.get(strategy).held(params, n, "adam").total)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,17 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'strategy':>8} {'ranks':>5} {'params B':>10} {'grads B':>10} {'optim B':>10} {'total B':>10} "
           f"{'formula B':>10} {'ratio':>6}")
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as work:
-        for strategy in ("zero", "fsdp"):
+        for strategy in registry.names(kind="sharded"):
             for n in (int(r) for r in args.ranks.split(",")):
                 ranks = run_and_read(work, f"{strategy}-{n}", strategy=strategy, nodes=1, procs_per_node=n,
                                      model=args.model, dataset=dataset, optimizer="adam", lr=0.001, steps=1,
                                      warmup=0)
-                ends = [next(r for r in recs if r["event"] == "end") for recs in ranks]
-                worst = max(ends, key=lambda e: e["param_bytes"] + e["grad_bytes"] + e["optim_bytes"])
-                total = worst["param_bytes"] + worst["grad_bytes"] + worst["optim_bytes"]
+                ends = ranks.ranks[["end_param_bytes", "end_grad_bytes", "end_optim_bytes"]].astype(int)
+                worst = ends.loc[ends.sum(axis=1).idxmax()]
+                pb, gb, ob = (int(worst[f"end_{k}_bytes"]) for k in ("param", "grad", "optim"))
+                total = pb + gb + ob
                 formula = formula_bytes(strategy, params, n)
-                print(f"{strategy:>8} {n:>5} {worst['param_bytes']:>10} {worst['grad_bytes']:>10} "
-                      f"{worst['optim_bytes']:>10} {total:>10} {formula:>10.0f} {total / formula:>6.3f}", flush=True)
+                print(f"{strategy:>8} {n:>5} {pb:>10} {gb:>10} {ob:>10} {total:>10} {formula:>10.0f} "
+                      f"{total / formula:>6.3f}", flush=True)
     return 0
 
 

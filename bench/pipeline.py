@@ -12,40 +12,30 @@ Usage: python -m bench.pipeline [--model transformer] [--batch 128] [--steps 8]
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import sys
 import tempfile
 
+from analysis.load import SweepData, load_run
 from simulate.launcher import run_experiment
 from trainers.common.config import ConfigError, ExperimentConfig, validate
 
 
-def run_and_read(work: str, name: str, **kw) -> list[list[dict]]:
-    """Run one experiment under `work`; return each rank's JSONL records (exit on failure)."""
-    import json
-    import os
-
+def run_and_read(work: str, name: str, **kw) -> SweepData:
+    """Run one experiment under `work`; return its logs as analysis.load reads them (exit on failure)."""
     cfg = ExperimentConfig(**kw)
     validate(cfg)
     run_dir = os.path.join(work, name)
     status = run_experiment(cfg, run_dir, time_limit_s=900)
     if status["state"] != "COMPLETED":
         sys.exit(f"bench: {name} {status['state']}: see {run_dir}")
-    out = []
-    for rank in range(cfg.world_size):
-        with open(os.path.join(run_dir, f"rank-{rank}.jsonl")) as f:
-            out.append([json.loads(line) for line in f if line.strip()])
-    return out
+    return load_run(run_dir)
 
 
-def median_step_s(ranks: list[list[dict]]) -> float:
+def median_step_s(data: SweepData) -> float:
     """Median over timed steps of the slowest rank's step time (a step ends when every rank is done)."""
-    steps: dict[int, float] = {}
-    for recs in ranks:
-        for r in recs:
-            if r["event"] == "step" and not r["warmup"]:
-                steps[r["step"]] = max(steps.get(r["step"], 0.0), r["step_s"])
-    return statistics.median(steps.values())
+    timed = data.steps[~data.steps["warmup"]]
+    return float(timed.groupby("step")["step_s"].max().median())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 
     python -m simulate.projection --sweep NAME [--logs DIR] [--link 10gbe] [--max-nodes 1024]
 
-Reads the run directories directly (config.json, status.json, rank-*.jsonl of COMPLETED
-experiments) and writes logs/<sweep>/projection.csv and logs/<sweep>/plots/projection.png.
+Reads the sweep through analysis.load (the COMPLETED experiments; each rank file's last
+attempt) and writes logs/<sweep>/projection.csv and logs/<sweep>/plots/projection.png.
 
 The model of one optimizer step on W = nodes x procs ranks (README, "Scaling projection"):
 
@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import statistics
 import sys
 from dataclasses import dataclass, field
 
+import pandas as pd
+
+from analysis import AnalysisError
+from analysis.load import SweepData, find_sweep, load_run, load_sweep, read_json
 from trainers.common import registry
 from trainers.common.config import LINKS, MODEL_BLOCKS, ConfigError, check_name
 
@@ -81,59 +84,55 @@ def _q(values: list[float]) -> float:
     return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (pos - lo)
 
 
-def _records(run_dir: str) -> dict[int, list[dict]]:
-    per_rank: dict[int, list[dict]] = {}
-    for name in sorted(os.listdir(run_dir)):
-        if name.startswith("rank-") and name.endswith(".jsonl"):
-            with open(os.path.join(run_dir, name), errors="replace") as f:
-                recs = []
-                for line in f:
-                    try:
-                        recs.append(json.loads(line))
-                    except ValueError:
-                        continue  # a line cut by a killed rank
-            per_rank[int(name[5:-6])] = [r for r in recs if r.get("event") == "step" and not r.get("warmup")]
-    return per_rank
+def points_from(data: SweepData) -> list[Point]:
+    """One Point per COMPLETED experiment of `data` (analysis.load's tables: the last attempt
+    of each rank file), in experiment-name order."""
+    if data.steps.empty:
+        return []
+    ok = data.experiments[data.experiments["state"] == "COMPLETED"]["experiment"]
+    timed = data.steps[data.steps["experiment"].isin(ok) & ~data.steps["warmup"]]
+    points = []
+    for exp, steps in timed.groupby("experiment", observed=True, sort=True):
+        doc = data.configs.get(str(exp)) or {}
+        p = _point(str(exp), doc.get("config") or {}, doc.get("meta") or {}, steps)
+        if p is not None:
+            points.append(p)
+    return sorted(points, key=lambda p: p.experiment)
 
 
-def _read_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
+def _point(exp: str, cfg: dict, meta: dict, steps: pd.DataFrame) -> Point | None:
+    """Reduce one experiment's timed rank-steps to a Point: per step the slowest rank (the
+    bottleneck), then over the steps QUANTILE (times) or the median; only steps every rank logged."""
+    if not cfg or steps.empty:
+        return None
+    n_ranks = steps["rank"].nunique()
+    by_step = steps.groupby("step", sort=True)
+    steps = steps[by_step["rank"].transform("size") == n_ranks]
+    if steps.empty:
+        return None
+    g = steps.groupby("step", sort=True)
+    step_max = g["step_s"].max()
+    busy_rank = steps["compute_s"].notna() & (steps["compute_s"] != 0)
+    computes = steps[busy_rank & (steps["samples"] > 0)].groupby("step")["compute_s"].max()
+    serial = steps[busy_rank & (steps["samples"] == 0)].groupby("step")["compute_s"].max()
+    comm = steps["comm_bytes"].fillna(0).groupby(steps["step"]).max().median()
+    samples = g["samples"].max().median()
+    plan = meta.get("cpu_plan") or {}
+    cores = int(plan.get("machine_cores") or os.cpu_count() or 1)
+    threads = int(plan.get("threads_per_rank") or 1)
+    cpu_all = g["cpu_s"].count() == g["cpu_s"].size()
+    cpu = (g["cpu_s"].mean() / (step_max * threads))[cpu_all & (step_max > 0)]
+    latency, bandwidth = _run_link(cfg, meta)
+    return Point(cfg["strategy"], cfg["nodes"], cfg["procs_per_node"], cfg["global_batch"], cfg.get("chunks", 1),
+                 cores, _q(list(step_max)), _q(list(computes)) if len(computes) else None, int(comm), int(samples),
+                 latency, bandwidth, exp, cfg.get("model", ""),
+                 float(cpu.median()) if len(cpu) else None, _q(list(serial)) if len(serial) else 0.0)
 
 
 def load_point(run_dir: str) -> Point | None:
-    if _read_json(os.path.join(run_dir, "status.json")).get("state") != "COMPLETED":
-        return None
-    doc = _read_json(os.path.join(run_dir, "config.json"))
-    cfg, meta = doc.get("config", {}), doc.get("meta", {})
-    per_rank = _records(run_dir)
-    if not cfg or not per_rank:
-        return None
-    by_step: dict[int, list[dict]] = {}
-    for recs in per_rank.values():
-        for r in recs:
-            by_step.setdefault(r["step"], []).append(r)
-    steps = [v for v in by_step.values() if len(v) == len(per_rank)]
-    if not steps:
-        return None
-    step_s = _q([max(r["step_s"] for r in v) for v in steps])
-    computes = [max(c) for v in steps if (c := [r["compute_s"] for r in v if r["samples"] and r["compute_s"]])]
-    serial = [max(c) for v in steps if (c := [r["compute_s"] for r in v if not r["samples"] and r["compute_s"]])]
-    comm = statistics.median(max(r.get("comm_bytes") or 0 for r in v) for v in steps)
-    samples = statistics.median(max(r["samples"] for r in v) for v in steps)
-    plan = meta.get("cpu_plan") or _read_json(os.path.join(run_dir, "status.json")).get("cpu_plan") or {}
-    cores = int(plan.get("machine_cores") or os.cpu_count() or 1)
-    latency, bandwidth = _run_link(cfg, meta)
-    threads = int(plan.get("threads_per_rank") or 1)
-    cpu = [statistics.mean(r["cpu_s"] for r in v) / (max(r["step_s"] for r in v) * threads) for v in steps
-           if all(r.get("cpu_s") is not None for r in v) and max(r["step_s"] for r in v) > 0]
-    return Point(cfg["strategy"], cfg["nodes"], cfg["procs_per_node"], cfg["global_batch"], cfg.get("chunks", 1),
-                 cores, step_s, _q(computes) if computes else None, int(comm), int(samples),
-                 latency, bandwidth, os.path.basename(run_dir), cfg.get("model", ""),
-                 statistics.median(cpu) if cpu else None, _q(serial) if serial else 0.0)
+    """The Point of one run directory (None unless it COMPLETED)."""
+    points = points_from(load_run(run_dir))
+    return points[0] if points else None
 
 
 def _run_link(cfg: dict, meta: dict) -> tuple[float, float]:
@@ -149,12 +148,7 @@ def _run_link(cfg: dict, meta: dict) -> tuple[float, float]:
 
 
 def load_points(sweep_dir: str) -> list[Point]:
-    points = []
-    for name in sorted(os.listdir(sweep_dir)):
-        run_dir = os.path.join(sweep_dir, name)
-        if os.path.isdir(run_dir) and (p := load_point(run_dir)) is not None:
-            points.append(p)
-    return points
+    return points_from(load_sweep(sweep_dir))
 
 
 # ---- the model ----------------------------------------------------------------------------
@@ -365,14 +359,6 @@ def project(f: Fit, nodes: int, procs: int, cores: int, batch: int, scaling: str
 
 # ---- command line -------------------------------------------------------------------------
 
-def _latest_sweep(logs: str) -> str:
-    names = [n for n in os.listdir(logs) if os.path.isfile(os.path.join(logs, n, "sweep.json"))] \
-        if os.path.isdir(logs) else []
-    if not names:
-        raise ConfigError(f"no sweep found under {logs}: run `make sweep` first or give --sweep")
-    return max(names, key=lambda n: os.path.getmtime(os.path.join(logs, n, "sweep.json")))
-
-
 def held_out_check(points: list[Point]) -> list[tuple[str, int, float, float]]:
     """Per strategy with 2+ node counts: fit without the largest, predict it.
     (strategy, nodes, measured, predicted); with repeats, measured is their median."""
@@ -453,15 +439,17 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"invalid {name} {getattr(args, name)!r}: must be >= 0")
         if args.max_nodes < 1:
             raise ConfigError(f"invalid max-nodes {args.max_nodes}: must be >= 1")
-        sweep = check_name("sweep name", args.sweep) if args.sweep else _latest_sweep(args.logs)
-        sweep_dir = os.path.join(args.logs, sweep)
-        if not os.path.isdir(sweep_dir):
-            raise ConfigError(f"unknown sweep {sweep!r}: no directory {sweep_dir}")
+        if args.sweep:
+            check_name("sweep name", args.sweep)
+        try:
+            sweep_dir = find_sweep(args.logs, args.sweep or None)
+        except AnalysisError as e:
+            raise ConfigError(str(e)) from None
         points = load_points(sweep_dir)
         fits = fit_all(points)
         if not fits:
             raise ConfigError(f"nothing to project in {sweep_dir}: no COMPLETED multi-process experiment")
-        grid = _read_json(os.path.join(sweep_dir, "sweep.json")).get("grid", {})
+        grid = read_json(os.path.join(sweep_dir, "sweep.json"))[0].get("grid") or {}
         scaling = args.scaling or grid.get("scaling", "strong")
         if scaling not in ("strong", "weak"):
             raise ConfigError(f"invalid scaling {scaling!r}: choose strong or weak")
@@ -486,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"projection of {sweep} on {args.link} ({lat_us} us, {bw_gbps} Gbit/s), {scaling} scaling: {out_csv}")
+    print(f"projection of {os.path.basename(sweep_dir)} on {args.link} ({lat_us} us, {bw_gbps} Gbit/s), "
+          f"{scaling} scaling: {out_csv}")
     for strategy, f in sorted(fits.items()):
         print(f"  {strategy}: c0 {f.c0 * 1e3:.3f} ms, {f.s * 1e6:.2f} us/sample, kappa {f.kappa * 1e9:.3f} ns/byte, "
               f"P {f.param_bytes / 1e6:.2f} MB; measured at nodes {sorted({q.nodes for q in f.points})}")

@@ -2,8 +2,11 @@
 
 Every rank holds the whole model and reads its slice of the global batch. DDP all-reduces
 gradient buckets (ring all-reduce inside gloo/NCCL) while backward still runs, so
-communication overlaps compute. A comm hook times each bucket's all-reduce and counts its
-bytes; `comm_s` is their sum, which can overlap `compute_s` (see README).
+communication overlaps compute. A comm hook times each bucket's all-reduce, from launch to
+completion plus the emulated wire time added after it (trainers/common/comm.py), and counts
+its bytes. Buckets queue behind each other, so their spans overlap: `comm_s` is the time at
+least one bucket was in flight (the union of the spans, `CommMeter.add_span`), not the sum
+of their durations; it can overlap `compute_s` (see README).
 """
 
 

@@ -10,7 +10,8 @@ identical and the maths is `single`'s on the global batch.
 
 Unlike DDP, nothing overlaps: the ring starts after backward. `comm_s` is the whole
 reduction (packing, ring, unpacking); `comm_bytes` the bytes this rank sent, 2(N-1)/N x
-gradient bytes. Between simulated nodes, each ring step is delayed to the emulated link's speed.
+gradient bytes. Between simulated nodes, each ring step's emulated wire time is added after
+its real transfer (the one rule of trainers/common/comm.py).
 """
 
 from __future__ import annotations

@@ -14,12 +14,12 @@
   sends a few large messages instead of one per tensor.
 
 Sums are in place; every function returns the bytes this rank sent. A `CommMeter` passed
-in delays messages that cross simulated nodes (link emulation); pass None for no delay.
+in delays messages that cross simulated nodes (link emulation: the wire time is added after
+the real transfer, trainers/common/comm.py); pass None for no delay.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -69,7 +69,8 @@ def ring_allreduce(tensor: torch.Tensor, ranks: Sequence[int] | None = None,
     Only the ranks in `ranks` call it; the others may run their own rings meanwhile.
 
     Returns the bytes this rank sent. With a meter, each ring step whose send or receive
-    crosses simulated nodes lasts at least as long as the emulated link needs for it.
+    crosses simulated nodes is followed by the emulated wire time of its larger message,
+    added to the step's real loopback time (comm.py's one rule).
     """
     if not tensor.is_contiguous():
         raise ValueError("ring_allreduce needs a contiguous tensor (it works on a flat view)")
@@ -99,7 +100,6 @@ def ring_allreduce(tensor: torch.Tensor, ranks: Sequence[int] | None = None,
             else:
                 send_i, recv_i = (pos + 1 - step) % n, (pos - step) % n
                 target = chunks[recv_i]
-            start = time.perf_counter()
             works = []
             # Chunks are empty when the tensor is shorter than the ring; both ends know it, so both skip.
             if sizes[send_i]:
@@ -113,7 +113,7 @@ def ring_allreduce(tensor: torch.Tensor, ranks: Sequence[int] | None = None,
                 chunks[recv_i].add_(target)
             if meter is not None and works:
                 step_bytes = max(_nbytes(chunks[send_i]), _nbytes(chunks[recv_i]))
-                meter.emulate(step_bytes, 1, time.perf_counter() - start, peer=crossing_peer)
+                meter.emulate(step_bytes, 1, peer=crossing_peer)  # added after the real step
     return sent
 
 

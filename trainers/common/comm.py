@@ -5,10 +5,22 @@
 machine can stand in for a cluster with a slower interconnect. Traffic inside a simulated
 node, and traffic under a real launcher (Slurm), is never delayed.
 
-The delay is *added* to what the transfer really took on this machine: the loopback time
-stands for the copies, reductions and protocol work a real network also needs, the sleep
-for the wire. So a step's `comm_s` on LINK=10gbe exceeds the same run's on LINK=loopback by
-latency x messages + bytes / bandwidth (tests/test_link.py checks it).
+One rule for every strategy: the emulated wire time is *added* to what the transfer really
+took on this machine, never overlapped with it (no max of the two). A transfer that crosses
+simulated nodes first runs for real over loopback, then sleeps latency x messages + bytes /
+bandwidth. The loopback time stands for the copies, reductions and protocol work a real
+network also needs; the sleep for the wire. So a step's `comm_s` on LINK=10gbe exceeds the
+same run's on LINK=loopback by the wire time (tests/test_link.py checks it for ddp). Where a
+strategy cannot time its communication apart from compute (fsdp, pipeline and hybrid's
+pipeline part: `comm_s` null), the wire time is slept right after the step's collectives or
+schedule, and shows in `step_s`.
+
+Where each strategy adds it: ddp, zero - per gradient bucket, after its all-reduce completes
+(inside the bucket's span); ring - per ring step, after its send and receive; ps - at the
+server after every worker's push arrived, at a remote worker after the pull arrived; mp
+(stages.P2P) - at the receiver after each recv; pipeline - after the schedule, per
+cross-node neighbour; hybrid - after the schedule (as pipeline) and after the replicas'
+all-reduce; fsdp - after the step.
 
 API for a strategy (time the transfer yourself and include the delay in it):
 
@@ -57,11 +69,10 @@ class Link:
         transfer = nbytes / self.bandwidth_bytes_s if self.bandwidth_bytes_s > 0 else 0.0
         return messages * self.latency_s + transfer
 
-    def wait(self, nbytes: int, messages: int = 1, already_s: float = 0.0) -> float:
-        """Sleep for the emulated wire time, less `already_s` of it already waited out elsewhere
-        (not the transfer's real loopback time: that is kept, see the module docstring).
-        Returns the seconds slept."""
-        remaining = self.delay_s(nbytes, messages) - already_s
+    def wait(self, nbytes: int, messages: int = 1) -> float:
+        """Sleep for the emulated wire time, on top of the transfer's real loopback time (see the
+        module docstring). Returns the seconds slept."""
+        remaining = self.delay_s(nbytes, messages)
         if remaining <= 0:
             return 0.0
         # time.sleep can return early on a signal; sleep until the deadline really passed.
@@ -92,7 +103,8 @@ class CommMeter:
 
     def add_span(self, start: float, end: float, nbytes: int) -> None:
         """A transfer that may overlap others of the step (DDP's buckets queue behind each
-        other): the step counts the time at least one was in flight, not the sum."""
+        other): `take` counts the time at least one was in flight (the union of the spans),
+        not the sum of their durations."""
         self.spans.append((start, end))
         self.bytes += nbytes
 
@@ -100,15 +112,15 @@ class CommMeter:
         ppn = self.ctx.cfg.procs_per_node
         return node_of(peer, ppn) != node_of(self.ctx.rank, ppn)
 
-    def emulate(self, nbytes: int, messages: int = 1, already_s: float = 0.0, peer: int | None = None) -> None:
-        """Delay traffic that crosses simulated nodes (a collective over all ranks does when
-        there are several nodes; a point-to-point message only when `peer` is elsewhere) by
-        latency x messages + nbytes / bandwidth. `already_s`: emulated seconds of this same
-        transfer already slept elsewhere (normally 0). Does not count bytes or seconds: the
-        caller's own timing includes the sleep (or use `transfer`)."""
+    def emulate(self, nbytes: int, messages: int = 1, peer: int | None = None) -> None:
+        """After a real transfer, delay traffic that crosses simulated nodes (a collective over
+        all ranks does when there are several nodes; a point-to-point message only when `peer`
+        is elsewhere) by latency x messages + nbytes / bandwidth: added, not overlapped (module
+        docstring). Does not count bytes or seconds: the caller's own timing includes the
+        sleep (or use `transfer`)."""
         if self.link is None or (peer is not None and not self.crosses_nodes(peer)):
             return
-        self.emulated_s += self.link.wait(nbytes, messages, already_s)
+        self.emulated_s += self.link.wait(nbytes, messages)
 
     @contextlib.contextmanager
     def transfer(self, nbytes: int, messages: int = 1, peer: int | None = None) -> Iterator[None]:
