@@ -1,5 +1,5 @@
-"""Layout rules of the staged/sharded strategies (mostly in-process, no launches), their bad
-input (exit 2, one line), and ZeRO's optimizer-state bound at 4 ranks."""
+"""Staged/sharded strategies launched: bad input on the trainers' and bin/sweep's command lines (exit 2,
+one line), and ZeRO's optimizer-state bound at 4 ranks. The layout rules in process: tests/unit/test_layouts.py."""
 
 from __future__ import annotations
 
@@ -7,51 +7,9 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.helpers import ROOT, records, run_local, sweep
-from trainers.common.config import MODEL_BLOCKS, ConfigError, ExperimentConfig, parse_trainer_args, validate
 from trainers.common.data import synthetic
-from trainers.common.models import balance_by_params, build_model, param_counts
-
-
-def test_block_table_matches_the_models() -> None:
-    for name, blocks in MODEL_BLOCKS.items():
-        spec = synthetic(0, tokens=name == "transformer").spec
-        assert len(build_model(name, spec, 0)) == blocks, name
-
-
-def test_balance_by_params_evens_out_the_largest_stage() -> None:
-    spec = synthetic(0, tokens=False).spec
-    counts = param_counts(build_model("mlp", spec, 0))
-    assert balance_by_params(counts, 2) == [1, 5]  # the 3072x256 input layer outweighs the rest
-    assert balance_by_params([1, 1, 1, 1], 4) == [1, 1, 1, 1]
-
-
-@pytest.mark.parametrize("kw, needle", [
-    (dict(strategy="mp", nodes=7), "more stages than the 6 blocks"),
-    (dict(strategy="hybrid", nodes=1, procs_per_node=8, stages=8), "more stages than the 6 blocks"),
-    (dict(strategy="pipeline", procs_per_node=2, chunks=0), "invalid chunks 0"),
-    (dict(strategy="pipeline", procs_per_node=2, chunks=3), "not divisible by chunks x data-parallel ranks"),
-    (dict(strategy="hybrid", nodes=2, procs_per_node=2, chunks=32, global_batch=32),
-     "not divisible by chunks x data-parallel ranks"),
-    (dict(strategy="pipeline", procs_per_node=2, balance="4,4"), "covers 8 blocks"),
-    (dict(strategy="pipeline", procs_per_node=2, balance="x"), "invalid balance 'x'"),
-    (dict(strategy="pipeline", procs_per_node=2, schedule="zigzag"), "unknown schedule 'zigzag'"),
-])
-def test_bad_layouts_are_config_errors(kw: dict, needle: str) -> None:
-    with pytest.raises(ConfigError, match=needle) as e:
-        validate(ExperimentConfig(**kw))
-    assert "\n" not in str(e.value)
-
-
-def test_good_layouts_pass() -> None:
-    for kw in (dict(strategy="pipeline", procs_per_node=2, balance="time"),
-               dict(strategy="hybrid", nodes=2, procs_per_node=2, chunks=2),
-               dict(strategy="gpipe", stages=6, balance="1,1,1,1,1,1", chunks=8)):
-        validate(ExperimentConfig(**kw))
-    with pytest.raises(ConfigError, match="unknown schedule|invalid choice"):
-        parse_trainer_args(["--schedule", "zigzag"], "pipeline")
+from trainers.common.models import build_model
 
 
 def _one_line_exit_2(proc: subprocess.CompletedProcess, needle: str) -> None:
