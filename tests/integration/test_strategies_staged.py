@@ -23,7 +23,7 @@ def test_trainers_and_sweep_exit_2_on_bad_input(tmp_path) -> None:
     # More stages than blocks (the trainer's own command line), then dp without 2 GPUs (found at run time).
     mp = subprocess.run([sys.executable, "-m", "trainers.mp", "--nodes", "8"], capture_output=True, text=True,
                         cwd=ROOT, env=env, timeout=120)
-    _one_line_exit_2(mp, "more stages than the 6 blocks")
+    _one_line_exit_2(mp, "needs 8 stages here; the model has 6 blocks")
     dp = subprocess.run([sys.executable, "-m", "trainers.dp", "--steps", "1", "--run-dir", str(tmp_path / "dp")],
                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     if dp.returncode != 0:  # a machine with 2+ GPUs runs it

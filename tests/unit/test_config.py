@@ -1,20 +1,98 @@
-"""Unit tests of the one place that validates experiments (no processes launched)."""
+"""Unit tests of the one place that validates experiments (no processes launched): experiment ids
+and identity, refusals (one line each), grids, batches. bin/sweep's exit 2 on the same input:
+tests/integration/test_simulate_partition.py and tests/integration/test_sweep.py."""
+
+import dataclasses
 
 import pytest
 
-from trainers.common import grid
-from trainers.common.config import ConfigError, ExperimentConfig, check_name, validate
+from trainers.common import grid, registry
+from trainers.common.config import NOT_IDENTITY, TRAIN_SAMPLES, ConfigError, ExperimentConfig, check_name, validate
 from trainers.common.data import GlobalBatches, split_sizes
 from trainers.common.models import balance_by_params
 
 
 def test_defaults_are_valid_and_ids_are_stable():
+    """The id format itself (docs/logs.md): the layout, then every identity setting off its default."""
     cfg = ExperimentConfig(strategy="ddp", nodes=4)
     validate(cfg)
     assert cfg.experiment_id() == "ddp-n4-p1-b64-r0"
     assert ExperimentConfig(strategy="pipeline", nodes=2, chunks=8).experiment_id() == "pipeline-n2-p1-b64-c8-1f1b-r0"
+    assert ExperimentConfig(strategy="ddp", nodes=2, steps=6, global_batch=32).experiment_id() == "ddp-n2-p1-b32-s6-r0"
+    assert ExperimentConfig(strategy="ddp", dataset="digits").experiment_id() == "ddp-n1-p1-b64-digits-r0"
     linked = ExperimentConfig(strategy="ddp", nodes=2, link="10gbe", latency_us=2.5, bandwidth_gbps=40)
-    assert linked.experiment_id() == "ddp-n2-p1-b64-10gbe-lat2.5us-bw40g-r0"  # overrides keep runs apart
+    assert linked.experiment_id() == "ddp-n2-p1-b64-10gbe-lat2.5-bw40-r0"  # overrides keep runs apart
+
+
+# One value off the default for every setting that changes results (and so the id).
+CHANGES = {"model": "cnn", "dataset": "digits", "steps": 6, "epochs": 2, "lr": 0.01, "seed": 3, "optimizer": "adam",
+           "precision": "bf16", "warmup": 1, "link": "10gbe", "latency_us": 3.0, "bandwidth_gbps": 40.0,
+           "memory_fraction": 0.25, "fault": "raise@1:3", "device": "cpu", "global_batch": 32, "nodes": 4,
+           "procs_per_node": 2, "repeat": 1}
+
+
+@pytest.mark.parametrize("name, value", sorted(CHANGES.items()))
+def test_every_identity_setting_changes_the_id(name, value):
+    base = ExperimentConfig(strategy="ddp", nodes=2)
+    changed = dataclasses.replace(base, **{name: value})
+    assert name in changed.identity() and changed.identity()[name] != base.identity()[name]
+    assert changed.experiment_id() != base.experiment_id(), name
+
+
+def test_identity_lists_what_changes_results_and_nothing_else():
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    ddp = ExperimentConfig(strategy="ddp", nodes=2).identity()
+    assert set(ddp) == fields - set(NOT_IDENTITY) - {"chunks", "schedule", "stages", "balance", "gpipe_checkpoint"}
+    assert set(CHANGES) | {"strategy"} <= set(ddp)
+    others = {"run_dir": "/elsewhere", "save_params": True, "checkpoint_every": 5, "data_dir": "/data2"}
+    assert set(others) == set(NOT_IDENTITY)
+    for name, value in others.items():  # where files go, when to checkpoint: the same experiment
+        other = dataclasses.replace(ExperimentConfig(strategy="ddp"), **{name: value})
+        assert other.experiment_id() == ExperimentConfig(strategy="ddp").experiment_id(), name
+
+
+def test_chunks_split_pipelines_not_ddp():
+    for strategy in registry.NAMES:
+        a = ExperimentConfig(strategy=strategy, nodes=2, chunks=4)
+        b = dataclasses.replace(a, chunks=8)
+        assert (a.experiment_id() != b.experiment_id()) == registry.get(strategy).micro_batches, strategy
+    ddp = ExperimentConfig(strategy="ddp")
+    assert dataclasses.replace(ddp, chunks=8).experiment_id() == ddp.experiment_id()
+    assert dataclasses.replace(ddp, schedule="gpipe").experiment_id() == ddp.experiment_id()
+    pipe = ExperimentConfig(strategy="pipeline", nodes=2)
+    assert dataclasses.replace(pipe, chunks=8).experiment_id() != pipe.experiment_id()
+    assert dataclasses.replace(pipe, schedule="gpipe").experiment_id() != pipe.experiment_id()
+
+
+def test_grid_ids_are_unique():
+    exps = grid.expand(ExperimentConfig(global_batch=64, steps=6), list(registry.NAMES), [1, 2, 4], [2, 4, 8], 2)
+    ids = [e.id for e in exps]
+    assert len(ids) == len(set(ids)) and len(ids) > 3 * len(registry.NAMES)
+    assert all(e.id == e.config.experiment_id() for e in exps)
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"global_batch": 5000, "dataset": "digits"}, "invalid global_batch 5000"),
+    ({"global_batch": TRAIN_SAMPLES["synthetic"] + 1}, f"invalid global_batch {TRAIN_SAMPLES['synthetic'] + 1}"),
+    ({"bandwidth_gbps": 0.0}, "invalid bandwidth_gbps 0.0"),
+    ({"bandwidth_gbps": 0.0, "link": "10gbe", "nodes": 2, "strategy": "ddp"}, "invalid bandwidth_gbps 0.0"),
+])
+def test_refused_in_one_line(kw, word):
+    with pytest.raises(ConfigError) as e:
+        validate(ExperimentConfig(**kw))
+    assert word in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_the_largest_global_batch_of_each_data_set_is_valid():
+    for dataset, samples in TRAIN_SAMPLES.items():
+        validate(ExperimentConfig(dataset=dataset, global_batch=samples))
+
+
+def test_train_samples_table_matches_the_data():
+    from trainers.common import data
+
+    assert len(data.synthetic(0, tokens=False).x_train) == TRAIN_SAMPLES["synthetic"]
+    assert len(data.digits().x_train) == TRAIN_SAMPLES["digits"]
 
 
 @pytest.mark.parametrize("kw, word", [
