@@ -23,6 +23,8 @@ from analysis.plots import PLOTS
 from analysis.synthetic import write_sweep
 from tests.helpers import ROOT, exp_id, sweep
 
+pytestmark = pytest.mark.timeout(600)  # the real sweep and analysis.plots run in the first test's setup
+
 CORE_PLOTS = {"throughput", "efficiency", "loss"}  # issue 2's first cut
 REAL = {"steps": 6, "global_batch": 32}  # the real sweep's settings
 

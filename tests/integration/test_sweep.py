@@ -11,6 +11,8 @@ from tests.helpers import ROOT, exp_id, records, sweep
 from trainers.common import grid
 from trainers.common.config import ExperimentConfig
 
+pytestmark = pytest.mark.timeout(600)  # the module's sweep (8 experiments) runs in the first test's setup
+
 COMMON = {"event", "rank", "node", "time"}
 SCHEMA = {
     "start": {"world_size", "strategy", "device", "attempt", "param_bytes", "grad_bytes", "optim_bytes"},

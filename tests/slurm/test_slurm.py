@@ -18,6 +18,8 @@ from slurm import cluster, track
 from tests.helpers import ROOT, exp_id, records, sweep
 from trainers.common import rundir
 
+pytestmark = pytest.mark.timeout(900)  # a job waits up to 240 s to end; the requeue test runs three 120-step jobs
+
 SHAPE = cluster.Shape(nodes=4, prefix="cn", partition="batch", port=17400)
 STATE_DIR = os.path.join(ROOT, ".cluster", "pytest")
 
