@@ -67,3 +67,27 @@ def sweep(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess
     """Run bin/sweep as a user would; returns the completed process (text output)."""
     return subprocess.run([os.path.join(ROOT, "bin", "sweep"), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def step_losses(run_dir: str, world: int) -> list[float]:
+    """Per step: the sample-weighted mean of the ranks' losses = the mean over the global batch."""
+    per_step: dict[int, list[tuple[float, int]]] = {}
+    for rank in range(world):
+        for r in records(run_dir, rank, "step"):
+            if r["loss"] is not None:
+                per_step.setdefault(r["step"], []).append((r["loss"], r["samples"]))
+    return [sum(loss * n for loss, n in v) / sum(n for _, n in v) for _, v in sorted(per_step.items())]
+
+
+def final_params(run_dir: str) -> dict:
+    import torch
+
+    return torch.load(os.path.join(str(run_dir), "params.pt"), weights_only=True)
+
+
+def assert_params_close(a: dict, b: dict, rtol: float, atol: float = 1e-6) -> None:
+    import torch
+
+    assert a.keys() == b.keys(), f"parameter names differ: {sorted(a)[:5]} vs {sorted(b)[:5]}"
+    for k in a:
+        torch.testing.assert_close(a[k].float(), b[k].float(), rtol=rtol, atol=atol, msg=lambda m, k=k: f"{k}: {m}")
