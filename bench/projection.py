@@ -1,6 +1,6 @@
 """Benchmark (d): how well the scaling projection predicts a node count it was not fitted on.
 
-    python -m bench.projection [--quick] [--steps 30] [--repeats 3] [--link 10gbe] [--strategies a,b]
+    python -m bench.projection [--quick] [--steps 20] [--repeats 1] [--link 10gbe] [--strategies a,b]
 
 Runs one real sweep as a user would (bin/sweep, simulate backend, every simulated node on this
 machine, the link emulated between them) at NODES 1,2,4 for every strategy the projection
@@ -16,7 +16,9 @@ quartile over timed steps of the rank that waited least (the last to reach the a
 time is the transfer itself). On 2 cores single pairs of runs grew by 2.4 to 6.6 ms for 3.4 ms
 emulated: the loopback figure itself moves from run to run.
 
---quick: one projected strategy of each kind, 12 steps, one repeat (about a minute).
+Time goes mostly to starting ranks (~10 to 25 s per experiment on 2 cores): the default run (21
+experiments) takes about 5 minutes on an idle 2-core machine; --repeats 3 triples it and steadies
+the figures. --quick: one projected strategy of each kind, 12 steps (10 experiments, 2 to 4 minutes).
 """
 
 from __future__ import annotations
@@ -72,15 +74,15 @@ def comm_per_step(run_dir: str, world: int) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.projection", description=__doc__.splitlines()[0])
     p.add_argument("--strategies", default="", help="comma list (default: every projected strategy)")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--repeats", type=int, default=3, help="runs of NODES=4 (and of the others) to take the median of")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=1, help="runs of each experiment; NODES=4 is their median")
     p.add_argument("--link", default="10gbe", help=f"emulated link between simulated nodes: {', '.join(LINKS)}")
-    p.add_argument("--quick", action="store_true", help="one projected strategy per kind, 12 steps, 1 repeat")
+    p.add_argument("--quick", action="store_true", help="one projected strategy per kind, 12 steps")
     args = p.parse_args(argv)
     projected = registry.names(projected=True)
     strategies = tuple(s for s in args.strategies.split(",") if s) or projected
     if args.quick:
-        strategies, args.steps, args.repeats = one_per_kind(strategies), 12, 1
+        strategies, args.steps = one_per_kind(strategies), 12
     try:
         if args.link not in LINKS or args.link == "loopback":
             raise ConfigError(f"invalid link {args.link!r}: choose an emulated one of {', '.join(LINKS)}")
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         run_sweep(logs, "proj", strategies, NODES, args.steps, args.repeats, args.link)
         points = pj.load_points(os.path.join(logs, "proj"))
         checks = {s: (n, measured, pred) for s, n, measured, pred in pj.held_out_check(points)}
-        print(f"projection fitted on NODES=1,2 (ps: 2 only, it needs 2 ranks), predicting NODES=4; simulate backend, "
+        print(f"projection fitted on NODES=1,2 (strategies that need 2 ranks: on 2), predicting NODES=4; simulate, "
               f"{args.link} emulated ({lat_us} us, {gbps} Gbit/s), {os.cpu_count()} cores, {args.steps} steps, "
               f"median of {args.repeats} repeat(s)")
         print(f"{'strategy':>9} {'kind':>9} {'measured ms':>11} {'predicted ms':>12} {'error':>7}")
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                     comm.setdefault(link, []).append(seconds)
             emulated = lat_us * 1e-6 * 2 * (2 - 1) + sent * 8 / (gbps * 1e9)
             grew = statistics.median(comm[args.link]) - statistics.median(comm["loopback"])
-            print(f"ddp comm_s per step at NODES=2, {args.link} over loopback: +{grew * 1e3:.3f} ms measured "
+            print(f"ddp comm_s per step at NODES=2, {args.link} over loopback: {grew * 1e3:+.3f} ms measured "
                   f"(medians of {args.repeats}), +{emulated * 1e3:.3f} ms emulated ({sent} B sent per step), "
                   f"ratio {grew / emulated:.2f}")
     return 0
