@@ -88,6 +88,18 @@ def test_the_largest_global_batch_of_each_data_set_is_valid():
         validate(ExperimentConfig(dataset=dataset, global_batch=samples))
 
 
+@pytest.mark.parametrize("kw, word", [
+    ({"strategy": "nope"}, "nope"),
+    ({"nodes": 0}, "nodes"),
+    ({"steps": 0}, "steps"),
+    ({"strategy": "ddp", "nodes": 3, "global_batch": 64}, "64"),
+    ({"strategy": "pipeline", "nodes": 2, "chunks": 0}, "chunks"),
+    ({"strategy": "pipeline", "nodes": 2, "global_batch": 30, "chunks": 4}, "30"),
+    ({"strategy": "pipeline", "nodes": 2, "schedule": "zigzag"}, "zigzag"),
+    ({"fault": "explode@0:1"}, "explode"),
+    ({"strategy": "ddp", "nodes": 2, "fault": "raise@5:1"}, "raise@5:1"),
+    ({"link": "carrier-pigeon"}, "carrier-pigeon"),
+])
 def test_bad_values_name_themselves(kw, word):
     with pytest.raises(ConfigError) as e:
         validate(ExperimentConfig(**kw))
