@@ -93,7 +93,8 @@ def test_plots_from_the_sweep(finished_sweep):
 
 @pytest.mark.parametrize("fault", ["raise@1:3", "kill@0:3"])
 def test_faults_end_quickly_and_keep_every_completed_step(fault, tmp_path):
-    t0 = time.time()
+    """A fault ends the experiment FAILED, not at its time limit (a hang would meet the sweep's
+    timeout and pytest-timeout instead); no rank runs past the faulty step."""
     proc = sweep("--logs", str(tmp_path), "--sweep", "fault", "--nodes", "2,3", "--strategies", "ddp",
                  "--steps", "30", "--global-batch", "24", "--fault", fault, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -101,16 +102,16 @@ def test_faults_end_quickly_and_keep_every_completed_step(fault, tmp_path):
         exp = exp_id("ddp", n, steps=30, global_batch=24, fault=fault)
         run_dir = tmp_path / "fault" / exp
         status = json.loads((run_dir / "status.json").read_text())
-        assert status["state"] == "FAILED" and status["wall_s"] < 60, status
+        assert status["state"] == "FAILED", status
         for rank in range(n):
             steps = [r["step"] for r in records(run_dir, rank, "step")]
             assert steps[:3] == [0, 1, 2], (rank, steps)  # steps before the fault are all there
+            assert max(steps) <= 3, (rank, steps)  # the others block in step 3's all-reduce until torn down
             assert 3 not in steps or rank != int(fault.split("@")[1].split(":")[0])
         if fault.startswith("raise"):
             errors = records(run_dir, 1, "error")
             assert errors and "injected fault" in errors[0]["message"] and "Traceback" in errors[0]["traceback"]
         assert f"FAILED {exp}" in proc.stdout
-    assert time.time() - t0 < 150
 
 
 def test_grid_points_no_run_could_satisfy_are_skipped_not_fatal(tmp_path):

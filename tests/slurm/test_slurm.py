@@ -170,9 +170,9 @@ def test_requeue_resumes_without_losing_steps(slurm_env, tmp_path):
 
 def test_cluster_is_idempotent(slurm_env):
     c = cluster.Cluster(STATE_DIR)
-    t0 = time.time()
+    before = c.running()
     c.up(SHAPE, quiet=True)  # already up with this shape: nothing restarts
-    assert time.time() - t0 < 5 and c.is_up()
+    assert c.is_up() and c.running() == before and all(before.values()), (before, c.running())
     assert shutil.which("sinfo")
     out = subprocess.run(["sinfo", "-h", "-o", "%P %D"], env=slurm_env, capture_output=True, text=True, timeout=30)
     assert out.stdout.split() == ["batch*", "4"]
