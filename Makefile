@@ -123,7 +123,7 @@ bench: $(STAMP) ## benchmarks, printed as ratios measured in one run (BENCH=name
 	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load projection,$(BENCH)); do \
 	  echo "== bench/$$b"; $(PY) -m bench.$$b $(BENCH_ARGS); done
 
-test: $(STAMP) ## every test: tests/unit, tests/integration, tests/slurm (Slurm tests need `make cluster-up`-able Slurm; fail in CI without it)
+test: $(STAMP) ## every test: tests/unit, integration, slurm (Slurm tests need Slurm installed; fail in CI without)
 	$(VENV)/bin/python -m pytest -q --durations=10 tests $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## tests/unit only: in process, no launches, no Slurm (under a minute)
