@@ -1,4 +1,5 @@
-"""simulate/: CPU cores and GPU memory split between simulated nodes; bad layouts refused."""
+"""simulate/: CPU cores and GPU memory split between simulated nodes, in real launches; bad input refused
+by bin/sweep (exit 2, one line). The plans alone: tests/unit/test_simulate_partition.py."""
 
 from __future__ import annotations
 
@@ -7,31 +8,7 @@ import os
 
 import pytest
 
-from simulate.launcher import plan_cpus, plan_gpus
 from tests.helpers import records, run_local, sweep
-from trainers.common import gpu
-from trainers.common.config import ConfigError
-
-
-def test_gpu_plan_spreads_nodes(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    plan = plan_gpus(4, "auto")
-    assert plan.per_rank == ["3", "3", "5", "5"] and plan.ranks_per_gpu == {"3": 2, "5": 2}
-    assert plan_gpus(4, "cpu") is None
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert plan_gpus(4, "auto") is None
-    assert gpu.sharing(3, 2) == 2 and gpu.sharing(2, 4) == 1
-    assert gpu.fraction_for(gpu.AUTO, 2) == pytest.approx(0.45)
-    gpu.check_fraction(0.5, 2)
-    with pytest.raises(ConfigError, match="2 ranks share a GPU"):
-        gpu.check_fraction(0.6, 2)
-    assert gpu.requested_bytes("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 ...") == int(2.5 * 2**30)
-
-
-def test_cpu_plan_oversubscribed():
-    plan = plan_cpus(4, [0, 1])
-    assert plan.oversubscribed and plan.cores == [[0], [1], [0], [1]] and plan.threads == 1
-    assert not plan_cpus(2, [0, 1]).oversubscribed
 
 
 @pytest.mark.parametrize("args, words", [
@@ -42,6 +19,8 @@ def test_cpu_plan_oversubscribed():
     (["--link", "token-ring"], "unknown link 'token-ring'"),
     (["--latency-us", "-3"], "invalid latency_us -3.0"),
     (["--bandwidth-gbps", "-2"], "invalid bandwidth_gbps -2.0"),
+    (["--bandwidth-gbps", "0"], "invalid bandwidth_gbps 0.0"),
+    (["--global-batch", "5000", "--dataset", "digits"], "invalid global_batch 5000"),
 ])
 def test_bad_input_exits_2(args, words, tmp_path):
     out = sweep("--backend", "simulate", "--dry-run", "--logs", str(tmp_path), *args)
@@ -49,7 +28,6 @@ def test_bad_input_exits_2(args, words, tmp_path):
     assert not os.listdir(tmp_path)
 
 
-@pytest.mark.integration
 def test_two_nodes_on_two_cores_one_core_each(tmp_path):
     """Affinity read back from /proc/<pid>/status by the launcher, and by each rank itself."""
     mine = sorted(os.sched_getaffinity(0))
@@ -80,7 +58,6 @@ gpu_only = pytest.mark.skipif(not _cuda(), reason="CUDA is not available on this
 
 
 @pytest.mark.gpu
-@pytest.mark.integration
 @gpu_only
 def test_gpu_shared_by_two_nodes(tmp_path):
     """Two simulated nodes on the GPU(s): each rank capped, gloo where they share one."""
@@ -98,7 +75,6 @@ def test_gpu_shared_by_two_nodes(tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.integration
 @gpu_only
 def test_rank_past_its_fraction_fails_cleanly(tmp_path):
     """A fraction far too small for resnet50 on 256 samples: out of memory, FAILED, with the figures."""

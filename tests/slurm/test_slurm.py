@@ -15,10 +15,11 @@ import time
 import pytest
 
 from slurm import cluster, track
-from tests.helpers import ROOT, records, sweep
+from tests.helpers import ROOT, exp_id, records, sweep
 from trainers.common import rundir
 
-pytestmark = pytest.mark.slurm
+pytestmark = pytest.mark.timeout(900)  # a job waits up to 240 s to end; the requeue test runs three 120-step jobs
+
 SHAPE = cluster.Shape(nodes=4, prefix="cn", partition="batch", port=17400)
 STATE_DIR = os.path.join(ROOT, ".cluster", "pytest")
 
@@ -101,7 +102,7 @@ def test_dry_run_checks_with_test_only(slurm_env, tmp_path):
     ok = sweep("--backend", "slurm", "--dry-run", "--nodes", "2,4", "--strategies", "ddp", "--logs", str(tmp_path),
                "--sweep", "dry", env=slurm_env)
     assert ok.returncode == 0 and ok.stdout.count("  checked ") == 2, ok.stdout + ok.stderr
-    assert os.path.exists(tmp_path / "dry" / "ddp-n4-p1-b64-r0" / "job.sbatch")
+    assert os.path.exists(tmp_path / "dry" / exp_id("ddp", 4) / "job.sbatch")
     bad = sweep("--backend", "slurm", "--dry-run", "--partition", "nosuch", "--logs", str(tmp_path), env=slurm_env)
     assert bad.returncode == 2 and "nosuch" in bad.stderr.lower(), bad.stdout + bad.stderr
 
@@ -114,7 +115,7 @@ def test_sweep_nodes_1_2_4(slurm_env, tmp_path, backend):
     path = tmp_path / "s"
     for strategy in ("ddp", "ring"):
         for n in (1, 2, 4):
-            run_dir = path / f"{strategy}-n{n}-p1-b64-r0"
+            run_dir = path / exp_id(strategy, n, steps=6)
             assert rundir.status_of(str(run_dir)) == "COMPLETED"
             outs = [f for f in os.listdir(run_dir) if f.startswith("node-")]
             ranks_nodes = {records(str(run_dir), r)[0]["node"] for r in range(n)}
@@ -169,9 +170,9 @@ def test_requeue_resumes_without_losing_steps(slurm_env, tmp_path):
 
 def test_cluster_is_idempotent(slurm_env):
     c = cluster.Cluster(STATE_DIR)
-    t0 = time.time()
+    before = c.running()
     c.up(SHAPE, quiet=True)  # already up with this shape: nothing restarts
-    assert time.time() - t0 < 5 and c.is_up()
+    assert c.is_up() and c.running() == before and all(before.values()), (before, c.running())
     assert shutil.which("sinfo")
     out = subprocess.run(["sinfo", "-h", "-o", "%P %D"], env=slurm_env, capture_output=True, text=True, timeout=30)
     assert out.stdout.split() == ["batch*", "4"]

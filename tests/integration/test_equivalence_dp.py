@@ -11,8 +11,6 @@ import pytest
 
 from tests.helpers import assert_params_close, final_params, records, run_local, step_losses
 
-pytestmark = pytest.mark.integration
-
 COMMON = dict(model="mlp", dataset="synthetic", seed=0, global_batch=32, steps=10, save_params=True)
 RTOL = 1e-5
 
