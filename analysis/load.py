@@ -120,23 +120,31 @@ def _records(lines: list[str], cut_last: bool) -> tuple[list[dict], list[str], l
 
 def _attempts(recs: list[dict], events: list[str], raw: bytes) -> np.ndarray | None:
     """Each record's attempt, or None when the file holds one attempt only (the usual case,
-    found without a pass over the records). A record's own `attempt` field wins; a record
-    without one belongs to the latest `start` before it (that start's `attempt`, else the
-    starts' ordinal); records before the first start, to the attempt before it (at least 1)."""
+    found without a Python-level pass over the records). A record's own `attempt` field wins;
+    a record without one belongs to the latest `start` before it (that start's `attempt`, else
+    the starts' ordinal); records before the first start, to the attempt before it (at least 1)."""
     n_starts = events.count("start")
     if n_starts <= 1 and raw.count(b'"attempt"') <= 1:
         return None
+    try:  # newer writers: every record has an integer `attempt` (one C-level pass)
+        own = np.fromiter(map(_get_attempt, recs), dtype=np.int64, count=len(recs))
+        return None if not len(own) or own.min() == own.max() else own
+    except (KeyError, TypeError, ValueError):
+        pass
     ev = np.array(events)
     is_start = ev == "start"
     starts = [r for r, s in zip(recs, is_start, strict=True) if s]
     start_att = [_int(s.get("attempt")) or i + 1 for i, s in enumerate(starts)]
     first = max((start_att[0] - 1) if starts else 1, 1)
     inherited = np.array([first, *start_att], dtype=np.int64)[np.cumsum(is_start)]
-    own = [_int(r.get("attempt")) for r in recs]
-    if any(a is not None for a in own):
-        inherited = np.array([a if a is not None else i for a, i in zip(own, inherited.tolist(), strict=True)],
+    own_or_none = [_int(r.get("attempt")) for r in recs]
+    if any(a is not None for a in own_or_none):
+        inherited = np.array([a if a is not None else i for a, i in zip(own_or_none, inherited.tolist(), strict=True)],
                              dtype=np.int64)
-    return inherited
+    return None if inherited.min() == inherited.max() else inherited
+
+
+_get_attempt = itemgetter("attempt")
 
 
 def _int(v: Any) -> int | None:
@@ -158,9 +166,9 @@ def parse_rank_file(path: str) -> RankFile:
         if not cut_last and lines:
             lines.pop()  # the empty string after the final newline
         recs, events, problems = _records(lines, cut_last)
-    att = _attempts(recs, events, raw)
+    att = _attempts(recs, events, raw) if recs else None
     earlier, dropped = 0, 0
-    if att is not None and len(att):
+    if att is not None:
         last = int(att.max())
         keep = att == last
         earlier, dropped = len(set(att[~keep].tolist())), int((~keep).sum())
@@ -186,7 +194,7 @@ def parse_rank_file(path: str) -> RankFile:
             columns[k] = _column([_number(v) for v in values])
     warmup = columns.pop("warmup") > 0  # true -> 1.0; false, null -> 0.0, NaN
     starts = by_event["start"]
-    last_att = (int(att.max()) if att is not None and len(att) else
+    last_att = (int(att.max()) if att is not None else
                 (_int(starts[-1].get("attempt")) or 1) if starts else 1)
     attempt = np.full(len(steps), last_att, dtype=np.int64)
     return RankFile(columns, warmup, attempt, by_event["epoch"], starts, by_event["end"], by_event["error"],
