@@ -5,6 +5,12 @@ a missing rank file, a missing config.json/status.json or a FAILED experiment ea
 row of `problems`, and every good record is kept. Only a bad sweep *name* is an error
 (`AnalysisError`, exit 2 in the commands).
 
+The one reader of run directories for analysis (the commands, simulate/projection.py, bench/):
+`load_sweep` for a sweep, `load_run` for one experiment directory. Every attempt of a run (a
+restart after a failure, an interrupt, a requeue) appends to the same rank files; only the
+last attempt's records are kept (by each record's `attempt`, else split at `start` records),
+and the experiment row counts the rest (`earlier_attempts`, `earlier_records`).
+
 Speed matters (256 ranks x 2000 steps must load faster than a plain `json.loads` loop): lines
 go through orjson (else pandas' C ujson) and records become columns per file, not
 one DataFrame row object at a time.
