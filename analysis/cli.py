@@ -25,7 +25,8 @@ from analysis.metrics import Analysis, analyse
 
 SUMMARY_COLUMNS = [
     "experiment", "strategy", "nodes", "procs_per_node", "world_size", "global_batch", "chunks", "schedule",
-    "stages", "dp_size", "model", "dataset", "precision", "link", "repeat", "state", "reason", "error",
+    "stages", "dp_size", "model", "dataset", "precision", "link", "repeat", "state", "reason", "error", "attempts",
+    "earlier_attempts",
     "oversubscribed", "timed_steps", "samples_per_s", "samples_per_s_per_rank", "median_step_s", "step_s_p10",
     "step_s_p90", "speedup", "efficiency", "speedup_vs_single", "base_nodes", "repeats", "repeat_spread",
     "compute_s", "comm_s", "bubble_s", "other_s", "comm_bytes_per_step", "peak_mem_bytes_per_rank",

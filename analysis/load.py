@@ -5,6 +5,12 @@ a missing rank file, a missing config.json/status.json or a FAILED experiment ea
 row of `problems`, and every good record is kept. Only a bad sweep *name* is an error
 (`AnalysisError`, exit 2 in the commands).
 
+The one reader of run directories for analysis (the commands, simulate/projection.py, bench/):
+`load_sweep` for a sweep, `load_run` for one experiment directory. Every attempt of a run (a
+restart after a failure, an interrupt, a requeue) appends to the same rank files; only the
+last attempt's records are kept (by each record's `attempt`, else split at `start` records),
+and the experiment row counts the rest (`earlier_attempts`, `earlier_records`).
+
 Speed matters (256 ranks x 2000 steps must load faster than a plain `json.loads` loop): lines
 go through orjson (else pandas' C ujson) and records become columns per file, not
 one DataFrame row object at a time.
@@ -120,23 +126,31 @@ def _records(lines: list[str], cut_last: bool) -> tuple[list[dict], list[str], l
 
 def _attempts(recs: list[dict], events: list[str], raw: bytes) -> np.ndarray | None:
     """Each record's attempt, or None when the file holds one attempt only (the usual case,
-    found without a pass over the records). A record's own `attempt` field wins; a record
-    without one belongs to the latest `start` before it (that start's `attempt`, else the
-    starts' ordinal); records before the first start, to the attempt before it (at least 1)."""
+    found without a Python-level pass over the records). A record's own `attempt` field wins;
+    a record without one belongs to the latest `start` before it (that start's `attempt`, else
+    the starts' ordinal); records before the first start, to the attempt before it (at least 1)."""
     n_starts = events.count("start")
     if n_starts <= 1 and raw.count(b'"attempt"') <= 1:
         return None
+    try:  # newer writers: every record has an integer `attempt` (one C-level pass)
+        own = np.fromiter(map(_get_attempt, recs), dtype=np.int64, count=len(recs))
+        return None if not len(own) or own.min() == own.max() else own
+    except (KeyError, TypeError, ValueError):
+        pass
     ev = np.array(events)
     is_start = ev == "start"
     starts = [r for r, s in zip(recs, is_start, strict=True) if s]
     start_att = [_int(s.get("attempt")) or i + 1 for i, s in enumerate(starts)]
     first = max((start_att[0] - 1) if starts else 1, 1)
     inherited = np.array([first, *start_att], dtype=np.int64)[np.cumsum(is_start)]
-    own = [_int(r.get("attempt")) for r in recs]
-    if any(a is not None for a in own):
-        inherited = np.array([a if a is not None else i for a, i in zip(own, inherited.tolist(), strict=True)],
+    own_or_none = [_int(r.get("attempt")) for r in recs]
+    if any(a is not None for a in own_or_none):
+        inherited = np.array([a if a is not None else i for a, i in zip(own_or_none, inherited.tolist(), strict=True)],
                              dtype=np.int64)
-    return inherited
+    return None if inherited.min() == inherited.max() else inherited
+
+
+_get_attempt = itemgetter("attempt")
 
 
 def _int(v: Any) -> int | None:
@@ -158,9 +172,9 @@ def parse_rank_file(path: str) -> RankFile:
         if not cut_last and lines:
             lines.pop()  # the empty string after the final newline
         recs, events, problems = _records(lines, cut_last)
-    att = _attempts(recs, events, raw)
+    att = _attempts(recs, events, raw) if recs else None
     earlier, dropped = 0, 0
-    if att is not None and len(att):
+    if att is not None:
         last = int(att.max())
         keep = att == last
         earlier, dropped = len(set(att[~keep].tolist())), int((~keep).sum())
@@ -186,7 +200,7 @@ def parse_rank_file(path: str) -> RankFile:
             columns[k] = _column([_number(v) for v in values])
     warmup = columns.pop("warmup") > 0  # true -> 1.0; false, null -> 0.0, NaN
     starts = by_event["start"]
-    last_att = (int(att.max()) if att is not None and len(att) else
+    last_att = (int(att.max()) if att is not None else
                 (_int(starts[-1].get("attempt")) or 1) if starts else 1)
     attempt = np.full(len(steps), last_att, dtype=np.int64)
     return RankFile(columns, warmup, attempt, by_event["epoch"], starts, by_event["end"], by_event["error"],

@@ -30,8 +30,9 @@ def _dump(path: str, doc: dict) -> None:
 def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch: int, chunks: int, steps: int,
                      repeat: int = 0, warmup: int = 2, steps_per_epoch: int = 10, slow: float = 1.0,
                      straggler: int | None = None, seed: int = 0, oversubscribed: bool = False,
-                     state: str = "COMPLETED") -> None:
-    """One experiment directory: config.json, status.json, rank-R.jsonl for every rank."""
+                     state: str = "COMPLETED", attempt_field: bool = False) -> None:
+    """One experiment directory: config.json, status.json, rank-R.jsonl for every rank.
+    `attempt_field`: every record carries `attempt` (newer writers), not only the start record."""
     rng = random.Random(hash((strategy, nodes, procs, chunks, repeat, seed)) & 0xFFFF)
     world = nodes * procs
     config = _config(strategy, nodes, procs, batch, chunks, steps, repeat, warmup, seed)
@@ -78,11 +79,18 @@ def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch:
         lines.append({"event": "end", "rank": rank, "node": node, "time": t + 0.02, "status": state,
                       "param_bytes": param_bytes, "grad_bytes": param_bytes, "optim_bytes": 0,
                       "peak_mem_bytes": 200_000_000 + param_bytes * 3 + steps, "steps": steps})
+        if attempt_field:
+            lines = [{**x, "attempt": 1} for x in lines]
         with open(os.path.join(run_dir, f"rank-{rank}.jsonl"), "w") as f:
             f.write("".join(json.dumps(x) + "\n" for x in lines))
 
 
-def write_sweep(logs: str, name: str, strategies: tuple[str, ...] = ("single", "ddp", "pipeline"),
+# One strategy of each shape the plots need: the one-process baseline, replicas, a scheduled pipeline.
+DEFAULT_STRATEGIES = (registry.names(max_world=1)[0], registry.names(kind="replicas")[0],
+                      registry.names(scheduled=True)[0])
+
+
+def write_sweep(logs: str, name: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES,
                 nodes: tuple[int, ...] = (1, 2, 4), procs: int = 1, batch: int = 32, chunks: tuple[int, ...] = (4,),
                 steps: int = 20, repeats: int = 1, **kw) -> str:
     """A whole sweep directory (sweep.json + experiments); returns its path. Skips like bin/sweep."""

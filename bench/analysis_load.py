@@ -44,6 +44,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="64 ranks x 500 steps")
+    p.add_argument("--attempt-field", action="store_true",
+                   help="every record carries `attempt` (newer writers), not only the start record")
     args = p.parse_args(argv)
     if args.quick:
         args.ranks, args.steps = 64, 500
@@ -53,7 +55,8 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="ts-bench-") as tmp:
         t = time.perf_counter()
         path = write_sweep(tmp, "bench", strategies=("ddp",), nodes=(args.ranks // 8,), procs=8, batch=8 * args.ranks,
-                           steps=args.steps, steps_per_epoch=max(args.steps // 10, 1))
+                           steps=args.steps, steps_per_epoch=max(args.steps // 10, 1),
+                           attempt_field=args.attempt_field)
         size = sum(os.path.getsize(f) for f in glob.glob(os.path.join(path, "*", "rank-*.jsonl")))
         print(f"wrote {args.ranks} ranks x {args.steps} steps ({size / 2**20:.0f} MiB) "
               f"in {time.perf_counter() - t:.1f} s")

@@ -8,7 +8,8 @@ with K stages each rank idles about (K-1)/K of the step: this is the baseline th
 pipelined strategies (gpipe, pipeline) improve on with micro-batches.
 
 `comm_s` is the time spent in send/recv, which includes waiting for the neighbour's
-compute (the bubble); `compute_s` is the time spent in this stage's own work.
+compute (the bubble) and, between simulated nodes, the emulated wire time added after each
+receive (trainers/common/comm.py); `compute_s` is the time spent in this stage's own work.
 """
 
 from __future__ import annotations

@@ -12,8 +12,11 @@ contiguous slices as evenly as possible (`split_sizes`: 32 samples over 3 worker
 
 Only the server holds optimizer state. It reads no data and computes no loss: its step
 records have `loss` null and `samples` 0, and its `comm_s` includes the time it waits for
-the workers' gradients. It holds the current model, so it runs validation. With fp16 the
-server owns the loss scale (GradScaler) and sends it along with the parameters.
+the workers' gradients. Between simulated nodes the emulated wire time is added after the
+real transfers (at the server once the pushes are in, at a remote worker once the pull
+arrived: trainers/common/comm.py) and is part of `comm_s`. The server holds the current
+model, so it runs validation. With fp16 the server owns the loss scale (GradScaler) and
+sends it along with the parameters.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import json
 import os
 
 from analysis.load import load_run, load_sweep, parse_rank_file
+from analysis.metrics import analyse
 from analysis.synthetic import write_experiment
 
 
@@ -81,4 +82,5 @@ def test_experiment_row_counts_earlier_attempts(tmp_path):
         assert list(data.steps["step_s"]) == [1.0, 1.0]
         assert list(data.ranks["attempt"]) == [2] and list(data.ranks["start_time"]) == [10.0]
     assert "sweep.json missing" not in set(load_run(str(run)).problems["kind"])
+    assert analyse(load_sweep(str(tmp_path / "s"))).summary["earlier_attempts"].tolist() == [1]
     assert os.path.isfile(run / "config.json")
