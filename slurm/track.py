@@ -34,12 +34,15 @@ FINAL_MAP = {"COMPLETED": "COMPLETED", "CANCELLED": "CANCELLED", "TIMEOUT": "TIM
 
 def mark(run_dir: str, state: str, exit_code: int | None = None, attempt: int | None = None,
          requeued: bool = False, reason: str | None = None, env: dict[str, str] | None = None) -> dict:
-    """Update status.json: state, exit code, attempts (a restarted job counts up), history."""
+    """Update status.json: state, exit code, attempts (a restarted job counts up), history.
+    The one writer of status.json for the Slurm backends (a pending job's file: backends.Book)."""
     env = dict(os.environ) if env is None else env
     path = os.path.join(run_dir, "status.json")
     doc = rundir.read_json(path)
     now = time.time()
-    attempt = attempt or int(env.get("SLURM_RESTART_COUNT", "0")) + 1
+    # `attempt` (or Slurm's restart count + 1) counts within this job; TS_ATTEMPT_BASE, set at
+    # submission, is what the experiment had before it (a re-run after a failure or a cancel).
+    attempt = (attempt or int(env.get("SLURM_RESTART_COUNT") or 0) + 1) + int(env.get("TS_ATTEMPT_BASE") or 0)
     doc.setdefault("backend", "slurm")
     doc.setdefault("started", now)
     if env.get("SLURM_JOB_ID"):
