@@ -67,7 +67,10 @@ class SimulateBackend(Backend):
         return states
 
     def cancel(self, book: Book) -> list[str]:
-        """The launcher already stopped the ranks and wrote CANCELLED (run_experiment re-raises after)."""
-        if self.running and book.state(self.running) == "CANCELLED":
-            return [self.running]
-        return []
+        """The launcher already stopped the ranks and wrote CANCELLED (run_experiment re-raises after);
+        an interrupt in the instant between the ranks' end and that record leaves RUNNING: CANCELLED."""
+        if self.running is None:
+            return []
+        if book.state(self.running) == "RUNNING":
+            book.mark(self.running, state="CANCELLED", reason="interrupted before the launcher recorded the end")
+        return [self.running] if book.state(self.running) == "CANCELLED" else []

@@ -162,12 +162,26 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     affinity: list[str | None] = []
     pumps: list[threading.Thread] = []
     state, interrupt = None, None
+    # This attempt is taken before any rank can write: an interrupt anywhere from here on leaves
+    # status.json counting it, so a re-run never writes a second run under the same attempt number.
+    write_status(run_dir, {"state": "RUNNING", "attempts": attempt, "started": started, "backend": "simulate"})
     try:
         state = _spawn_and_watch(cfg, run_dir, time_limit_s, progress, extra_env, plan, gplan, attempt, port, names,
                                  outs, locks, argv, started, procs, affinity, pumps)
     except BaseException as e:  # noqa: BLE001 - Ctrl-C / SIGTERM of the sweep: stop every rank, record, re-raise
         interrupt, state = e, "CANCELLED"
         _stop(procs, CANCEL_GRACE_S)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the ranks are gone: record before any interrupt
+    try:
+        status = _finish(run_dir, plan, gplan, attempt, started, state, interrupt, procs, affinity, pumps, outs)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a pending Ctrl-C is raised here
+    if interrupt is not None:
+        raise interrupt
+    return status
+
+
+def _finish(run_dir, plan, gplan, attempt, started, state, interrupt, procs, affinity, pumps, outs) -> dict:
     for p in procs:
         p.wait()
     for t in pumps:
@@ -192,8 +206,6 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
         status["reason"] = str(interrupt) or type(interrupt).__name__
         status["first_failed_rank"] = None
     write_status(run_dir, status)
-    if interrupt is not None:
-        raise interrupt
     return status
 
 

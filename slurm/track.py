@@ -176,9 +176,13 @@ def status_command(path: str) -> int:
         print(f"error: no sweep at {path}", file=sys.stderr)
         return 2
     states = sweep_states(path)
-    if not states:
-        print(f"sweep {os.path.basename(path)}: no Slurm jobs recorded ({path})")
-        return 0
+    if not states:  # a sweep that ran here (simulate, submitit's LocalExecutor): what status.json says
+        ids = [e["id"] for e in rundir.read_json(os.path.join(path, "sweep.json")).get("experiments", [])
+               if isinstance(e, dict) and isinstance(e.get("id"), str)]
+        states = {e: (rundir.status_of(os.path.join(path, e)) or "UNKNOWN", "-") for e in ids}
+        if not states:
+            print(f"sweep {os.path.basename(path)}: no Slurm jobs recorded ({path})")
+            return 0
     width = max(len(e) for e in states)
     for exp_id, (state, jid) in sorted(states.items()):
         attempts = rundir.read_json(os.path.join(path, exp_id, "status.json")).get("attempts", 0)
