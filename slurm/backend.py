@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from contextlib import contextmanager
 
 from slurm import render, track
 from trainers.common import rundir
-from trainers.common.backends import Backend, Book, SubmitError, kill_strays
+from trainers.common.backends import Backend, Book, SubmitError, stop_processes_under
 from trainers.common.config import ConfigError
 from trainers.common.grid import Experiment
 
@@ -276,9 +277,14 @@ class SubmititBackend(Backend):
             ex = submitit.LocalExecutor(folder=folder)
             ex.update_parameters(nodes=1, tasks_per_node=exp.config.world_size, timeout_min=self.limit_min)
             self.running = exp.id
-            with _attempt_base(int(book.status(exp.id).get("attempts", 0) or 0)):
-                job = ex.submit(run_rank, spec)
-            self.jobs[exp.id] = job
+            # The local job keeps SIGINT blocked (the mask is inherited), so a terminal's Ctrl-C to
+            # the process group reaches only bin/sweep, which then stops the job (`cancel`).
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                with _attempt_base(int(book.status(exp.id).get("attempts", 0) or 0)):
+                    self.jobs[exp.id] = job = ex.submit(run_rank, spec)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             print(f"{book.number(exp.id)} {exp.id}: local job {job.job_id}, {exp.config.world_size} task(s)",
                   flush=True)
             while not job.done():
@@ -293,20 +299,20 @@ class SubmititBackend(Backend):
         return {e: _submitit_state(book.path, e, j) for e, j in self.jobs.items()}
 
     def cancel(self, book: Book) -> list[str]:
-        """LocalExecutor: stop the running job's controller, its tasks and their trainers; CANCELLED."""
+        """LocalExecutor: stop the running job (controller, tasks, trainers); CANCELLED."""
         exp_id = self.running
         if exp_id is None:
             return []
-        job = self.jobs.get(exp_id)
-        proc = getattr(job, "_process", None)
+        proc = getattr(self.jobs.get(exp_id), "_process", None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the controller forwards it to its tasks
+        stop_processes_under(book.path)  # the trainers (children of the tasks), and anything left
         if proc is not None:
-            job.cancel()  # SIGINT to the controller: it interrupts, then kills, its tasks
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        kill_strays(book.run_dir(exp_id))  # a trainer whose task died first
         track.mark(book.run_dir(exp_id), "CANCELLED", reason="interrupted: bin/sweep stopped", env={},
                    attempt=int(book.status(exp_id).get("attempts", 0) or 0) or None)
         return [exp_id]

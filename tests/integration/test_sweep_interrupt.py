@@ -1,7 +1,8 @@
 """Ctrl-C (SIGINT to the process group, as a terminal sends) and SIGTERM to a running bin/sweep
-on the simulate backend: every rank stops within 10 s, no process is left, the experiment is
-CANCELLED, one line says what finished and how to resume, exit 130 / 143; the same command
-then runs it again as attempt 2, whose records in the rank files are a complete run."""
+on the simulate backend (Ctrl-C also under submitit's LocalExecutor): every rank stops within
+10 s, no process is left, the experiment is CANCELLED, one line says what finished and how to
+resume, exit 130 / 143; the same command then runs it again as attempt 2, whose records in the
+rank files are a complete run."""
 
 import json
 import os
@@ -16,13 +17,18 @@ from tests.helpers import ROOT, records
 pytestmark = pytest.mark.integration
 
 STEPS = 120
-ARGS = ["--backend", "simulate", "--sweep", "intr", "--strategies", "ddp", "--nodes", "2", "--steps", str(STEPS),
+ARGS = ["--sweep", "intr", "--strategies", "ddp", "--nodes", "2", "--steps", str(STEPS),
         "--global-batch", "16", "--warmup", "0"]
 EXP = f"ddp-n2-p1-b16-s{STEPS}-w0-r0"
 
 
-def start(logs) -> subprocess.Popen:
-    return subprocess.Popen([os.path.join(ROOT, "bin", "sweep"), "--logs", str(logs), *ARGS], cwd=ROOT,
+# No Slurm for these tests, even where a loopback cluster answers: submitit takes its LocalExecutor.
+NO_SLURM = {**os.environ, "SLURM_CONF": "/nonexistent/slurm.conf"}
+
+
+def start(logs, backend: str) -> subprocess.Popen:
+    return subprocess.Popen([os.path.join(ROOT, "bin", "sweep"), "--logs", str(logs), "--backend", backend, *ARGS],
+                            cwd=ROOT, env=NO_SLURM,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -62,9 +68,9 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
-def interrupt(tmp_path, signum: int) -> tuple[subprocess.Popen, str, str, float]:
+def interrupt(tmp_path, signum: int, backend: str = "simulate") -> tuple[subprocess.Popen, str, str, float]:
     run_dir = tmp_path / "intr" / EXP
-    proc = start(tmp_path)
+    proc = start(tmp_path, backend)
     wait_for_first_step(proc, run_dir)
     t0 = time.time()
     if signum == signal.SIGINT:
@@ -94,12 +100,15 @@ def check_interrupted(tmp_path, proc, out, err, took, signum) -> None:
     assert processes_naming(str(tmp_path)) == []
 
 
-def test_ctrl_c_cancels_and_the_same_command_resumes_as_attempt_2(tmp_path):
-    proc, out, err, took = interrupt(tmp_path, signal.SIGINT)
+@pytest.mark.parametrize("backend", ["simulate", "submitit"])
+def test_ctrl_c_cancels_and_the_same_command_resumes_as_attempt_2(tmp_path, backend):
+    if backend == "submitit":
+        pytest.importorskip("submitit")
+    proc, out, err, took = interrupt(tmp_path, signal.SIGINT, backend)
     check_interrupted(tmp_path, proc, out, err, took, signal.SIGINT)
 
-    again = subprocess.run([os.path.join(ROOT, "bin", "sweep"), "--logs", str(tmp_path), *ARGS], cwd=ROOT,
-                           capture_output=True, text=True, timeout=400)
+    again = subprocess.run([os.path.join(ROOT, "bin", "sweep"), "--logs", str(tmp_path), "--backend", backend, *ARGS],
+                           cwd=ROOT, env=NO_SLURM, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout + again.stderr
     run_dir = tmp_path / "intr" / EXP
     status = json.loads((run_dir / "status.json").read_text())

@@ -37,6 +37,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -243,23 +244,37 @@ def _run(backend: Backend, book: Book) -> int:
     return summarize(book, {e.id: states.get(e.id, "UNKNOWN") for e in runnable})
 
 
-def kill_strays(run_dir: str) -> int:
-    """SIGKILL every process of this user whose command line names `run_dir` (a trainer that
-    outlived its launcher); returns how many."""
-    needles = {run_dir.encode(), os.path.abspath(run_dir).encode()}
-    killed = 0
+def _processes_under(path: str) -> list[int]:
+    """Pids (not ours) whose command line names `path` or a file under it."""
+    roots = {os.path.abspath(path), path.rstrip("/")}
+    found = []
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         if int(pid) == os.getpid():
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
+                args = f.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if needles & set(args):
+        if any(a == r or a.startswith(r + "/") for a in args for r in roots):
+            found.append(int(pid))
+    return found
+
+
+def stop_processes_under(path: str, grace_s: float = 3.0) -> int:
+    """SIGTERM, then SIGKILL after `grace_s`, every process whose command line names something
+    under `path` (a sweep's or an experiment's folder): what outlived its launcher. Returns how many."""
+    pids = _processes_under(path)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
+        for pid in pids:
             try:
-                os.kill(int(pid), signal.SIGKILL)
-                killed += 1
+                os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-    return killed
+        end = time.time() + wait_s
+        while time.time() < end and _processes_under(path):
+            time.sleep(0.1)
+        pids = _processes_under(path)
+        if not pids:
+            break
+    return len(pids)
