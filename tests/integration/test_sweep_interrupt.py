@@ -22,13 +22,19 @@ ARGS = ["--sweep", "intr", "--strategies", "ddp", "--nodes", "2", "--steps", str
 EXP = f"ddp-n2-p1-b16-s{STEPS}-w0-r0"
 
 
-# No Slurm for these tests, even where a loopback cluster answers: submitit takes its LocalExecutor.
-NO_SLURM = {**os.environ, "SLURM_CONF": "/nonexistent/slurm.conf"}
+def no_slurm(tmp_path) -> dict:
+    """An environment where Slurm does not answer (a `squeue` that fails at once comes first on
+    PATH), even where a loopback cluster runs: submitit takes its LocalExecutor."""
+    fake = tmp_path / "no-slurm"
+    fake.mkdir(exist_ok=True)
+    (fake / "squeue").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "squeue").chmod(0o755)
+    return {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def start(logs, backend: str) -> subprocess.Popen:
     return subprocess.Popen([os.path.join(ROOT, "bin", "sweep"), "--logs", str(logs), "--backend", backend, *ARGS],
-                            cwd=ROOT, env=NO_SLURM,
+                            cwd=ROOT, env=no_slurm(logs),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -108,7 +114,7 @@ def test_ctrl_c_cancels_and_the_same_command_resumes_as_attempt_2(tmp_path, back
     check_interrupted(tmp_path, proc, out, err, took, signal.SIGINT)
 
     again = subprocess.run([os.path.join(ROOT, "bin", "sweep"), "--logs", str(tmp_path), "--backend", backend, *ARGS],
-                           cwd=ROOT, env=NO_SLURM, capture_output=True, text=True, timeout=400)
+                           cwd=ROOT, env=no_slurm(tmp_path), capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout + again.stderr
     run_dir = tmp_path / "intr" / EXP
     status = json.loads((run_dir / "status.json").read_text())
