@@ -1,51 +1,76 @@
-"""The `simulate` backend: run a sweep's experiments one after another on this machine."""
+"""The `simulate` backend: run a sweep's experiments one after another on this machine.
+
+`SimulateBackend` implements trainers/common/backends.py's interface; the books (sweep.json,
+status.json, resume, summary, interrupts) are kept there. On SIGINT/SIGTERM the launcher
+stops every rank of the running experiment (SIGTERM, then SIGKILL) and writes CANCELLED
+before the interrupt reaches `backends.run`.
+"""
 
 from __future__ import annotations
 
-import os
+import shlex
 import sys
 import time
 
 from simulate.launcher import plan_cpus, run_experiment
+from trainers.common.backends import Backend, Book
 from trainers.common.grid import Experiment
-from trainers.common.rundir import prepare_experiment, status_of
 
 
-def _progress_printer(k: int, n: int, exp_id: str):
+def _progress_printer(number: str, exp_id: str):
     tty = sys.stdout.isatty()
     last = {"pct": -1}
 
     def show(step: int, total: int) -> None:
         pct = 100 * step // max(total, 1)
         if tty:
-            print(f"\r[{k}/{n}] {exp_id}: step {step}/{total}", end="", flush=True)
+            print(f"\r{number} {exp_id}: step {step}/{total}", end="", flush=True)
         elif pct // 25 != last["pct"] // 25:  # quarter marks in logs, not a line per step
-            print(f"[{k}/{n}] {exp_id}: step {step}/{total}", flush=True)
+            print(f"{number} {exp_id}: step {step}/{total}", flush=True)
         last["pct"] = pct
 
     return show
 
 
-def run_sweep(experiments: list[Experiment], path: str, sweep: str, time_limit_s: float = 0) -> dict[str, str]:
-    """Run every experiment not yet COMPLETED; return id -> final state."""
-    runnable = [e for e in experiments if e.skipped is None]
-    states: dict[str, str] = {}
-    for k, exp in enumerate(runnable, 1):
-        run_dir = os.path.join(path, exp.id)
-        if status_of(run_dir) == "COMPLETED":
-            print(f"[{k}/{len(runnable)}] {exp.id}: already COMPLETED, skipped", flush=True)
-            states[exp.id] = "COMPLETED"
-            continue
-        plan = plan_cpus(exp.config.world_size)
-        meta = {"cpu_plan": plan.describe()}
-        run_dir = prepare_experiment(path, exp, "simulate", sweep, meta)
-        note = " (oversubscribed: more ranks than cores)" if plan.oversubscribed else ""
-        print(f"[{k}/{len(runnable)}] {exp.id}: {exp.config.world_size} ranks on "
-              f"{exp.config.nodes} simulated node(s){note}", flush=True)
-        t0 = time.time()
-        status = run_experiment(exp.config, run_dir, time_limit_s, _progress_printer(k, len(runnable), exp.id))
-        if sys.stdout.isatty():
-            print()
-        print(f"[{k}/{len(runnable)}] {exp.id}: {status['state']} in {time.time() - t0:.1f} s", flush=True)
-        states[exp.id] = status["state"]
-    return states
+class SimulateBackend(Backend):
+    name = "simulate"
+
+    def __init__(self, time_limit_s: float = 0) -> None:
+        self.time_limit_s = time_limit_s
+        self.running: str | None = None
+
+    def dry_run(self, book: Book, runnable: list[Experiment]) -> int:
+        for e in runnable:
+            print(f"  would run {e.id}: python -m trainers.{e.config.strategy} {shlex.join(e.config.to_argv())}")
+        return 0
+
+    def submit(self, book: Book, todo: list[Experiment]) -> None:
+        pass  # one after another, in wait
+
+    def wait(self, book: Book, todo: list[Experiment]) -> dict[str, str]:
+        states: dict[str, str] = {}
+        for exp in todo:
+            number = book.number(exp.id)
+            plan = plan_cpus(exp.config.world_size)
+            run_dir = book.prepare(exp, {"cpu_plan": plan.describe()})
+            note = " (oversubscribed: more ranks than cores)" if plan.oversubscribed else ""
+            print(f"{number} {exp.id}: {exp.config.world_size} ranks on {exp.config.nodes} simulated node(s){note}",
+                  flush=True)
+            t0 = time.time()
+            self.running = exp.id
+            status = run_experiment(exp.config, run_dir, self.time_limit_s, _progress_printer(number, exp.id))
+            self.running = None
+            if sys.stdout.isatty():
+                print()
+            print(f"{number} {exp.id}: {status['state']} in {time.time() - t0:.1f} s", flush=True)
+            states[exp.id] = status["state"]
+        return states
+
+    def cancel(self, book: Book) -> list[str]:
+        """The launcher already stopped the ranks and wrote CANCELLED (run_experiment re-raises after);
+        an interrupt in the instant between the ranks' end and that record leaves RUNNING: CANCELLED."""
+        if self.running is None:
+            return []
+        if book.state(self.running) == "RUNNING":
+            book.mark(self.running, state="CANCELLED", reason="interrupted before the launcher recorded the end")
+        return [self.running] if book.state(self.running) == "CANCELLED" else []

@@ -8,6 +8,10 @@ each rank really got (read back from /proc/<pid>/status) go to status.json and c
 an oversubscribed layout is flagged in every node's output. Each simulated node's
 output goes to `node-<name>.out`. A rank that fails takes the job down quickly: the others
 get SIGTERM after a short grace period, then SIGKILL. The result lands in `status.json`.
+
+Ranks run in their own sessions, so a terminal's Ctrl-C reaches only the launcher: on any
+exception there (the sweep's SIGINT/SIGTERM) it stops every rank (SIGTERM, SIGKILL after
+CANCEL_GRACE_S), writes status.json CANCELLED with this attempt's number, and re-raises.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainers.common import gpu
+from trainers.common import gpu, rundir
 from trainers.common.config import ExperimentConfig
 from trainers.common.grid import gpu_count
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRACE_S = 5.0  # after one rank fails, how long the others get to notice on their own
+CANCEL_GRACE_S = 3.0  # on an interrupt of the sweep: SIGTERM, then SIGKILL after this long
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 STEP_RE = re.compile(r"\] step (\d+)/(\d+)")
 
 
@@ -89,19 +95,6 @@ def observed_affinity(pid: int) -> str | None:
     return None
 
 
-def _merge_meta(run_dir: str, meta: dict) -> None:
-    """Add the launch plan to config.json's meta before the ranks start (rank 0 adds its part later)."""
-    path = os.path.join(run_dir, "config.json")
-    doc = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            doc = json.load(f)
-    doc.setdefault("meta", {}).update(meta)
-    with open(path + ".tmp", "w") as f:
-        json.dump(doc, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,7 +147,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     locks = {n: threading.Lock() for n in names}
     argv = [*cfg.to_argv(), "--run-dir", run_dir]
     meta = {"cpu_plan": plan.describe(), "gpu_plan": gplan.describe() if gplan else None, "backend": "simulate"}
-    _merge_meta(run_dir, meta)
+    rundir.update_config(run_dir, meta, cfg, keep_config=True)  # before the ranks start; rank 0 adds its part
     for n in names:  # flag the layout where a reader of the node's output will see it
         ranks = [r for r in range(world) if names[r // ppn] == n]
         line = f"[launcher {n}] ranks {ranks} on cores {[plan.cores[r] for r in ranks]}, {plan.threads} thread(s) each"
@@ -168,6 +161,58 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     procs: list[subprocess.Popen] = []
     affinity: list[str | None] = []
     pumps: list[threading.Thread] = []
+    state, interrupt = None, None
+    # This attempt is taken before any rank can write: an interrupt anywhere from here on leaves
+    # status.json counting it, so a re-run never writes a second run under the same attempt number.
+    write_status(run_dir, {"state": "RUNNING", "attempts": attempt, "started": started, "backend": "simulate"})
+    try:
+        state = _spawn_and_watch(cfg, run_dir, time_limit_s, progress, extra_env, plan, gplan, attempt, port, names,
+                                 outs, locks, argv, started, procs, affinity, pumps)
+    except BaseException as e:  # noqa: BLE001 - Ctrl-C / SIGTERM of the sweep: stop every rank, record, re-raise
+        interrupt, state = e, "CANCELLED"
+        _stop(procs, CANCEL_GRACE_S)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the ranks are gone: record before any interrupt
+    try:
+        status = _finish(run_dir, plan, gplan, attempt, started, state, interrupt, procs, affinity, pumps, outs)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a pending Ctrl-C is raised here
+    if interrupt is not None:
+        raise interrupt
+    return status
+
+
+def _finish(run_dir, plan, gplan, attempt, started, state, interrupt, procs, affinity, pumps, outs) -> dict:
+    for p in procs:
+        p.wait()
+    for t in pumps:
+        t.join(timeout=5)
+    for f in outs.values():
+        f.close()
+    codes = [p.returncode for p in procs]
+    if state is None:
+        if all(c == 0 for c in codes):
+            state = "COMPLETED"
+        elif any(c == 3 for c in codes) and all(c in (0, 3) for c in codes):
+            state = "PREEMPTED"
+        else:
+            state = "FAILED"
+    failed = {str(r): c for r, c in enumerate(codes) if c != 0}
+    status = {"state": state, "exit_code": next((c for c in codes if c != 0), 0), "attempts": attempt,
+              "failed_ranks": failed, "first_failed_rank": _first_failure(procs, codes),
+              "started": started, "ended": time.time(), "wall_s": time.time() - started,
+              "backend": "simulate", "cpu_plan": {**plan.describe(), "affinity_observed": affinity},
+              "gpu_plan": gplan.describe() if gplan else None}
+    if interrupt is not None:
+        status["reason"] = str(interrupt) or type(interrupt).__name__
+        status["first_failed_rank"] = None
+    write_status(run_dir, status)
+    return status
+
+
+def _spawn_and_watch(cfg, run_dir, time_limit_s, progress, extra_env, plan, gplan, attempt, port, names, outs, locks,
+                     argv, started, procs, affinity, pumps) -> str | None:
+    """Start the ranks (appending to procs, affinity, pumps) and watch them; a state or None."""
+    world, ppn = cfg.world_size, cfg.procs_per_node
     for rank in range(world):
         node = names[rank // ppn]
         env = {**os.environ, **(extra_env or {}),
@@ -181,10 +226,15 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
             env["CUDA_VISIBLE_DEVICES"] = gplan.per_rank[rank]
             env["TS_RANKS_PER_GPU"] = str(gplan.ranks_per_gpu[gplan.per_rank[rank]])
         cores = plan.cores[rank]
-        proc = subprocess.Popen([sys.executable, "-m", f"trainers.{cfg.strategy}", *argv], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                preexec_fn=lambda c=cores: os.sched_setaffinity(0, c), start_new_session=True)
-        procs.append(proc)
+        # An interrupt between fork and `procs.append` would leave a rank nobody stops: hold it until then.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", f"trainers.{cfg.strategy}", *argv], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    preexec_fn=lambda c=cores: _child_setup(c), start_new_session=True)
+            procs.append(proc)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         affinity.append(observed_affinity(proc.pid))  # Popen returns after exec: the affinity is set
         t = threading.Thread(target=_pump, args=(proc.stdout, outs[node], locks[node], rank, progress), daemon=True)
         t.start()
@@ -206,28 +256,12 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
             _stop(procs)
             break
         time.sleep(0.05)
-    for p in procs:
-        p.wait()
-    for t in pumps:
-        t.join(timeout=5)
-    for f in outs.values():
-        f.close()
-    codes = [p.returncode for p in procs]
-    if state is None:
-        if all(c == 0 for c in codes):
-            state = "COMPLETED"
-        elif any(c == 3 for c in codes) and all(c in (0, 3) for c in codes):
-            state = "PREEMPTED"
-        else:
-            state = "FAILED"
-    failed = {str(r): c for r, c in enumerate(codes) if c != 0}
-    status = {"state": state, "exit_code": next((c for c in codes if c != 0), 0), "attempts": attempt,
-              "failed_ranks": failed, "first_failed_rank": _first_failure(procs, codes),
-              "started": started, "ended": time.time(), "wall_s": time.time() - started,
-              "backend": "simulate", "cpu_plan": {**plan.describe(), "affinity_observed": affinity},
-              "gpu_plan": gplan.describe() if gplan else None}
-    write_status(run_dir, status)
-    return status
+    return state
+
+
+def _child_setup(cores: list[int]) -> None:
+    os.sched_setaffinity(0, cores)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # the mask is inherited across exec
 
 
 def _first_failure(procs: list[subprocess.Popen], codes: list[int]) -> int | None:
@@ -235,8 +269,8 @@ def _first_failure(procs: list[subprocess.Popen], codes: list[int]) -> int | Non
     return bad[0] if bad else next((r for r, c in enumerate(codes) if c != 0), None)
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for sig, wait_s in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 0)):
+def _stop(procs: list[subprocess.Popen], grace_s: float = GRACE_S) -> None:
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 0)):
         for p in procs:
             if p.poll() is None:
                 try:

@@ -10,6 +10,11 @@ submitit: the same experiments through submitit's SlurmExecutor, one job array p
 (experiments in an array must share nodes x tasks), at most ARRAY_PARALLELISM at a time;
 ranks meet through submitit's TorchDistributedEnvironment. Without Slurm: LocalExecutor,
 one experiment after the other.
+
+Both implement trainers/common/backends.py's interface (`make_backend`); the books
+(sweep.json, status.json, resume, identity check, summary, interrupts) are kept there.
+Each job numbers its attempts after the experiment's earlier ones (TS_ATTEMPT_BASE in the
+job's environment; trainers/common/logwriter.current_attempt).
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from slurm import render, track
 from trainers.common import rundir
+from trainers.common.backends import Backend, Book, SubmitError, stop_processes_under
 from trainers.common.config import ConfigError
 from trainers.common.grid import Experiment
 
@@ -96,20 +104,13 @@ def wait(path: str, exp_ids: list[str], states_of: Callable[[], dict[str, str]])
         time.sleep(POLL_S)
 
 
-def summarize(path: str, name: str, states: dict[str, str], skipped: int) -> int:
-    failures = [rundir.failure_line(os.path.join(path, e), e) for e, s in states.items() if s != "COMPLETED"]
-    done = sum(1 for s in states.values() if s == "COMPLETED")
-    print(f"sweep {name}: {done}/{len(states)} completed, {len(failures)} failed, {skipped} skipped; logs in {path}")
-    for line in failures:
-        print(f"  {line}")
-    return 1 if failures else 0
-
-
 # ---- BACKEND=slurm ----------------------------------------------------------------------------------
 
-def _submit(script: str, serial_name: str = "") -> str:
-    """sbatch the script; with `serial_name`, as one of the jobs of that name that Slurm runs one at a time."""
+def _submit(script: str, serial_name: str = "", attempt_base: int = 0) -> str:
+    """sbatch the script; with `serial_name`, as one of the jobs of that name that Slurm runs one at a time.
+    The job numbers its attempts after the `attempt_base` the experiment had (TS_ATTEMPT_BASE)."""
     extra = [f"--job-name={serial_name}", "--dependency=singleton"] if serial_name else []
+    extra.append(f"--export=ALL,TS_ATTEMPT_BASE={attempt_base}")
     out = subprocess.run(["sbatch", "--parsable", *extra, script], capture_output=True, text=True, cwd=ROOT,
                          timeout=60)
     if out.returncode != 0:
@@ -138,134 +139,196 @@ def _dry_run(experiments: list[Experiment], path: str, name: str, args: argparse
     return 0
 
 
-def run_slurm(experiments: list[Experiment], path: str, name: str, args: argparse.Namespace) -> int:
-    runnable = [e for e in experiments if e.skipped is None]
-    try:
-        for exp in runnable:  # render everything first: a value that cannot be rendered submits nothing
-            render_job(exp, os.path.join(path, exp.id), name, args)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        return _dry_run(runnable, path, name, args)
-    if not slurm_answers():
-        print(f"error: {MISSING}", file=sys.stderr)
-        return 2
-    rundir.write_sweep(path, name, "slurm", vars(args), experiments)
-    for exp in experiments:
-        if exp.skipped:
-            rundir.mark_skipped(path, exp)
-    known = track.sweep_states(path)
-    for k, exp in enumerate(runnable, 1):
-        run_dir = os.path.join(path, exp.id)
-        state, jid = known.get(exp.id, (rundir.status_of(run_dir) or "", ""))
-        if state == "COMPLETED" or (jid and not track.is_final(state)):
-            print(f"[{k}/{len(runnable)}] {exp.id}: already {state} (job {jid or '-'}), not submitted again")
-            continue
-        rundir.prepare_experiment(path, exp, "slurm", name)
-        script = os.path.join(run_dir, "job.sbatch")
-        with open(script, "w") as f:
-            f.write(render_job(exp, run_dir, name, args))
+class SbatchBackend(Backend):
+    """BACKEND=slurm: one `sbatch` job per experiment; Ctrl-C stops waiting, the jobs keep running."""
+    name = "slurm"
+    queues = True
+    stops_on_interrupt = False
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    def preflight(self, book: Book, runnable: list[Experiment]) -> str | None:
         try:
-            job_id = _submit(script, f"ts-{name}" if getattr(args, "serial", False) else "")
-        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        rundir.write_json(os.path.join(run_dir, "status.json"),
-                          {"state": "PENDING", "job_id": job_id, "attempts": 0, "backend": "slurm",
-                           "submitted": time.time()})
-        track.record_job(path, exp.id, job_id)
-        print(f"[{k}/{len(runnable)}] {exp.id}: submitted job {job_id} "
-              f"({exp.config.nodes} node(s) x {exp.config.procs_per_node})", flush=True)
-    if args.no_wait:
-        print(f"submitted; follow with `make status SWEEP={name}`, stop with `make cancel SWEEP={name}`")
-        return 0
-    ids = [e.id for e in runnable]
-    try:
-        states = wait(path, ids, lambda: {e: s for e, (s, _) in track.sweep_states(path, release=True).items()})
-    except KeyboardInterrupt:
-        print(f"\nstopped waiting; the jobs keep running: `make status SWEEP={name}`, `make cancel SWEEP={name}`")
-        return 130
-    return summarize(path, name, states, len(experiments) - len(runnable))
+            for exp in runnable:  # render everything first: a value that cannot be rendered submits nothing
+                render_job(exp, book.run_dir(exp.id), book.name, self.args)
+        except ConfigError as e:
+            return str(e)
+        if not self.args.dry_run and not slurm_answers():
+            return MISSING
+        return None
+
+    def dry_run(self, book: Book, runnable: list[Experiment]) -> int:
+        return _dry_run(runnable, book.path, book.name, self.args)
+
+    def submit(self, book: Book, todo: list[Experiment]) -> None:
+        known = track.sweep_states(book.path)
+        for exp in todo:
+            run_dir = book.run_dir(exp.id)
+            state, jid = known.get(exp.id, (rundir.status_of(run_dir) or "", ""))
+            if jid and not track.is_final(state):
+                print(f"{book.number(exp.id)} {exp.id}: already {state} (job {jid}), not submitted again")
+                continue
+            book.prepare(exp)
+            base = int(book.status(exp.id).get("attempts", 0) or 0)
+            script = os.path.join(run_dir, "job.sbatch")
+            with open(script, "w") as f:
+                f.write(render_job(exp, run_dir, book.name, self.args))
+            try:
+                job_id = _submit(script, f"ts-{book.name}" if getattr(self.args, "serial", False) else "", base)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                raise SubmitError(str(e)) from None
+            book.mark(exp.id, state="PENDING", job_id=job_id, submitted=time.time())
+            track.record_job(book.path, exp.id, job_id)
+            print(f"{book.number(exp.id)} {exp.id}: submitted job {job_id} "
+                  f"({exp.config.nodes} node(s) x {exp.config.procs_per_node})", flush=True)
+
+    def wait(self, book: Book, todo: list[Experiment]) -> dict[str, str]:
+        return wait(book.path, [e.id for e in todo], lambda: {
+            e: s for e, (s, _) in track.sweep_states(book.path, release=True).items()})
+
+    def status(self, book: Book) -> dict[str, str]:
+        return {e: s for e, (s, _) in track.sweep_states(book.path).items()}
+
+    def cancel(self, book: Book) -> list[str]:
+        live = [e for e, s in self.status(book).items() if not track.is_final(s)]
+        track.cancel_command(book.path)
+        return live
 
 
 # ---- BACKEND=submitit -----------------------------------------------------------------------------
 
-def run_submitit(experiments: list[Experiment], path: str, name: str, args: argparse.Namespace) -> int:
-    import submitit
+class SubmititBackend(Backend):
+    """BACKEND=submitit: job arrays on Slurm (they live on after Ctrl-C), else the LocalExecutor,
+    one experiment after the other (Ctrl-C / SIGTERM cancel the running one)."""
+    name = "submitit"
 
-    from slurm.submitit_task import RankSpec, run_rank
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.on_slurm = slurm_answers()
+        self.queues = self.on_slurm
+        self.stops_on_interrupt = not self.on_slurm
+        self.limit_min = max(1, -(-time_limit_s(args.time_limit) // 60))
+        self.jobs: dict[str, object] = {}
+        self.running: str | None = None
 
-    runnable = [e for e in experiments
-                if e.skipped is None and rundir.status_of(os.path.join(path, e.id)) != "COMPLETED"]
-    on_slurm = slurm_answers()
-    limit_min = max(1, -(-time_limit_s(args.time_limit) // 60))
-    if args.dry_run:
-        where = "Slurm (SlurmExecutor job arrays)" if on_slurm else "this machine (LocalExecutor)"
+    def dry_run(self, book: Book, runnable: list[Experiment]) -> int:
+        where = "Slurm (SlurmExecutor job arrays)" if self.on_slurm else "this machine (LocalExecutor)"
         for exp in runnable:
-            print(f"  would run {exp.id} on {where}: {exp.config.nodes} node(s) x {exp.config.procs_per_node}")
+            if book.state(exp.id) != "COMPLETED":
+                print(f"  would run {exp.id} on {where}: {exp.config.nodes} node(s) x {exp.config.procs_per_node}")
         return 0
-    rundir.write_sweep(path, name, "submitit", vars(args), experiments)
-    for exp in experiments:
-        if exp.skipped:
-            rundir.mark_skipped(path, exp)
-    specs: dict[str, RankSpec] = {}
-    for exp in runnable:
-        run_dir = rundir.prepare_experiment(path, exp, "submitit", name)
-        rundir.write_json(os.path.join(run_dir, "status.json"), {"state": "PENDING", "attempts": 0,
-                                                                 "backend": "submitit"})
-        specs[exp.id] = RankSpec(run_dir, exp.config.strategy, tuple(exp.config.to_argv()), exp.config.procs_per_node)
-    folder = os.path.join(path, "submitit", "%j")
-    jobs: dict[str, object] = {}
-    if on_slurm:
-        groups: dict[tuple[int, int], list[Experiment]] = {}
-        for exp in runnable:
-            groups.setdefault((exp.config.nodes, exp.config.procs_per_node), []).append(exp)
-        for (nodes, procs), group in groups.items():
+
+    def _spec(self, book: Book, exp: Experiment):
+        from slurm.submitit_task import RankSpec
+
+        run_dir = book.prepare(exp)
+        return RankSpec(run_dir, exp.config.strategy, tuple(exp.config.to_argv()), exp.config.procs_per_node)
+
+    def submit(self, book: Book, todo: list[Experiment]) -> None:
+        if not self.on_slurm:
+            if todo:
+                print("Slurm does not answer here: submitit's LocalExecutor runs the experiments one after the other")
+            return  # one after another, in wait
+        import submitit
+
+        from slurm.submitit_task import run_rank
+
+        folder = os.path.join(book.path, "submitit", "%j")
+        groups: dict[tuple[int, int, int], list[tuple[Experiment, object]]] = {}
+        for exp in todo:
+            spec = self._spec(book, exp)
+            base = int(book.status(exp.id).get("attempts", 0) or 0)
+            groups.setdefault((exp.config.nodes, exp.config.procs_per_node, base), []).append((exp, spec))
+        for (nodes, procs, base), group in groups.items():
             ex = submitit.SlurmExecutor(folder=folder)
-            serial = getattr(args, "serial", False)
-            params = {"job_name": f"ts-{name}" if serial else f"ts-{name}-n{nodes}", "nodes": nodes,
-                      "ntasks_per_node": procs, "cpus_per_task": 1, "time": limit_min,
+            serial = getattr(self.args, "serial", False)
+            params = {"job_name": f"ts-{book.name}" if serial else f"ts-{book.name}-n{nodes}", "nodes": nodes,
+                      "ntasks_per_node": procs, "cpus_per_task": 1, "time": self.limit_min,
                       "array_parallelism": 1 if serial else ARRAY_PARALLELISM,
                       "srun_args": ["--kill-on-bad-exit=1", "--cpus-per-task=1"],
-                      "signal_delay_s": render.warning_seconds(time_limit_s(args.time_limit))}
+                      "signal_delay_s": render.warning_seconds(time_limit_s(self.args.time_limit))}
             if serial:  # one job of this name at a time, across the arrays of every layout
                 params["additional_parameters"] = {"dependency": "singleton"}
-            if args.partition:
-                params["partition"] = args.partition
-            if args.account:
-                params["account"] = args.account
+            if self.args.partition:
+                params["partition"] = self.args.partition
+            if self.args.account:
+                params["account"] = self.args.account
             ex.update_parameters(**params)
-            submitted = ex.map_array(run_rank, [specs[e.id] for e in group])
-            for exp, job in zip(group, submitted, strict=True):
-                jobs[exp.id] = job
-                track.record_job(path, exp.id, job.job_id)
+            with _attempt_base(base):  # the job's environment numbers its attempts after the earlier ones
+                submitted = ex.map_array(run_rank, [spec for _, spec in group])
+            for (exp, _), job in zip(group, submitted, strict=True):
+                self.jobs[exp.id] = job
+                track.record_job(book.path, exp.id, job.job_id)
+                book.mark(exp.id, job_id=job.job_id)
                 print(f"  {exp.id}: submitted array task {job.job_id}", flush=True)
-        if args.no_wait:
-            print(f"submitted; follow with `make status SWEEP={name}`, stop with `make cancel SWEEP={name}`")
-            return 0
-    else:
-        print("Slurm does not answer here: submitit's LocalExecutor runs the experiments one after the other")
-        for k, exp in enumerate(runnable, 1):
+
+    def wait(self, book: Book, todo: list[Experiment]) -> dict[str, str]:
+        if self.on_slurm:  # Slurm's own view (submitit's polls sacct, which needs accounting)
+            return wait(book.path, list(self.jobs), lambda: {
+                e: s for e, (s, _) in track.sweep_states(book.path).items()})
+        import submitit
+
+        from slurm.submitit_task import run_rank
+
+        folder = os.path.join(book.path, "submitit", "%j")
+        for exp in todo:
+            spec = self._spec(book, exp)
             ex = submitit.LocalExecutor(folder=folder)
-            ex.update_parameters(nodes=1, tasks_per_node=exp.config.world_size, timeout_min=limit_min)
-            job = ex.submit(run_rank, specs[exp.id])
-            print(f"[{k}/{len(runnable)}] {exp.id}: local job {job.job_id}, {exp.config.world_size} task(s)",
+            ex.update_parameters(nodes=1, tasks_per_node=exp.config.world_size, timeout_min=self.limit_min)
+            self.running = exp.id
+            # The local job keeps SIGINT blocked (the mask is inherited), so a terminal's Ctrl-C to
+            # the process group reaches only bin/sweep, which then stops the job (`cancel`).
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                with _attempt_base(int(book.status(exp.id).get("attempts", 0) or 0)):
+                    self.jobs[exp.id] = job = ex.submit(run_rank, spec)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            print(f"{book.number(exp.id)} {exp.id}: local job {job.job_id}, {exp.config.world_size} task(s)",
                   flush=True)
-            job.wait()
-            jobs[exp.id] = job
-    if on_slurm:  # Slurm's own view (submitit's polls sacct, which needs accounting)
-        def states_of() -> dict[str, str]:
-            return {e: s for e, (s, _) in track.sweep_states(path).items()}
-    else:
-        def states_of() -> dict[str, str]:
-            return {e: _submitit_state(path, e, j) for e, j in jobs.items()}
+            while not job.done():
+                time.sleep(0.2)
+            self.running = None
+        return wait(book.path, list(self.jobs), lambda: {e: _submitit_state(book.path, e, j)
+                                                         for e, j in self.jobs.items()})
+
+    def status(self, book: Book) -> dict[str, str]:
+        if self.on_slurm:
+            return {e: s for e, (s, _) in track.sweep_states(book.path).items()}
+        return {e: _submitit_state(book.path, e, j) for e, j in self.jobs.items()}
+
+    def cancel(self, book: Book) -> list[str]:
+        """LocalExecutor: stop the running job (controller, tasks, trainers); CANCELLED."""
+        exp_id = self.running
+        if exp_id is None:
+            return []
+        proc = getattr(self.jobs.get(exp_id), "_process", None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the controller forwards it to its tasks
+        stop_processes_under(book.path)  # the trainers (children of the tasks), and anything left
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        track.mark(book.run_dir(exp_id), "CANCELLED", reason="interrupted: bin/sweep stopped", env={},
+                   attempt=int(book.status(exp_id).get("attempts", 0) or 0) or None)
+        return [exp_id]
+
+
+@contextmanager
+def _attempt_base(base: int) -> Iterator[None]:
+    old = os.environ.get("TS_ATTEMPT_BASE")
+    os.environ["TS_ATTEMPT_BASE"] = str(base)
     try:
-        states = wait(path, list(jobs), states_of)
-    except KeyboardInterrupt:
-        print(f"\nstopped waiting; `make status SWEEP={name}`, `make cancel SWEEP={name}`")
-        return 130
-    return summarize(path, name, states, len(experiments) - len(runnable))
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TS_ATTEMPT_BASE", None)
+        else:
+            os.environ["TS_ATTEMPT_BASE"] = old
 
 
 def _submitit_state(path: str, exp_id: str, job) -> str:
@@ -282,11 +345,6 @@ def _submitit_state(path: str, exp_id: str, job) -> str:
     return final
 
 
-def main(experiments: list[Experiment], path: str, sweep_name: str, backend: str, args: argparse.Namespace) -> int:
-    """Entry point from bin/sweep for BACKEND=slurm|submitit. Exit status as bin/sweep documents."""
-    if backend == "slurm":
-        return run_slurm(experiments, path, sweep_name, args)
-    if backend == "submitit":
-        return run_submitit(experiments, path, sweep_name, args)
-    print(f"error: unknown Slurm backend {backend!r}", file=sys.stderr)
-    return 2
+def make_backend(backend: str, args: argparse.Namespace) -> Backend:
+    """bin/sweep's BACKEND=slurm|submitit."""
+    return SbatchBackend(args) if backend == "slurm" else SubmititBackend(args)

@@ -34,12 +34,15 @@ FINAL_MAP = {"COMPLETED": "COMPLETED", "CANCELLED": "CANCELLED", "TIMEOUT": "TIM
 
 def mark(run_dir: str, state: str, exit_code: int | None = None, attempt: int | None = None,
          requeued: bool = False, reason: str | None = None, env: dict[str, str] | None = None) -> dict:
-    """Update status.json: state, exit code, attempts (a restarted job counts up), history."""
+    """Update status.json: state, exit code, attempts (a restarted job counts up), history.
+    The one writer of status.json for the Slurm backends (a pending job's file: backends.Book)."""
     env = dict(os.environ) if env is None else env
     path = os.path.join(run_dir, "status.json")
     doc = rundir.read_json(path)
     now = time.time()
-    attempt = attempt or int(env.get("SLURM_RESTART_COUNT", "0")) + 1
+    # `attempt` (or Slurm's restart count + 1) counts within this job; TS_ATTEMPT_BASE, set at
+    # submission, is what the experiment had before it (a re-run after a failure or a cancel).
+    attempt = (attempt or int(env.get("SLURM_RESTART_COUNT") or 0) + 1) + int(env.get("TS_ATTEMPT_BASE") or 0)
     doc.setdefault("backend", "slurm")
     doc.setdefault("started", now)
     if env.get("SLURM_JOB_ID"):
@@ -173,9 +176,13 @@ def status_command(path: str) -> int:
         print(f"error: no sweep at {path}", file=sys.stderr)
         return 2
     states = sweep_states(path)
-    if not states:
-        print(f"sweep {os.path.basename(path)}: no Slurm jobs recorded ({path})")
-        return 0
+    if not states:  # a sweep that ran here (simulate, submitit's LocalExecutor): what status.json says
+        ids = [e["id"] for e in rundir.read_json(os.path.join(path, "sweep.json")).get("experiments", [])
+               if isinstance(e, dict) and isinstance(e.get("id"), str)]
+        states = {e: (rundir.status_of(os.path.join(path, e)) or "UNKNOWN", "-") for e in ids}
+        if not states:
+            print(f"sweep {os.path.basename(path)}: no Slurm jobs recorded ({path})")
+            return 0
     width = max(len(e) for e in states)
     for exp_id, (state, jid) in sorted(states.items()):
         attempts = rundir.read_json(os.path.join(path, exp_id, "status.json")).get("attempts", 0)

@@ -1,7 +1,12 @@
 """Structured per-rank log: `rank-<R>.jsonl`, one JSON object a line, flushed per record.
 
 Opened in append mode: a restarted run adds to what is there and never truncates it.
-Every record carries `event`, `rank`, `node` and `time` (Unix seconds); see docs/logs.md.
+Every record carries `event`, `rank`, `node`, `time` (Unix seconds) and `attempt`; see docs/logs.md.
+
+`attempt` numbers the runs of one experiment directory (1, 2, ...): a Slurm requeue, and a
+re-run of the sweep after a failure or an interrupt, each start a new one, so one rank file
+never holds two runs' steps under one attempt number. Readers keep the records of the
+highest attempt in a rank file (older files without the field: attempt 1).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -20,15 +26,26 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def current_attempt(env: Mapping[str, str] | None = None) -> int:
+    """This run's attempt: TS_ATTEMPT (the simulate launcher counts them), else the attempts the
+    experiment had before this job (TS_ATTEMPT_BASE, set by the Slurm backends at submission)
+    plus Slurm's restart count plus one."""
+    env = os.environ if env is None else env
+    if env.get("TS_ATTEMPT"):
+        return int(env["TS_ATTEMPT"])
+    return int(env.get("TS_ATTEMPT_BASE") or 0) + int(env.get("SLURM_RESTART_COUNT") or 0) + 1
+
+
 class RankLog:
-    def __init__(self, run_dir: str, rank: int, node: str) -> None:
+    def __init__(self, run_dir: str, rank: int, node: str, attempt: int | None = None) -> None:
         os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, f"rank-{rank}.jsonl")
         self.rank, self.node = rank, node
+        self.attempt = current_attempt() if attempt is None else attempt
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the rank
 
     def write(self, event: str, **fields: Any) -> None:
-        record = {"event": event, "rank": self.rank, "node": self.node, "time": time.time()}
+        record = {"event": event, "rank": self.rank, "node": self.node, "time": time.time(), "attempt": self.attempt}
         record.update({k: _clean(v) for k, v in fields.items()})
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()  # a rank that dies loses no completed step

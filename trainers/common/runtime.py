@@ -9,7 +9,6 @@ validation, and turning any error into an `error` record plus a quick non-zero e
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import resource
 import signal
@@ -22,10 +21,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from trainers.common import checkpoint, distenv, gpu, registry
+from trainers.common import checkpoint, distenv, gpu, registry, rundir
 from trainers.common.config import ConfigError, ExperimentConfig, parse_trainer_args
 from trainers.common.data import Dataset, GlobalBatches, load
-from trainers.common.logwriter import RankLog
+from trainers.common.logwriter import RankLog, current_attempt
 from trainers.common.trainer import Trainer
 
 # A collective that waits longer than this on a dead peer fails instead of hanging.
@@ -95,9 +94,7 @@ def _init_process_group(env: distenv.DistEnv, device: torch.device, strategy: st
 
 
 def _attempt() -> int:
-    if "TS_ATTEMPT" in os.environ:
-        return int(os.environ["TS_ATTEMPT"])
-    return int(os.environ.get("SLURM_RESTART_COUNT", "0")) + 1
+    return current_attempt()  # one rule for the records' attempt and this (logwriter.py)
 
 
 def _write_runtime_meta(ctx: Context, backend: str) -> None:
@@ -112,20 +109,10 @@ def _write_runtime_meta(ctx: Context, backend: str) -> None:
         hosts = [me]
     if ctx.rank != 0:
         return
-    path = os.path.join(ctx.run_dir, "config.json")
-    doc = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            doc = json.load(f)
-    doc.setdefault("config", ctx.cfg.to_dict())
-    meta = doc.setdefault("meta", {})
-    meta.update({"torch": torch.__version__, "python": sys.version.split()[0], "dist_backend": backend,
-                 "ranks": hosts, "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "notes": ctx.notes,
-                 "env_source": ctx.env.source})
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2)
-    os.replace(tmp, path)
+    rundir.update_config(ctx.run_dir, {
+        "torch": torch.__version__, "python": sys.version.split()[0], "dist_backend": backend, "ranks": hosts,
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "notes": ctx.notes, "env_source": ctx.env.source},
+        cfg=ctx.cfg, keep_config=True)
 
 
 def _run_dir(cfg: ExperimentConfig) -> str:
