@@ -157,10 +157,32 @@ def _int(v: Any) -> int | None:
     return v if type(v) is int else None
 
 
+def _before_resume(recs: list[dict], events: list[str], att: np.ndarray, resumed_at: int, last: int) -> np.ndarray:
+    """Earlier attempts' step records below the step the last attempt resumed at (and their
+    epoch records), the latest attempt's record of each: what the checkpoint carried over."""
+    keep = np.zeros(len(recs), dtype=bool)
+    newest: dict[tuple[str, int], int] = {}
+    last_epochs = {r.get("epoch") for r, e, a in zip(recs, events, att, strict=True) if e == "epoch" and a == last}
+    for i, (r, e, a) in enumerate(zip(recs, events, att, strict=True)):
+        if a == last:
+            continue
+        if e == "step" and isinstance(r.get("step"), int) and r["step"] < resumed_at:
+            key = ("step", r["step"])
+        elif e == "epoch" and r.get("epoch") not in last_epochs:
+            key = ("epoch", r.get("epoch"))
+        else:
+            continue
+        if key not in newest or att[newest[key]] <= a:
+            newest[key] = i
+    keep[list(newest.values())] = True
+    return keep
+
+
 def parse_rank_file(path: str) -> RankFile:
     """One rank file, its last attempt only: every attempt (a restart after a failure, an
     interrupt, a requeue) appends to the file; the records of the earlier ones are counted
-    (`earlier_attempts`, `earlier_records`) and dropped."""
+    (`earlier_attempts`, `earlier_records`) and dropped, except where the last attempt resumed
+    from a checkpoint at step S: the steps below S come from the attempts that measured them."""
     with open(path, "rb") as f:
         raw = f.read()
     fast = _whole_file(raw)
@@ -177,10 +199,15 @@ def parse_rank_file(path: str) -> RankFile:
     if att is not None:
         last = int(att.max())
         keep = att == last
-        earlier, dropped = len(set(att[~keep].tolist())), int((~keep).sum())
+        resumed_at = next((r.get("start_step") or 0 for r, e, a in zip(recs, events, att, strict=True)
+                           if e == "start" and a == last), 0)
+        if resumed_at:  # resumed from a checkpoint: the steps before it were measured by earlier attempts
+            keep = keep | _before_resume(recs, events, att, resumed_at, last)
+        earlier, dropped = len(set(att[att != last].tolist())), int((~keep).sum())
         if dropped:
             recs = [r for r, k in zip(recs, keep, strict=True) if k]
             events = [e for e, k in zip(events, keep, strict=True) if k]
+            att = att[keep]
     steps = [r for r, e in zip(recs, events, strict=True) if e == "step"]
     others = [r for r, e in zip(recs, events, strict=True) if e != "step"]
     by_event: dict[str, list[dict]] = {"start": [], "epoch": [], "end": [], "error": []}
@@ -202,7 +229,8 @@ def parse_rank_file(path: str) -> RankFile:
     starts = by_event["start"]
     last_att = (int(att.max()) if att is not None else
                 (_int(starts[-1].get("attempt")) or 1) if starts else 1)
-    attempt = np.full(len(steps), last_att, dtype=np.int64)
+    attempt = (att[np.array([e == "step" for e in events], dtype=bool)].astype(np.int64) if att is not None
+               else np.full(len(steps), last_att, dtype=np.int64))
     return RankFile(columns, warmup, attempt, by_event["epoch"], starts, by_event["end"], by_event["error"],
                     problems, earlier, dropped)
 

@@ -134,7 +134,8 @@ def test_loader_restart_and_odd_records(tmp_path):
     d = tmp_path / "s" / "ddp-n1-p1-b8-r0"
     write_experiment(str(d), "ddp", 1, 1, 8, 4, 6)
     recs = [json.loads(x) for x in (d / "rank-0.jsonl").read_text().splitlines()]
-    restart = [dict(recs[0], attempt=2, time=5.0)] + [dict(r, step_s=1.0) for r in recs[4:7]]  # steps 3..5 again
+    # Attempt 2 resumed from a checkpoint at step 3: steps 0..2 stay attempt 1's, 3..5 are attempt 2's.
+    restart = [dict(recs[0], attempt=2, time=5.0, start_step=3)] + [dict(r, step_s=1.0) for r in recs[4:7]]
     missing = dict(recs[1], step=99)
     del missing["comm_s"]  # a writer that left a field out takes the slow path, not a crash
     lines = [json.dumps(r) for r in recs[:-1] + restart] + [json.dumps(missing), "", "[1, 2]"]
@@ -145,6 +146,16 @@ def test_loader_restart_and_odd_records(tmp_path):
     assert (st.loc[[3, 4, 5], "attempt"] == 2).all() and (st.loc[[3, 4, 5], "step_s"] == 1.0).all()
     assert (st.loc[[0, 1, 2], "attempt"] == 1).all() and np.isnan(st.loc[99, "comm_s"])
     assert list(data.problems["kind"]) == ["sweep.json missing", "garbage line"]
+
+
+def test_loader_restart_from_scratch_keeps_only_the_last_attempt(tmp_path):
+    d = tmp_path / "s" / "ddp-n1-p1-b8-r0"
+    write_experiment(str(d), "ddp", 1, 1, 8, 4, 6)
+    recs = [json.loads(x) for x in (d / "rank-0.jsonl").read_text().splitlines()]
+    again = [dict(recs[0], attempt=2)] + [dict(r, step_s=1.0) for r in recs[1:3] if r["event"] == "step"]
+    (d / "rank-0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[:5] + again))
+    st = load_sweep(str(tmp_path / "s")).steps
+    assert sorted(st["step"]) == [0, 1] and (st["attempt"] == 2).all()
 
 
 def test_find_sweep_errors_and_latest(tmp_path):
