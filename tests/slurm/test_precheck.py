@@ -94,9 +94,10 @@ def _job_fields(env: dict, job_id: str) -> dict[str, str]:
 
 @pytest.mark.slurm
 def test_bad_setting_fails_the_job_before_srun(slurm_env, tmp_path):
-    run_dir = tmp_path / "bad-lr"
-    out = subprocess.run(["sbatch", "--parsable", "-N", "2", "slurm/ddp.sbatch"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60, env={**slurm_env, "LR": "-1", "RUN_DIR": str(run_dir)})
+    run_dir, job_out = tmp_path / "bad-lr", tmp_path / "job.out"  # a fresh output file (job ids get reused)
+    out = subprocess.run(["sbatch", "--parsable", "-N", "2", f"--output={job_out}", "slurm/ddp.sbatch"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60,
+                         env={**slurm_env, "LR": "-1", "RUN_DIR": str(run_dir)})
     assert out.returncode == 0, out.stderr
     job = out.stdout.strip().split(";")[0]
     deadline = time.time() + 120
@@ -104,7 +105,7 @@ def test_bad_setting_fails_the_job_before_srun(slurm_env, tmp_path):
         assert time.time() < deadline, f"job {job} not final: {fields.get('JobState')}"
         time.sleep(0.5)
     assert fields["JobState"] == "FAILED" and fields["ExitCode"] == "2:0", fields
-    text = open(os.path.join(ROOT, "logs", "sbatch", f"ts-ddp-j{job}.out")).read()
+    text = job_out.read_text()
     errors = [line for line in text.splitlines() if "error:" in line]
     assert len(errors) == 1 and "lr" in errors[0] and "-1" in errors[0], text
     # No step ran: srun writes nothing, no rank wrote a node file, the launch line never came.
