@@ -1,14 +1,19 @@
-"""Inside a Slurm allocation: the head node's address, the rendezvous port, the srun command line.
+"""Inside a Slurm allocation: the head node's address, the rendezvous port, the srun command line,
+and the check of a job's trainer settings before any rank starts.
 
 Used by bin/launch (sbatch jobs) and by the submitit task (the address only). Torch-free.
+
+    python -m slurm.launch check STRATEGY [trainer flags...]   # exit 2 + one line on a bad value
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 from trainers.common import distenv
+from trainers.common.config import STRATEGIES, ConfigError, parse_trainer_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Rendezvous variables of other launchers would override Slurm's (distenv reads them first).
@@ -43,3 +48,32 @@ def command(run_dir: str, strategy: str, flags: list[str], env: dict[str, str]) 
             os.path.join(ROOT, ".venv", "bin", "python"), "-u", "-m", f"trainers.{strategy}",
             *flags, "--run-dir", run_dir]
     return argv, extra
+
+
+def check(strategy: str, flags: list[str]) -> str | None:
+    """The problem with a job's trainer settings, as one line, or None. The sbatch script runs
+    this once, before srun: the same parser and rules as every rank's (parse_trainer_args), so
+    a bad value stops the job with one line naming it instead of one failure per rank."""
+    if strategy not in STRATEGIES:
+        return f"unknown strategy {strategy!r}: choose from {', '.join(STRATEGIES)}"
+    try:
+        parse_trainer_args(flags, strategy)
+    except ConfigError as e:
+        return str(e).replace("\n", " ")
+    return None
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] != "check":
+        print("usage: python -m slurm.launch check STRATEGY [trainer flags...]", file=sys.stderr)
+        return 2
+    flags = argv[2:]
+    problem = check(argv[1], flags[1:] if flags[:1] == ["--"] else flags)
+    if problem is None:
+        return 0
+    print(f"torchswitch: error: {problem}; nothing was started", file=sys.stderr, flush=True)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -9,6 +9,7 @@ validation, and turning any error into an `error` record plus a quick non-zero e
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import resource
 import signal
@@ -17,6 +18,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -253,7 +255,43 @@ def train(ctx: Context, trainer: Trainer) -> dict[str, float]:
     return {"steps": total - start_step, "timed_s": timed_s, "timed_samples": timed_samples}
 
 
+def _leave_completed(ctx: Context) -> NoReturn:
+    """End a rank whose run completed (its `end` record is written): tear down in order while
+    the interpreter is whole, then leave with os._exit(0), so that nothing of torch's C++ side
+    runs during interpreter finalization.
+
+    Why: the process group's C++ threads (gloo's pt_gloo_runloop workers, which also run the
+    Python callbacks chained on collective futures, e.g. DDP's comm hook) hold tensors and
+    callables owned by Python and release them after the waiting thread has been woken.
+    Releasing one takes the GIL; a thread that asks for the GIL once finalization has begun is
+    ended by CPython with pthread_exit, whose unwinding through a noexcept C++ destructor calls
+    std::terminate ("terminate called without an active exception", SIGABRT). The process group
+    also outlives destroy_process_group (its pt_gloo_runloop and gloo_tcp_loop threads still run
+    after it, even with the trainer collected), so its destructor and thread joins ran in
+    finalization. srun --kill-on-bad-exit then ended the step: a finished run reported FAILED.
+
+    Order: collect the trainer (DDP model, reducer, hooks, futures) now; a barrier, so every
+    rank is past its last collective; destroy the process group; flush (rank logs flush every
+    record); os._exit(0): the idle gloo threads end with the process, no destructor runs. A
+    failure after the `end` record changes nothing the run measured: it is reported on stderr
+    and the exit stays 0 (a peer that died fails the step through srun anyway)."""
+    try:
+        gc.collect()
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+            gc.collect()
+    except Exception as e:  # noqa: BLE001 - the run is complete and logged; say so, still exit 0
+        print(f"[rank {ctx.rank} {ctx.env.node}] warning: process-group teardown after a completed run: "
+              f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def main(build: Callable[[Context], Trainer], strategy: str, argv: list[str] | None = None) -> int:
+    """Run one rank. Returns only for bad input (2); every started run ends the process itself
+    (os._exit: 0 completed, 3 preempted, 2 or 1 failed), never through interpreter finalization."""
     try:
         cfg = parse_trainer_args(argv, strategy)
     except ConfigError as e:
@@ -273,10 +311,8 @@ def main(build: Callable[[Context], Trainer], strategy: str, argv: list[str] | N
                 torch.save(params, os.path.join(ctx.run_dir, "params.pt"))
         ctx.log.write("end", status="COMPLETED", param_bytes=pb, grad_bytes=gb, optim_bytes=ob,
                       peak_mem_bytes=peak_memory_bytes(ctx.device), **totals)
-        if dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
-        return 0
+        del trainer  # the last reference: _leave_completed collects it while the interpreter is whole
+        _leave_completed(ctx)
     except _Preempted as e:
         assert ctx is not None
         ctx.say(str(e))
