@@ -5,7 +5,7 @@
 Reads the sweep through analysis.load (the COMPLETED experiments; each rank file's last
 attempt) and writes logs/<sweep>/projection.csv and logs/<sweep>/plots/projection.png.
 
-The model of one optimizer step on W = nodes x procs ranks (README, "Scaling projection"):
+The model of one optimizer step on W = nodes x procs ranks (docs/projection.md):
 
     T(W) = compute + local_comm + link
     compute    = (c0 + s * b) * r                 b: samples per computing rank, B / dp(W)

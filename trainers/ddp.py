@@ -6,7 +6,7 @@ communication overlaps compute. A comm hook times each bucket's all-reduce, from
 completion plus the emulated wire time added after it (trainers/common/comm.py), and counts
 its bytes. Buckets queue behind each other, so their spans overlap: `comm_s` is the time at
 least one bucket was in flight (the union of the spans, `CommMeter.add_span`), not the sum
-of their durations; it can overlap `compute_s` (see README).
+of their durations; it can overlap `compute_s` (see docs/measurement.md).
 """
 
 

@@ -10,7 +10,7 @@ took on this machine, never overlapped with it (no max of the two). A transfer t
 simulated nodes first runs for real over loopback, then sleeps latency x messages + bytes /
 bandwidth. The loopback time stands for the copies, reductions and protocol work a real
 network also needs; the sleep for the wire. So a step's `comm_s` on LINK=10gbe exceeds the
-same run's on LINK=loopback by the wire time (tests/test_link.py checks it for ddp). Where a
+same run's on LINK=loopback by the wire time (tests/unit/test_link.py checks the slept seconds; `make bench BENCH=projection` the growth). Where a
 strategy cannot time its communication apart from compute (fsdp, pipeline and hybrid's
 pipeline part: `comm_s` null), the wire time is slept right after the step's collectives or
 schedule, and shows in `step_s`.

@@ -17,7 +17,7 @@ from trainers.common import registry
 from trainers.common.registry import NAMES as STRATEGIES
 
 MODELS = ("mlp", "cnn", "resnet18", "resnet50", "transformer")
-# Blocks in each model's nn.Sequential (trainers/common/models.py; tests/test_strategies_staged.py
+# Blocks in each model's nn.Sequential (trainers/common/models.py; tests/unit/test_layouts.py
 # checks the table), so "more stages than blocks" fails here, before anything starts.
 MODEL_BLOCKS = {"mlp": 6, "cnn": 6, "resnet18": 10, "resnet50": 18, "transformer": 6}
 BALANCE_KEYWORDS = ("params", "time")  # --balance by parameter count (default) / measured time

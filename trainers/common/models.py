@@ -3,7 +3,7 @@
 `build_model` returns an `nn.Sequential` of blocks; its weights depend only on the seed,
 so every strategy (and every rank of one) starts from the same parameters as `single`.
 `mlp`, `cnn` and `transformer` have no BatchNorm and no dropout: their maths is the same
-under every strategy. The ResNets keep torchvision's BatchNorm (see README).
+under every strategy. The ResNets keep torchvision's BatchNorm (see docs/strategies.md).
 """
 
 from __future__ import annotations
