@@ -82,7 +82,7 @@ def test_rerun_skips_completed_experiments(finished_sweep):
 
 def test_plots_from_the_sweep(finished_sweep):
     path, _, _ = finished_sweep
-    proc = subprocess.run([os.path.join(ROOT, "bin", "_py"), "-m", "analysis.plots", "--sweep", "e2e",
+    proc = subprocess.run([os.path.join(ROOT, "bin", "_py"), "-m", "analysis.cli", "plots", "--sweep", "e2e",
                            "--logs", str(path.parent)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (path / "summary.csv").stat().st_size > 0

@@ -124,7 +124,7 @@ def test_sweep_nodes_1_2_4(slurm_env, tmp_path, backend):
                              "--logs", str(tmp_path)], capture_output=True, text=True, env=slurm_env, timeout=60)
     assert status.returncode == 0 and "6 completed" in status.stdout, status.stdout + status.stderr
     if backend == "slurm" and os.path.isdir(os.path.join(ROOT, "analysis")):
-        plots = subprocess.run([os.path.join(ROOT, "bin", "_py"), "-m", "analysis.plots", "--sweep", "s",
+        plots = subprocess.run([os.path.join(ROOT, "bin", "_py"), "-m", "analysis.cli", "plots", "--sweep", "s",
                                 "--logs", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert plots.returncode == 0, plots.stdout + plots.stderr
         assert os.path.exists(path / "summary.csv")
