@@ -5,15 +5,15 @@
 machine can stand in for a cluster with a slower interconnect. Traffic inside a simulated
 node, and traffic under a real launcher (Slurm), is never delayed.
 
-One rule for every strategy: the emulated wire time is *added* to what the transfer really
-took on this machine, never overlapped with it (no max of the two). A transfer that crosses
+One rule for every strategy: the emulated wire time is *added* to what the transfer really took
+on this machine, never overlapped with it (no max of the two). A transfer that crosses
 simulated nodes first runs for real over loopback, then sleeps latency x messages + bytes /
-bandwidth. The loopback time stands for the copies, reductions and protocol work a real
-network also needs; the sleep for the wire. So a step's `comm_s` on LINK=10gbe exceeds the
-same run's on LINK=loopback by the wire time (tests/unit/test_link.py checks the slept seconds; `make bench BENCH=projection` the growth). Where a
-strategy cannot time its communication apart from compute (fsdp, pipeline and hybrid's
-pipeline part: `comm_s` null), the wire time is slept right after the step's collectives or
-schedule, and shows in `step_s`.
+bandwidth. The loopback time stands for the copies, reductions and protocol work a real network
+also needs; the sleep for the wire. So a step's `comm_s` on LINK=10gbe exceeds the same run's
+on LINK=loopback by the wire time (tests/unit/test_link.py checks the slept seconds; `make
+bench BENCH=projection` the growth). Where a strategy cannot time its communication apart from
+compute (fsdp, pipeline and hybrid's pipeline part: `comm_s` null), the wire time is slept
+right after the step's collectives or schedule, and shows in `step_s`.
 
 Where each strategy adds it: ddp, zero - per gradient bucket, after its all-reduce completes
 (inside the bucket's span); ring - per ring step, after its send and receive; ps - at the
