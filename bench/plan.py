@@ -42,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ranks", default="1,2,4")
     p.add_argument("--quick", action="store_true", help="2 ranks, a few strategies")
     args = p.parse_args(argv)
-    from trainers.common.activations import profile_model, saved_bytes
-    from trainers.common.data import data_spec
-    from trainers.common.models import build_model
+    from trainers.common.activations import planned_and_saved, profile_model
 
     ranks = [2] if args.quick else [int(r) for r in args.ranks.split(",")]
     names = ("ddp", "ps", "zero", "fsdp", "pipeline") if args.quick else registry.NAMES
@@ -57,33 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as work:
         for strategy in names:
             for nodes, procs in layouts(strategy, ranks):
-                if strategy == "dp":
-                    continue  # needs 2 GPUs
-                recs = run_and_read(work, f"{strategy}-{nodes}x{procs}", strategy=strategy, nodes=nodes,
+                if registry.get(strategy).min_gpus:
+                    continue  # needs GPUs
+                data = run_and_read(work, f"{strategy}-{nodes}x{procs}", strategy=strategy, nodes=nodes,
                                     procs_per_node=procs, model=args.model, optimizer="adam", lr=0.001, steps=1,
                                     warmup=0, global_batch=64)
-                ends = [next(r for r in rank if r["event"] == "end") for rank in recs]
+                largest = {k: float(data.ranks[f"end_{k}"].max()) for k in ("param_bytes", "grad_bytes", "optim_bytes")}
                 o = plan.Options([nodes], procs, 64, 4, "1f1b", "adam", "fp32", 80 * plan.GIB)
                 row = plan.plan_one(registry.get(strategy), shape, nodes, o)
-                ratios = [row[k] / max(e[k] for e in ends) if max(e[k] for e in ends) else
-                          (1.0 if row[k] == 0 else float("inf")) for k in ("param_bytes", "grad_bytes", "optim_bytes")]
+                ratios = [row[k] / m if m else (1.0 if row[k] == 0 else float("inf")) for k, m in largest.items()]
                 worst = max(worst, *(abs(r - 1) for r in ratios))
                 print(f"{strategy:>9} {nodes * procs:>5} " + " ".join(f"{r:>7.3f}" for r in ratios), flush=True)
     print(f"largest deviation {worst:.4f} (goal <= 0.01)")
     print("activations: planned (blocks measured at 16, scaled) / saved in one forward of the whole model")
     print(f"{'model':>12} {'batch':>5} {'planned B':>12} {'measured B':>12} {'ratio':>6}")
-    import torch
-
     for model in (("mlp", "cnn") if args.quick else MODELS):
-        tokens = model == "transformer"
-        spec = data_spec("synthetic", tokens)
-        per_sample = sum(b.saved_per_sample for b in profile_model(model, "synthetic"))
-        net = build_model(model, spec, 0)
-        for batch in (4, 24):
-            x = torch.zeros(batch, *spec.shape, dtype=torch.long) if tokens else torch.randn(batch, *spec.shape)
-            measured = saved_bytes(net, x)
-            print(f"{model:>12} {batch:>5} {per_sample * batch:>12.0f} {measured:>12} "
-                  f"{per_sample * batch / measured:>6.3f}", flush=True)
+        for batch, planned, measured in planned_and_saved(model, (4, 24)):
+            print(f"{model:>12} {batch:>5} {planned:>12.0f} {measured:>12} {planned / measured:>6.3f}", flush=True)
     return 0
 
 

@@ -13,14 +13,13 @@ import sys
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 from PIL import Image
 
 from analysis.cli import generate
 from analysis.load import load_sweep
 from analysis.metrics import analyse
 from analysis.plots import PLOTS
-from analysis.synthetic import write_sweep
+from tests.figures import check_figure, colours, write_plot_sweep
 from tests.helpers import ROOT, exp_id, sweep
 
 pytestmark = pytest.mark.timeout(600)  # the real sweep and analysis.plots run in the first test's setup
@@ -44,27 +43,9 @@ def real(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    """A synthetic sweep that exercises every plot: pipeline chunks, repeats, a straggler, oversubscription."""
     logs = tmp_path_factory.mktemp("syn")
-    write_sweep(str(logs), "syn", strategies=("single", "ddp", "pipeline"), nodes=(1, 2, 4), chunks=(2, 4, 8),
-                repeats=2, straggler=1)
+    write_plot_sweep(str(logs))
     return logs
-
-
-def _colours(png: str) -> int:
-    with Image.open(png) as im:
-        return len(im.convert("RGB").getcolors(maxcolors=1 << 20) or [])
-
-
-def _check_figure(fig: Figure, name: str) -> None:
-    assert fig._suptitle is not None and fig._suptitle.get_text(), f"{name}: no title"
-    axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
-    assert axes, name
-    for ax in axes:
-        assert ax.get_xlabel() and ax.get_ylabel(), f"{name}: an axis has no label"
-        assert ax.has_data(), f"{name}: empty axes"
-    if name not in ("heatmap", "time_to_accuracy"):  # one colour-coded bar/cell per entry: no legend needed
-        assert any(ax.get_legend() is not None for ax in axes) or name == "memory", f"{name}: no legend"
 
 
 def test_real_sweep_plots_summary_and_report(real):
@@ -99,11 +80,11 @@ def test_real_sweep_plots_summary_and_report(real):
     for name in written:
         assert f"plots/{name}.png" in html and f"plots/{name}.svg" in html, name
         assert (path / "plots" / f"{name}.svg").stat().st_size > 1000
-        assert _colours(str(path / "plots" / f"{name}.png")) > 1, f"{name}.png is blank"
+        assert colours(str(path / "plots" / f"{name}.png")) > 1, f"{name}.png is blank"
     for spec in PLOTS:
         fig = spec.make(a)
         if spec.name in written:
-            _check_figure(fig, spec.name)
+            check_figure(fig, spec.name)
         else:
             assert isinstance(fig, str) and spec.name == "chunks", (spec.name, fig)
 

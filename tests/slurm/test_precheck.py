@@ -13,13 +13,10 @@ import time
 
 import pytest
 
-from slurm import cluster, launch, render, track
+from slurm import launch, render, track
 from tests.helpers import ROOT
 from trainers.common import rundir
 from trainers.common.config import ExperimentConfig
-
-SHAPE = cluster.Shape(nodes=4, prefix="cn", partition="batch", port=17400)
-STATE_DIR = os.path.join(ROOT, ".cluster", "pytest")
 
 
 def test_check_names_the_bad_value():
@@ -71,20 +68,6 @@ def test_script_stops_on_a_bad_value_before_launch(tmp_path, committed):
 
 
 # ---- on the loopback Slurm cluster ----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def slurm_env():
-    missing = cluster.missing_binaries()
-    if missing:
-        message = cluster.MISSING.format(missing=", ".join(missing))
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    c = cluster.Cluster(STATE_DIR)
-    c.up(SHAPE, quiet=True)
-    yield c.env()
-    c.down(quiet=True)
-
 
 def _job_fields(env: dict, job_id: str) -> dict[str, str]:
     out = subprocess.run(["scontrol", "show", "job", job_id, "-o"], env=env, capture_output=True, text=True,

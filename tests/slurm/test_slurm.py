@@ -1,9 +1,5 @@
-"""On a real Slurm cluster on loopback (bin/cluster): sbatch, sweeps (sbatch and submitit), requeue.
-
-The session's cluster deliberately differs from `bin/cluster up`'s defaults (node names cn1..cn4,
-partition `batch`, other ports, its own state folder): the scripts must not depend on them.
-Without Slurm installed these tests skip, except in CI (CI=true), where they fail.
-"""
+"""On a real Slurm cluster on loopback (tests/slurm/conftest.py): sbatch, sweeps (sbatch and submitit),
+requeue."""
 
 from __future__ import annotations
 
@@ -17,32 +13,10 @@ import pytest
 
 from slurm import cluster, track
 from tests.helpers import ROOT, exp_id, records, sweep
+from tests.slurm.conftest import SHAPE, STATE_DIR
 from trainers.common import rundir
 
 pytestmark = pytest.mark.timeout(900)  # a job waits up to 240 s to end; the requeue test runs three 120-step jobs
-
-SHAPE = cluster.Shape(nodes=4, prefix="cn", partition="batch", port=17400)
-STATE_DIR = os.path.join(ROOT, ".cluster", "pytest")
-
-
-@pytest.fixture(scope="module")
-def slurm_env():
-    missing = cluster.missing_binaries()
-    if missing:
-        message = cluster.MISSING.format(missing=", ".join(missing))
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    c = cluster.Cluster(STATE_DIR)
-    c.up(SHAPE, quiet=True)
-    old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = c.conf
-    yield c.env()
-    if old is None:
-        del os.environ["SLURM_CONF"]
-    else:
-        os.environ["SLURM_CONF"] = old
-    c.down(quiet=True)
 
 
 def sbatch(env: dict, *args: str, **overrides: str) -> tuple[str, float]:

@@ -17,7 +17,6 @@ import shutil
 import numpy as np
 import pytest
 from matplotlib import pyplot as plt
-from matplotlib.figure import Figure
 from PIL import Image
 
 from analysis import AnalysisError, cli, compare
@@ -26,6 +25,7 @@ from analysis.load import find_sweep, load_sweep
 from analysis.metrics import analyse
 from analysis.plots import PLOTS
 from analysis.synthetic import write_experiment, write_sweep
+from tests.figures import check_figure, colours, write_plot_sweep
 from tests.helpers import synthetic_id
 
 DDP4, DDP8 = synthetic_id("ddp", 4), synthetic_id("ddp", 8)
@@ -33,28 +33,10 @@ DDP4, DDP8 = synthetic_id("ddp", 4), synthetic_id("ddp", 8)
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    """A synthetic sweep that exercises every plot: pipeline chunks, repeats, a straggler, oversubscription."""
     logs = tmp_path_factory.mktemp("syn")
-    write_sweep(str(logs), "syn", strategies=("single", "ddp", "pipeline"), nodes=(1, 2, 4), chunks=(2, 4, 8),
-                repeats=2, straggler=1)
+    write_plot_sweep(str(logs))
     write_experiment(str(logs / "syn" / DDP8), "ddp", 8, 1, 32, 4, 20, oversubscribed=True)
     return logs
-
-
-def _colours(png: str) -> int:
-    with Image.open(png) as im:
-        return len(im.convert("RGB").getcolors(maxcolors=1 << 20) or [])
-
-
-def _check_figure(fig: Figure, name: str) -> None:
-    assert fig._suptitle is not None and fig._suptitle.get_text(), f"{name}: no title"
-    axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
-    assert axes, name
-    for ax in axes:
-        assert ax.get_xlabel() and ax.get_ylabel(), f"{name}: an axis has no label"
-        assert ax.has_data(), f"{name}: empty axes"
-    if name not in ("heatmap", "time_to_accuracy"):  # one colour-coded bar/cell per entry: no legend needed
-        assert any(ax.get_legend() is not None for ax in axes) or name == "memory", f"{name}: no legend"
 
 
 def test_every_plot_on_a_synthetic_sweep(synthetic):
@@ -62,9 +44,9 @@ def test_every_plot_on_a_synthetic_sweep(synthetic):
     assert [p.spec.name for p in out.plots] == [s.name for s in PLOTS] and not out.not_applicable
     for spec, written in zip(PLOTS, out.plots, strict=True):
         fig = spec.make(out.analysis)
-        _check_figure(fig, spec.name)
+        check_figure(fig, spec.name)
         plt.close(fig)
-        assert _colours(written.png) > 10, spec.name  # the file generate() wrote is not blank
+        assert colours(written.png) > 10, spec.name  # the file generate() wrote is not blank
     thr = out.analysis.groups.set_index(["strategy", "nodes", "chunks"])
     assert thr.loc[("ddp", 8, 4), "oversubscribed"]
     html = open(out.report_html).read()

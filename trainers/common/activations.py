@@ -96,3 +96,18 @@ def profile_model(model: str, dataset: str, precision: str = "fp32",
                                     x.numel() * x.element_size() / batch,
                                     tuple(tuple(p.shape) for p in block.parameters())))
     return out
+
+
+def planned_and_saved(model: str, batches: tuple[int, ...],
+                      dataset: str = "synthetic") -> list[tuple[int, float, int]]:
+    """(batch, planned, measured) activation bytes: the per-block profile scaled to each batch, against
+    what autograd saves in one forward of the whole model at that batch (the plan's check)."""
+    tokens = model == "transformer"
+    spec = data_spec(dataset, tokens)
+    per_sample = sum(b.saved_per_sample for b in profile_model(model, dataset))
+    net = build_model(model, spec, seed=0)
+    out = []
+    for batch in batches:
+        x = torch.zeros(batch, *spec.shape, dtype=torch.long) if tokens else torch.randn(batch, *spec.shape)
+        out.append((batch, per_sample * batch, saved_bytes(net, x)))
+    return out
