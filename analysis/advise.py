@@ -280,9 +280,10 @@ def plot(rows: list[dict], path: str) -> str:
     names = sorted({r["best"] for r in rows if r["best"]})
     colors = {s: f"C{i}" for i, s in enumerate(names)}
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    shown = rows[:]
+    shown = rows
     for i, r in enumerate(shown):
         if not r["best"]:
+            ax.annotate("none\nruns", (i, 0), ha="center", va="bottom", fontsize=8, color="grey")
             continue
         margin = 0.0 if r["margin"] is None or not math.isfinite(r["margin"]) else r["margin"] * 100
         ax.bar(i, margin, color=colors[r["best"]], hatch="//" if r["source"] == "projected" else None,
