@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 def test_ps_ranks_last_on_a_real_sweep(tmp_path):
     done = sweep("--nodes", "4", "--strategies", "ddp,ps", "--steps", "8", "--global-batch", "64", "--link", "10gbe",
-                 "--bandwidth-gbps", "1", "--backend", "simulate", "--device", "cpu", "--sweep", "real", "--logs", str(tmp_path))
+                 "--bandwidth-gbps", "1", "--backend", "simulate", "--device", "cpu", "--sweep", "real",
+                 "--logs", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     out = subprocess.run([os.path.join(ROOT, "bin", "advise"), "--logs", str(tmp_path), "--max-nodes", "8",
                           "--no-plot"], capture_output=True, text=True, cwd=ROOT, timeout=240)
