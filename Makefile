@@ -71,7 +71,7 @@ SWEEP_FLAGS = --nodes $(call q,$(NODES)) --strategies $(call q,$(STRATEGIES)) --
   $(call opt,--seed,$(SEED)) $(call opt,--repeats,$(REPEATS)) $(call opt,--scaling,$(SCALING)) \
   $(call opt,--sweep,$(SWEEP)) $(if $(DRY_RUN),--dry-run) $(if $(NO_WAIT),--no-wait) $(if $(SERIAL),--serial)
 
-.PHONY: help venv sweep plots report compare project plan bench test test-fast lint cluster-up cluster-down \
+.PHONY: help venv sweep plots report compare project advise plan bench test test-fast lint cluster-up cluster-down \
   cluster-status status cancel render clean
 
 help: ## list targets and variables
@@ -93,7 +93,8 @@ help: ## list targets and variables
 	@echo "  FAULT            raise@R:S | kill@R:S          SEED (0)  REPEATS (1)  SCALING strong|weak"
 	@echo "  SWEEP            sweep name under logs/ (timestamp)   DRY_RUN=1  validate, run nothing   NO_WAIT=1"
 	@echo "  SERIAL=1         Slurm: one job at a time (timings on the loopback cluster, whose nodes share cores)"
-	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX, LINK, SCALING (project); CLUSTER_NODES"
+	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX, LINK, SCALING (project); SWEEP, NODES_MAX, LINK,"
+	@echo "  GPU_MEM (advise); CLUSTER_NODES"
 	@echo "  (cluster-up); BENCH=all|allreduce|pipeline|memory|analysis_load|projection|plan, BENCH_ARGS (bench, e.g."
 	@echo "  --quick); PYTEST_ARGS (test, test-fast)"
 	@echo "  plan: MODEL, NODES, PROCS, BATCH, CHUNKS, SCHEDULE, PRECISION, OPTIMIZER (adam), GPU_MEM (80GiB),"
@@ -123,6 +124,10 @@ compare: $(STAMP) ## compare sweep A against B; non-zero on regression (TOLERANC
 project: $(STAMP) ## scaling projection of SWEEP to NODES_MAX nodes on LINK
 	$(PY) -m simulate.projection $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX)) \
 	  $(call opt,--scaling,$(SCALING)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS))
+
+advise: $(STAMP) ## the answer: best strategy per node count of SWEEP, measured and projected to NODES_MAX on LINK
+	$(PY) bin/advise $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX)) \
+	  --gpu-mem $(call q,$(GPU_MEM))
 
 plan: $(STAMP) ## memory fit per strategy and node count (MODEL or PLAN_ARGS, NODES, PROCS, BATCH, GPU_MEM)
 	$(PY) bin/plan $(call opt,--model,$(MODEL)) --nodes $(call q,$(NODES)) $(call opt,--procs-per-node,$(PROCS)) \

@@ -15,6 +15,7 @@ import os
 
 import jinja2
 
+from analysis.advise import report_section
 from analysis.metrics import Analysis
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -85,8 +86,10 @@ def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> s
     base = os.path.dirname(path)
     figures = [{"name": p.spec.name, "title": p.spec.title, "caption": p.spec.caption, "src": _embed(p.png),
                 "png": os.path.relpath(p.png, base), "svg": os.path.relpath(p.svg, base)} for p in plots]
+    answer = report_section(a, base)  # the first section: the answer (analysis/advise.py)
+    answer["src"] = _embed(answer["png"]) if answer["png"] else None
     html = env.get_template("report.html.j2").render(
-        meta=_meta(a), grid=grid, headers=[h for _, h, _ in TABLE], rows=rows, figures=figures,
+        answer=answer, meta=_meta(a), grid=grid, headers=[h for _, h, _ in TABLE], rows=rows, figures=figures,
         not_applicable=[(s.title, why) for s, why in not_applicable],
         problems=a.problems.fillna("").to_dict("records"), skipped=a.skipped.fillna("").to_dict("records"),
         any_oversubscribed=any(r["oversubscribed"] for r in rows))

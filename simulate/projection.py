@@ -29,7 +29,6 @@ machine r grows with the ranks, which is how NODES=4 on 2 cores is predicted.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
@@ -40,9 +39,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis import AnalysisError
+from analysis.advise import Projected
 from analysis.load import SweepData, find_sweep, load_run, load_sweep, read_json
+from analysis.plan import positive_int
 from trainers.common import registry
-from trainers.common.config import LINKS, MODEL_BLOCKS, ConfigError, check_name
+from trainers.common.config import LINKS, MODEL_BLOCKS, ConfigError, _OneLineParser, check_name
 
 PROJECTED = registry.names(projected=True)
 PIPELINE = tuple(s for s in PROJECTED if registry.get(s).kind == "staged")  # one stage per rank
@@ -186,6 +187,27 @@ def link_s(strategy: str, world: int, chunks: int, nbytes: float, latency_s: flo
     return latency_s * messages(strategy, world, chunks) + transfer
 
 
+def micro_batches(strategy: str, chunks: int) -> int:
+    """Micro-batches of a staged step: CHUNKS for pipelines, 1 for mp (it runs the batch whole)."""
+    return chunks if registry.get(strategy).micro_batches else 1
+
+
+def critical_hops(stages: int, micro: int) -> int:
+    """Messages handed from stage to stage, one after another, on a staged step's critical path:
+    the first micro-batch's activation crosses K-1 boundaries, the other M-1 follow it through the
+    last stage, and the gradients come back the same way: 2(M+K-2) (mp: 2(K-1)); 0 on one stage."""
+    return 2 * (micro + stages - 2) if stages > 1 else 0
+
+
+def staged_terms(stages: int, micro: int, boundary_bytes: float) -> tuple[float, float, int]:
+    """(compute factor, bytes on the critical path, messages on it) of a staged step: compute
+    factor (M+K-1)/(MK) of the whole model's compute A, the bubble included; each hop carries
+    one micro-batch's activation (or gradient) of a boundary, boundary_bytes / M."""
+    k, m = stages, micro
+    hops = critical_hops(k, m)
+    return (m + k - 1) / (m * k), hops * boundary_bytes / m, hops
+
+
 @dataclass
 class Fit:
     strategy: str
@@ -203,8 +225,8 @@ class Fit:
 
     def compute(self, world: int, batch: float, r: float) -> float:
         if self.strategy in PIPELINE:
-            k, m = world, self.chunks
-            return (self.c0 + self.s * batch) * (m + k - 1) / (m * k) * r
+            factor, _, _ = staged_terms(world, micro_batches(self.strategy, self.chunks), self.param_bytes)
+            return (self.c0 + self.s * batch) * factor * r
         per_rank = batch / dp_size(self.strategy, world)
         per_rank = math.ceil(per_rank - 1e-9) if per_rank >= 1 else per_rank  # the slowest rank's slice
         return (self.c0 + self.s * per_rank) * r
@@ -212,11 +234,23 @@ class Fit:
     def step_s(self, world: int, batch: float, r: float, latency_s: float = 0.0, bandwidth: float = 0.0,
                crosses_nodes: bool = True) -> tuple[float, float, float, float]:
         """(step, compute, local comm, link) seconds."""
-        nbytes = self.param_bytes * pattern(self.strategy, world)
         comp = self.compute(world, batch, r)
+        if self.strategy in PIPELINE:  # one stage per rank: the messages on the critical path
+            _, nbytes, hops = staged_terms(world, micro_batches(self.strategy, self.chunks), self.param_bytes)
+            local = self.kappa * nbytes * r
+            wire = (latency_s * hops + (nbytes / bandwidth if bandwidth > 0 else 0.0)) if crosses_nodes else 0.0
+            return comp + local + wire, comp, local, wire
+        nbytes = self.param_bytes * pattern(self.strategy, world)
         local = self.kappa * nbytes * comm_contention(self.strategy, r) + (self.serial_s * r if world > 1 else 0.0)
         wire = link_s(self.strategy, world, self.chunks, nbytes, latency_s, bandwidth) if crosses_nodes else 0.0
         return comp + local + wire, comp, local, wire
+
+    def bubble(self, world: int, batch: float, r: float) -> float:
+        """Seconds of the step a stage idles, (K-1)/(M+K-1) of the staged compute (0 for the others)."""
+        if self.strategy not in PIPELINE:
+            return 0.0
+        m = micro_batches(self.strategy, self.chunks)
+        return self.compute(world, batch, r) * (world - 1) / (m + world - 1)
 
 
 def _lstsq2(rows: list[tuple[float, float, float]]) -> tuple[float, float] | None:
@@ -273,17 +307,21 @@ def fit(points: list[Point], pooled_shape: float | None = None) -> Fit:
     chunks = points[0].chunks
     busy = fit_busy(points)
     if strategy in PIPELINE:
-        # Pipelines log no compute_s: fit A and kappa together on the step time.
+        # Staged strategies: fit A (the whole model's compute) and kappa together on the step time,
+        # with the boundary's activation bytes from what the busiest stage sent (registry traffic).
+        multi = [p for p in points if p.world > 1]
+        boundary = statistics.median([p.comm_bytes / pattern(strategy, p.world) for p in multi]) if multi else 0.0
         rows = []
         for p in points:
             r = contention(p.world, p.cores, busy)
-            k, m = p.world, p.chunks
-            wire = link_s(strategy, p.world, m, p.comm_bytes, p.latency_s, p.bandwidth)
-            rows.append(((m + k - 1) / (m * k) * r, p.comm_bytes * r, p.step_s - wire))
+            factor, nbytes, hops = staged_terms(p.world, micro_batches(strategy, p.chunks), boundary)
+            wire = (p.latency_s * hops + (nbytes / p.bandwidth if p.bandwidth > 0 else 0.0)) if p.nodes > 1 else 0.0
+            rows.append((factor * r, nbytes * r, p.step_s - wire))
         solved = _lstsq2(rows) if len(rows) >= 2 else None
-        a, kappa = solved if solved is not None else (statistics.mean(y / u for u, _, y in rows), 0.0)
-        pb = statistics.median([p.comm_bytes for p in points if p.world > 1] or [0])
-        return Fit(strategy, 0.0, a / max(points[0].global_batch, 1), max(kappa, 0.0), pb, chunks, points, busy)
+        if solved is None or solved[0] <= 0 or solved[1] < 0:  # one point, or an edge: compute alone
+            solved = (sum(u * y for u, _, y in rows) / sum(u * u for u, _, _ in rows), 0.0)
+        a, kappa = solved
+        return Fit(strategy, 0.0, a / max(points[0].global_batch, 1), kappa, boundary, chunks, points, busy)
     c0, s = fit_compute(points, pooled_shape, busy)
     multi = [p for p in points if p.world > 1]
     pb = statistics.median([p.comm_bytes / pattern(strategy, p.world) for p in multi]) if multi else 0.0
@@ -352,7 +390,8 @@ def project(f: Fit, nodes: int, procs: int, cores: int, batch: int, scaling: str
     elif gbatch / dp_size(f.strategy, world) < 1:
         note = "fewer than one sample per rank (strong scaling past the global batch)"
     return {"strategy": f.strategy, "nodes": nodes, "world_size": world, "global_batch": round(gbatch, 3),
-            "step_s": step, "compute_s": comp, "local_comm_s": local, "link_s": wire,
+            "step_s": step, "compute_s": comp, "bubble_s": f.bubble(world, gbatch, r), "local_comm_s": local,
+            "link_s": wire,
             "comm_bytes": f.param_bytes * pattern(f.strategy, world), "throughput": thr,
             "efficiency": thr / (nodes * base_thr) if base_thr == base_thr else math.nan, "note": note}
 
@@ -418,64 +457,119 @@ def plot(rows: list[dict], points: list[Point], fits: dict[str, Fit], path: str,
     plt.close(fig)
 
 
+@dataclass
+class Projection:
+    """A sweep's projection to a cluster: one row per (strategy, node count), and the held-out check."""
+    rows: list[dict]
+    fits: dict[str, Fit]
+    points: list[Point]
+    link: str
+    latency_s: float
+    bandwidth: float
+    scaling: str
+    checks: list[tuple[str, int, float, float]]  # (strategy, held-out nodes, measured, predicted)
+    check_note: str  # why there is no check ("" when there is one)
+
+
+def link_of(link: str, latency_us: float = -1.0, bandwidth_gbps: float = -1.0) -> tuple[float, float]:
+    """(latency s, bandwidth bytes/s) of a link preset of config.LINKS, with overrides (-1: the preset's)."""
+    if link not in LINKS:
+        raise ConfigError(f"unknown link {link!r}: choose from {', '.join(LINKS)}")
+    for name, value in (("latency_us", latency_us), ("bandwidth_gbps", bandwidth_gbps)):
+        if value < 0 and value != -1.0:
+            raise ConfigError(f"invalid {name} {value!r}: must be >= 0")
+    lat_us, bw_gbps = LINKS[link]
+    lat_us = latency_us if latency_us >= 0 else lat_us
+    bw_gbps = bandwidth_gbps if bandwidth_gbps >= 0 else bw_gbps
+    return lat_us * 1e-6, bw_gbps * 1e9 / 8
+
+
+def project_sweep(sweep_dir: str, link: str = "10gbe", max_nodes: int = 1024, latency_us: float = -1.0,
+                  bandwidth_gbps: float = -1.0, procs_per_node: int = 0, scaling: str = "") -> Projection:
+    """Fit the sweep's COMPLETED runs and project every fitted strategy to 1..max_nodes nodes.
+    Raises ConfigError (bad input: one line, exit 2) before anything is written."""
+    latency_s, bandwidth = link_of(link, latency_us, bandwidth_gbps)
+    if max_nodes < 1:
+        raise ConfigError(f"invalid max-nodes {max_nodes}: must be >= 1")
+    points = load_points(sweep_dir)
+    if not points:
+        raise ConfigError(f"no COMPLETED experiment in {sweep_dir}: nothing to fit")
+    fits = fit_all(points)
+    if not fits:
+        raise ConfigError(f"nothing to project in {sweep_dir}: no COMPLETED experiment of a projected strategy "
+                          f"({', '.join(PROJECTED)})")
+    grid = read_json(os.path.join(sweep_dir, "sweep.json"))[0].get("grid") or {}
+    scaling = scaling or grid.get("scaling", "strong")
+    if scaling not in ("strong", "weak"):
+        raise ConfigError(f"invalid scaling {scaling!r}: choose strong or weak")
+    rows = []
+    for strategy, f in sorted(fits.items()):
+        ref = min(f.points, key=lambda q: q.nodes)
+        procs = procs_per_node or ref.procs
+        batch = ref.global_batch if scaling == "strong" else ref.samples * dp_size(strategy, procs)
+        for n in node_counts(max_nodes):
+            rows.append({**project(f, n, procs, ref.cores, batch, scaling, latency_s, bandwidth),
+                         "link": link, "scaling": scaling, "c0_s": f.c0, "s_per_sample": f.s,
+                         "kappa_s_per_byte": f.kappa, "param_bytes": f.param_bytes})
+    checks, note = checked(points)
+    return Projection(rows, fits, points, link, latency_s, bandwidth, scaling, checks, note)
+
+
+def checked(points: list[Point]) -> tuple[list[tuple[str, int, float, float]], str]:
+    """The held-out check, or why there is none: a sweep with fewer than three node counts would
+    fit the model on one point and 'check' it on the other."""
+    counts = sorted({p.nodes for p in points})
+    if len(counts) < 3:
+        return [], (f"projection not checked: the sweep measured {len(counts)} node count(s) "
+                    f"({', '.join(map(str, counts))}); a check needs three (fit on two, predict the third)")
+    return held_out_check(points), ""
+
+
+def for_advice(sweep_dir: str, link: str, max_nodes: int) -> Projected:
+    """The projection as analysis.advise takes it (bin/advise passes this function in)."""
+    proj = project_sweep(sweep_dir, link, max_nodes)
+    errors = {s: (pred - measured) / measured for s, _, measured, pred in proj.checks if measured > 0}
+    held = max((n for _, n, _, _ in proj.checks), default=None)
+    procs = min(proj.points, key=lambda q: q.nodes).procs
+    return Projected(proj.rows, errors, held, proj.check_note, procs)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="simulate.projection", description=__doc__.split("\n\n")[0])
+    p = _OneLineParser(prog="simulate.projection", description=__doc__.split("\n\n")[0])
     p.add_argument("--sweep", default="", help="sweep name under --logs (default: the latest)")
     p.add_argument("--logs", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                  "logs"))
     p.add_argument("--link", default="10gbe", help=f"link to project on: {', '.join(LINKS)}")
-    p.add_argument("--latency-us", type=float, default=-1.0, help="override the link's latency")
-    p.add_argument("--bandwidth-gbps", type=float, default=-1.0, help="override the link's bandwidth")
-    p.add_argument("--max-nodes", type=int, default=1024)
-    p.add_argument("--procs-per-node", type=int, default=0, help="ranks per node (default: the sweep's)")
+    p.add_argument("--latency-us", default="-1", help="override the link's latency")
+    p.add_argument("--bandwidth-gbps", default="-1", help="override the link's bandwidth")
+    p.add_argument("--max-nodes", default="1024", help="largest node count (default: 1024)")
+    p.add_argument("--procs-per-node", default="0", help="ranks per node (default: the sweep's)")
     p.add_argument("--scaling", default="", help="strong or weak (default: the sweep's)")
     p.add_argument("--no-plot", action="store_true")
-    args = p.parse_args(argv)
     try:
-        if args.link not in LINKS:
-            raise ConfigError(f"unknown link {args.link!r}: choose from {', '.join(LINKS)}")
-        for name in ("latency_us", "bandwidth_gbps"):
-            if getattr(args, name) < 0 and getattr(args, name) != -1.0:
-                raise ConfigError(f"invalid {name} {getattr(args, name)!r}: must be >= 0")
-        if args.max_nodes < 1:
-            raise ConfigError(f"invalid max-nodes {args.max_nodes}: must be >= 1")
+        args = p.parse_args(argv)
+        latency_us, bandwidth_gbps = number("latency-us", args.latency_us), number("bandwidth-gbps",
+                                                                                   args.bandwidth_gbps)
+        max_nodes = positive_int("max-nodes", args.max_nodes)
+        procs = 0 if args.procs_per_node == "0" else positive_int("procs-per-node", args.procs_per_node)
         if args.sweep:
             check_name("sweep name", args.sweep)
         try:
             sweep_dir = find_sweep(args.logs, args.sweep or None)
         except AnalysisError as e:
             raise ConfigError(str(e)) from None
-        points = load_points(sweep_dir)
-        fits = fit_all(points)
-        if not fits:
-            raise ConfigError(f"nothing to project in {sweep_dir}: no COMPLETED multi-process experiment")
-        grid = read_json(os.path.join(sweep_dir, "sweep.json"))[0].get("grid") or {}
-        scaling = args.scaling or grid.get("scaling", "strong")
-        if scaling not in ("strong", "weak"):
-            raise ConfigError(f"invalid scaling {scaling!r}: choose strong or weak")
+        proj = project_sweep(sweep_dir, args.link, max_nodes, latency_us, bandwidth_gbps, procs, args.scaling)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    lat_us, bw_gbps = LINKS[args.link]
-    lat_us = args.latency_us if args.latency_us >= 0 else lat_us
-    bw_gbps = args.bandwidth_gbps if args.bandwidth_gbps >= 0 else bw_gbps
-    latency_s, bandwidth = lat_us * 1e-6, bw_gbps * 1e9 / 8
-    rows = []
-    for strategy, f in sorted(fits.items()):
-        ref = min(f.points, key=lambda q: q.nodes)
-        procs = args.procs_per_node or ref.procs
-        batch = ref.global_batch if scaling == "strong" else ref.samples * dp_size(strategy, procs)
-        for n in node_counts(args.max_nodes):
-            rows.append({**project(f, n, procs, ref.cores, batch, scaling, latency_s, bandwidth),
-                         "link": args.link, "scaling": scaling, "c0_s": f.c0, "s_per_sample": f.s,
-                         "kappa_s_per_byte": f.kappa, "param_bytes": f.param_bytes})
+    rows, fits = proj.rows, proj.fits
     out_csv = os.path.join(sweep_dir, "projection.csv")
     with open(out_csv, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"projection of {os.path.basename(sweep_dir)} on {args.link} ({lat_us} us, {bw_gbps} Gbit/s), "
-          f"{scaling} scaling: {out_csv}")
+    print(f"projection of {os.path.basename(sweep_dir)} on {args.link} ({proj.latency_s * 1e6:g} us, "
+          f"{proj.bandwidth * 8 / 1e9:g} Gbit/s), {proj.scaling} scaling: {out_csv}")
     for strategy, f in sorted(fits.items()):
         print(f"  {strategy}: c0 {f.c0 * 1e3:.3f} ms, {f.s * 1e6:.2f} us/sample, kappa {f.kappa * 1e9:.3f} ns/byte, "
               f"P {f.param_bytes / 1e6:.2f} MB; measured at nodes {sorted({q.nodes for q in f.points})}")
@@ -484,15 +578,27 @@ def main(argv: list[str] | None = None) -> int:
             if row:
                 print(f"    {n} nodes: efficiency {row['efficiency']:.3f}, step {row['step_s'] * 1e3:.2f} ms"
                       + (f" ({row['note']})" if row["note"] else ""))
-    for strategy, n, measured, pred in held_out_check(points):
+    for strategy, n, measured, pred in proj.checks:
         print(f"  check {strategy}: fitted without {n} nodes, predicts {pred * 1e3:.2f} ms, measured "
               f"{measured * 1e3:.2f} ms ({(pred - measured) / measured:+.1%})")
+    if proj.check_note:
+        print(f"  {proj.check_note}")
     if not args.no_plot:
         os.makedirs(os.path.join(sweep_dir, "plots"), exist_ok=True)
         path = os.path.join(sweep_dir, "plots", "projection.png")
-        plot(rows, points, fits, path, args.link)
+        plot(rows, proj.points, fits, path, args.link)
         print(f"  plot: {path}")
     return 0
+
+
+def number(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"invalid {name} {text!r}: expected a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"invalid {name} {text!r}: expected a finite number")
+    return value
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def test_report_renders_in_headless_chromium(synthetic, tmp_path):
     dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     m = re.search(r'data-images="(\d+)" data-broken-images="(\d+)"', dom)
     assert m, "the page's load handler did not run: " + dom[:300]
-    assert int(m.group(1)) == len(PLOTS) and m.group(2) == "0", m.group(0)
+    assert int(m.group(1)) == len(PLOTS) + 1 and m.group(2) == "0", m.group(0)  # + the answer's plot
     for width, height in ((1280, 2400), (390, 1800)):  # laptop, phone
         shot = tmp_path / f"shot-{width}.png"
         subprocess.run([*base, f"--screenshot={shot}", f"--window-size={width},{height}", url],

@@ -42,13 +42,29 @@ def test_fit_recovers_the_model(strategy):
 
 
 def test_link_formulas():
-    assert pj.pattern("ring", 4) == 1.5 and pj.pattern("ps", 4) == 3 and pj.pattern("pipeline", 4) == 1
+    assert pj.pattern("ring", 4) == 1.5 and pj.pattern("ps", 4) == 3 and pj.pattern("pipeline", 4) == 2
+    assert pj.pattern("mp", 2) == 1  # two stages: each sends one boundary's tensor; a middle stage two
     assert pj.messages("ddp", 4, 4) == 6 and pj.messages("ps", 4, 4) == 2
     assert pj.messages("mp", 2, 4) == 2 and pj.messages("pipeline", 2, 4) == 8  # mp: one micro-batch, any CHUNKS
     f = pj.Fit("ddp", 0.0, 1e-4, 0.0, 8e6, 4)
     row = pj.project(f, 64, 1, 2, 64, "weak", 25e-6, 10e9 / 8)
     assert row["link_s"] == pytest.approx(2 * 63 * 25e-6 + 8e6 * 2 * 63 / 64 / (10e9 / 8))
     assert row["global_batch"] == 64 * 64 and not row["note"]
+
+
+def test_staged_critical_path():
+    """mp runs the batch whole (M = 1, whatever CHUNKS): its compute is the whole model's at any stage
+    count, and its critical path crosses every boundary twice; a pipeline adds M-1 hops each way."""
+    assert pj.micro_batches("mp", 4) == 1 and pj.micro_batches("pipeline", 4) == 4
+    assert pj.staged_terms(4, 1, 1000.0) == (1.0, 6000.0, 6)
+    factor, nbytes, hops = pj.staged_terms(4, 4, 1000.0)
+    assert factor == pytest.approx(7 / 16) and hops == 12 and nbytes == pytest.approx(3000.0)
+    assert pj.critical_hops(1, 4) == 0
+    mp = pj.Fit("mp", 0.0, 1e-4, 1e-9, 1000.0, 4)
+    assert mp.compute(4, 64, 1.0) == pytest.approx(mp.compute(1, 64, 1.0))
+    step, comp, local, wire = mp.step_s(4, 64, 1.0, 25e-6, 10e9 / 8)
+    assert wire == pytest.approx(6 * 25e-6 + 6000 / (10e9 / 8)) and local == pytest.approx(6000e-9)
+    assert mp.bubble(4, 64, 1.0) == pytest.approx(comp * 3 / 4)
 
 
 # ---- the fit on logs in the on-disk format --------------------------------------------------------

@@ -185,6 +185,11 @@ def _allreduce(w: int) -> float:
     return 2 * (w - 1) / w  # ring all-reduce: reduce-scatter + all-gather
 
 
+def _stage(w: int) -> float:
+    """A middle stage sends a boundary's activation forward and a gradient back; with 2 stages, one of them."""
+    return 1.0 if w <= 2 else 2.0
+
+
 REGISTRY: dict[str, Strategy] = {s.name: s for s in (
     Strategy("single", "one-process", "baseline: one process, one device", "any", max_world=1),
     Strategy("dp", "one-process", "torch.nn.DataParallel: one process driving every GPU of one node",
@@ -209,7 +214,7 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              messages=lambda w, m: 3 * (w - 1), batchnorm_note="rank", shards=("params", "grads", "optim"),
              buffers=lambda n, unit, boundary: 3 * FP32 * unit),  # 2 units all-gathered + 1 reduce-scattered
     Strategy("mp", "staged", "naive model parallel: one stage per rank, the batch as one micro-batch",
-             "any", sbatch_nodes=2, projected=True, traffic=lambda w: 1.0, messages=lambda w, m: 2,
+             "any", sbatch_nodes=2, projected=True, traffic=_stage, messages=lambda w, m: 2,
              buffers=lambda n, unit, boundary: 2 * boundary),  # a boundary's send and receive
     Strategy("gpipe", "staged", "GPipe through torchgpipe: one process, one device per stage",
              "GPU for speed, CPU for correctness", micro_batches=True, max_world=1,
@@ -217,7 +222,7 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              batchnorm_note="micro-batch"),
     Strategy("pipeline", "staged", "torch.distributed.pipelining: one stage per rank, GPipe or 1F1B "
              "schedule over micro-batches", "any", sbatch_nodes=2, micro_batches=True, scheduled=True,
-             projected=True, traffic=lambda w: 1.0, messages=lambda w, m: 2 * m, batchnorm_note="micro-batch",
+             projected=True, traffic=_stage, messages=lambda w, m: 2 * m, batchnorm_note="micro-batch",
              buffers=lambda n, unit, boundary: 2 * boundary),
     Strategy("hybrid", "staged", "pipeline stages inside a node x data-parallel replicas across nodes",
              "any", sbatch_nodes=2, sbatch_procs=2, micro_batches=True, scheduled=True,

@@ -1,0 +1,421 @@
+"""The answer: per node count, which strategy to use, by how much, and why each other one loses.
+
+    bin/advise [--sweep NAME] [--link 10gbe] [--max-nodes 1024] [--gpu-mem 80GiB]   # `make advise`
+
+Rows: one per node count measured in the sweep (`source: measured`), one per larger node count
+projected up to --max-nodes on --link (`source: projected`, simulate/projection.py). In a row:
+
+- best: the highest throughput (samples/s, median over repeats) among the strategies that can run
+  at that layout and fit in --gpu-mem (analysis/plan.py); runner_up and margin = best / runner-up - 1.
+- tie: the margin is within the spread between repeats (their min..max ranges overlap); with one
+  repeat the margin is unconfirmed (`confirmed: false`). A projected margin is a tie when it is
+  within the projection's held-out error of the two, unconfirmed where there was no check.
+- best_time_to_target: the first to reach the target validation accuracy (measured rows only).
+- why, for every other strategy: cannot run at this layout (the registry's reason), does not fit in
+  memory (the planner's bytes per rank), else which part of its step costs it most against the
+  best, per sample: communication-bound (its communication share of the step), bubble-bound, or
+  compute-bound.
+
+Writes logs/<sweep>/advice.json and plots/advice.png (the winner over node counts, with the
+margin), which the first section of report.html shows. Torch-free: bin/advise passes in the
+measured model profile (memory check) and the projection (simulate/), as bin/plan does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from analysis import AnalysisError
+from analysis.load import LOGS, find_sweep, load_sweep
+from analysis.metrics import CONFIG_KEY, Analysis, analyse
+from analysis.plan import GIB, ModelShape, Options, parse_size, plan_one, positive_int
+from trainers.common import registry
+from trainers.common.config import LINKS, MODEL_BLOCKS, ConfigError, _OneLineParser
+
+PARTS = ("compute", "comm", "bubble")
+BOUND = {"compute": "compute-bound: compute is {share:.0%} of its step",
+         "comm": "communication-bound: communication is {share:.0%} of its step",
+         "bubble": "bubble-bound: the pipeline bubble is {share:.0%} of its step"}
+
+
+@dataclass
+class Candidate:
+    """One strategy at one node count: its throughput and where its step goes."""
+    strategy: str
+    throughput: float  # samples/s: median over repeats (measured) or the projection's
+    low: float  # the range the margin must beat: min..max over repeats, or +- the held-out error
+    high: float
+    confirmed: bool  # several repeats (measured) / a held-out check (projected)
+    per_sample: dict[str, float]  # seconds per sample of each part of PARTS
+    oversubscribed: bool = False
+    time_to_target_s: float | None = None
+
+    @property
+    def step_share(self) -> dict[str, float]:
+        total = sum(self.per_sample.values())
+        return {k: v / total if total > 0 else 0.0 for k, v in self.per_sample.items()}
+
+
+@dataclass
+class Inputs:
+    """What the rows are made of, per node count: candidates and the strategies that cannot run there."""
+    candidates: dict[int, dict[str, Candidate]] = field(default_factory=dict)
+    refused: dict[int, dict[str, str]] = field(default_factory=dict)
+
+
+MemoryCheck = Callable[[str, int, int], str | None]  # (strategy, nodes, global batch) -> why it cannot, or None
+
+
+# ---- ranking -------------------------------------------------------------------------------
+
+def why_loses(loser: Candidate, best: Candidate) -> str:
+    """The part of the loser's step, per sample, that exceeds the best's most."""
+    excess = {k: loser.per_sample.get(k, 0.0) - best.per_sample.get(k, 0.0) for k in PARTS}
+    part = max(PARTS, key=lambda k: excess[k])
+    slower = best.throughput / loser.throughput if loser.throughput > 0 else math.inf
+    return f"{BOUND[part].format(share=loser.step_share.get(part, 0.0))}; {slower:.2f}x the best's time per sample"
+
+
+def rank_row(nodes: int, source: str, candidates: dict[str, Candidate], refused: dict[str, str]) -> dict:
+    """One row of the answer (see the module docstring)."""
+    order = sorted(candidates.values(), key=lambda c: -c.throughput)
+    row: dict = {"nodes": nodes, "source": source, "best": None, "runner_up": None, "margin": None, "tie": False,
+                 "confirmed": False, "best_time_to_target": None,
+                 "throughput": {c.strategy: c.throughput for c in order},
+                 "oversubscribed": any(c.oversubscribed for c in order), "why": {}}
+    if not order:
+        row["why"] = dict(refused)
+        return row
+    best = order[0]
+    row["best"] = best.strategy
+    if len(order) > 1:
+        second = order[1]
+        row["runner_up"] = second.strategy
+        row["margin"] = best.throughput / second.throughput - 1 if second.throughput > 0 else math.inf
+        row["confirmed"] = best.confirmed and second.confirmed
+        row["tie"] = row["confirmed"] and best.low <= second.high
+    reached = [c for c in order if c.time_to_target_s is not None]
+    if reached:
+        row["best_time_to_target"] = min(reached, key=lambda c: c.time_to_target_s).strategy
+    for c in order[1:]:
+        tied = row["tie"] and c.strategy == row["runner_up"]
+        row["why"][c.strategy] = ("tie with the best: the margin is within the spread between repeats"
+                                  if tied and source == "measured" else
+                                  "tie with the best: the margin is within the projection's held-out error"
+                                  if tied else why_loses(c, best))
+    row["why"].update(refused)
+    return row
+
+
+def answer(inputs: Inputs, sources: dict[int, str]) -> list[dict]:
+    return [rank_row(n, sources[n], inputs.candidates.get(n, {}), inputs.refused.get(n, {}))
+            for n in sorted(sources)]
+
+
+# ---- measured candidates -------------------------------------------------------------------
+
+def _median(values: pd.Series) -> float:
+    v = values.dropna()
+    return float(v.median()) if len(v) else 0.0
+
+
+def measured(a: Analysis, memory: MemoryCheck | None = None) -> Inputs:
+    """Candidates and refusals at every node count of the sweep (analysis.metrics' tables)."""
+    out = Inputs()
+    s = a.summary
+    if s.empty:
+        return out
+    ok = s[(s["state"] == "COMPLETED") & s["samples_per_s"].notna()]
+    strategies = list(dict.fromkeys(s["strategy"]))
+    for nodes in sorted({int(n) for n in s["nodes"]}):
+        here, refused = {}, {}
+        for (_, g) in ok[ok["nodes"] == nodes].groupby(CONFIG_KEY, dropna=False):
+            c = _candidate(g)
+            if c.strategy not in here or c.throughput > here[c.strategy].throughput:  # its best configuration
+                here[c.strategy] = c
+        for strategy in strategies:
+            why = _not_here(s, strategy, nodes) if strategy not in here else None
+            if why is None and memory is not None:
+                batch = int(s[(s["strategy"] == strategy) & (s["nodes"] == nodes)]["global_batch"].iloc[0])
+                why = memory(strategy, nodes, batch)
+            if why:
+                refused[strategy] = why
+                here.pop(strategy, None)
+        out.candidates[nodes], out.refused[nodes] = here, refused
+    return out
+
+
+def _candidate(g: pd.DataFrame) -> Candidate:
+    """One configuration's repeats -> a Candidate. Per sample: compute, communication (with the
+    step's remainder, which is waiting: null comm timers leave all of it there), bubble."""
+    batch = float(g["global_batch"].iloc[0])
+    parts = {"compute": _median(g["compute_s"]), "comm": _median(g["comm_s"]) + _median(g["other_s"]),
+             "bubble": _median(g["bubble_s"])}
+    if not any(parts.values()):
+        parts["compute"] = _median(g["median_step_s"])
+    thr = g["samples_per_s"]
+    ttt = g["time_to_target_s"].dropna()
+    return Candidate(str(g["strategy"].iloc[0]), float(thr.median()), float(thr.min()), float(thr.max()),
+                     len(thr) >= 2, {k: v / batch for k, v in parts.items()}, bool(g["oversubscribed"].any()),
+                     float(ttt.median()) if len(ttt) == len(g) else None)
+
+
+def _not_here(s: pd.DataFrame, strategy: str, nodes: int) -> str:
+    """Why a strategy of the sweep has no COMPLETED run at this node count."""
+    rows = s[(s["strategy"] == strategy) & (s["nodes"] == nodes)]
+    if rows.empty:
+        return "not measured at this node count"
+    skipped = rows[rows["state"] == "SKIPPED"]
+    if not skipped.empty:
+        return f"cannot run at this layout: {skipped['reason'].iloc[0]}"
+    r = rows.iloc[0]
+    detail = r.get("error") if isinstance(r.get("error"), str) and r.get("error") else r.get("reason")
+    return f"no COMPLETED run ({r['state']}{': ' + str(detail) if isinstance(detail, str) and detail else ''})"
+
+
+# ---- projected candidates ------------------------------------------------------------------
+
+@dataclass
+class Projected:
+    """The projection as the answer needs it (bin/advise builds it with simulate.projection)."""
+    rows: list[dict]  # projection.csv rows: strategy, nodes, world_size, global_batch, throughput, step_s,
+    #                   compute_s, bubble_s, local_comm_s, link_s, note
+    errors: dict[str, float]  # held-out relative error per checked strategy
+    checked_nodes: int | None  # the node count the check predicted
+    note: str  # why there is no check ("" when there is one)
+    procs: int = 1
+
+
+Projector = Callable[[str, str, int], Projected]  # (sweep dir, link, max nodes) -> Projected
+
+
+def projected(p: Projected, nodes: list[int], strategies: list[str], model: str,
+              memory: MemoryCheck | None = None) -> Inputs:
+    out = Inputs()
+    blocks = MODEL_BLOCKS.get(model, 10**9)
+    for n in nodes:
+        here, refused = {}, {}
+        for r in (r for r in p.rows if r["nodes"] == n):
+            err = p.errors.get(r["strategy"])
+            spread = abs(err) if err is not None else 0.0
+            batch = float(r["global_batch"])
+            thr = float(r["throughput"])
+            per = {"compute": (r["compute_s"] - r["bubble_s"]) / batch, "bubble": r["bubble_s"] / batch,
+                   "comm": (r["local_comm_s"] + r["link_s"]) / batch}
+            here[r["strategy"]] = Candidate(r["strategy"], thr, thr * (1 - spread), thr * (1 + spread), err is not None,
+                                            per, oversubscribed=False)
+            if r.get("note"):
+                refused[r["strategy"]] = f"cannot run at this layout: {r['note']}"
+        for strategy in strategies:
+            traits = registry.get(strategy)
+            why = traits.refusal(registry.Layout(n, p.procs, traits.stages(n, p.procs), blocks))
+            if why:
+                refused[strategy] = f"cannot run at this layout: {why}"
+            elif strategy not in here:
+                refused[strategy] = "not projected: the projection covers " + ", ".join(registry.names(projected=True))
+            elif memory is not None:
+                why = memory(strategy, n, int(next(r["global_batch"] for r in p.rows
+                                                   if r["nodes"] == n and r["strategy"] == strategy)))
+                if why:
+                    refused[strategy] = why
+        for strategy in refused:
+            here.pop(strategy, None)
+        out.candidates[n], out.refused[n] = here, refused
+    return out
+
+
+# ---- memory --------------------------------------------------------------------------------
+
+def memory_check(shape: ModelShape, cfg: dict, gpu_mem: int) -> MemoryCheck:
+    """A MemoryCheck from the planner, for the sweep's model and settings (`cfg`: a config.json's config)."""
+    def check(strategy: str, nodes: int, global_batch: int) -> str | None:
+        o = Options([nodes], int(cfg.get("procs_per_node", 1)), global_batch, int(cfg.get("chunks", 4)),
+                    str(cfg.get("schedule", "1f1b")), str(cfg.get("optimizer", "sgd")),
+                    str(cfg.get("precision", "fp32")), gpu_mem, str(cfg.get("gpipe_checkpoint", "never")))
+        row = plan_one(registry.get(strategy), shape, nodes, o)
+        if row["total_bytes"] is None:
+            return f"cannot run at this layout: {row['reason']}"
+        if not row["fits"]:
+            return (f"does not fit in memory: {row['total_bytes'] / GIB:.2f} GiB per rank planned, "
+                    f"{gpu_mem / GIB:.2f} GiB available")
+        return None
+    return check
+
+
+# ---- outputs -------------------------------------------------------------------------------
+
+def table(rows: list[dict], check: str) -> str:
+    lines = [f"{'nodes':>5} {'source':<9} {'best':<9} {'runner-up':<9} {'margin':>8}  {'':<11} time-to-target"]
+    for r in rows:
+        margin = "-" if r["margin"] is None else f"{r['margin']:+.1%}"
+        verdict = ("tie" if r["tie"] else "") if r["confirmed"] else ("unconfirmed" if r["runner_up"] else "")
+        flag = " (oversubscribed)" if r["oversubscribed"] else ""
+        lines.append(f"{r['nodes']:>5} {r['source']:<9} {r['best'] or '-':<9} {r['runner_up'] or '-':<9} "
+                     f"{margin:>8}  {verdict:<11} {r['best_time_to_target'] or '-'}{flag}")
+        for s, why in r["why"].items():
+            lines.append(f"{'':>16}{s}: {why}")
+        for s, err in (r.get("projection_error") or {}).items():
+            lines.append(f"{'':>16}{s}: the projection fitted without this node count was off by {err:+.1%}")
+    lines.append("tie: margin within the spread between repeats (measured) or the projection's held-out error; "
+                 "unconfirmed: one repeat, or no held-out check")
+    if check:
+        lines.append(check)
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str) -> str:
+    """The winner over node counts, with the margin over the runner-up (hatched: projected)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({r["best"] for r in rows if r["best"]})
+    colors = {s: f"C{i}" for i, s in enumerate(names)}
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    shown = rows
+    for i, r in enumerate(shown):
+        if not r["best"]:
+            ax.annotate("none\nruns", (i, 0), ha="center", va="bottom", fontsize=8, color="grey")
+            continue
+        margin = 0.0 if r["margin"] is None or not math.isfinite(r["margin"]) else r["margin"] * 100
+        ax.bar(i, margin, color=colors[r["best"]], hatch="//" if r["source"] == "projected" else None,
+               edgecolor="black", linewidth=0.5)
+        tag = "tie" if r["tie"] else ("?" if not r["confirmed"] and r["runner_up"] else "")
+        ax.annotate(f"{r['best']}\n{tag}".strip(), (i, margin), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(shown)), [f"{r['nodes']}\n{'meas.' if r['source'] == 'measured' else 'proj.'}"
+                                      for r in shown], fontsize=8)
+    ax.set_xlabel("nodes (meas.: measured; proj.: projected, hatched)")
+    ax.set_ylabel("margin over the runner-up (%)")
+    ax.set_title("best strategy for throughput per node count")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_ylim(0, max([ax.get_ylim()[1], 1.0]) * 1.25)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _clean(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    return x
+
+
+def write(sweep_dir: str, doc: dict) -> str:
+    path = os.path.join(sweep_dir, "advice.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(_clean(doc), f, indent=1)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def report_section(a: Analysis, sweep_dir: str) -> dict:
+    """The report's first section: advice.json's rows when `make advise` wrote one, else the
+    measured rows alone (no projection, no memory check: those need bin/advise); and the plot."""
+    path = os.path.join(sweep_dir, "advice.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            doc = json.load(f)
+        rows, check = doc.get("rows", []), doc.get("check", "")
+    else:
+        inputs = measured(a)
+        rows = answer(inputs, {n: "measured" for n in inputs.candidates})
+        check = "measured rows only: `make advise` adds the projected rows and the memory check"
+    png = plot(rows, os.path.join(sweep_dir, "plots", "advice.png")) if any(r["best"] for r in rows) else None
+    return {"rows": rows, "check": check, "png": png}
+
+
+# ---- command line --------------------------------------------------------------------------
+
+ModelProfiler = Callable[[str, str, str], ModelShape]
+
+
+def build(sweep_dir: str, link: str, max_nodes: int, gpu_mem: int, target_acc: float | None = None,
+          profiler: ModelProfiler | None = None, projector: Projector | None = None) -> dict:
+    """The whole answer as advice.json's document. Raises ConfigError on a sweep with nothing to advise on."""
+    a = analyse(load_sweep(sweep_dir), target_acc)
+    s = a.summary
+    done = s[s["state"] == "COMPLETED"] if not s.empty else s
+    if done.empty:
+        raise ConfigError(f"no COMPLETED experiment in {sweep_dir}: nothing to advise on")
+    cfg = (a.data.configs.get(str(done["experiment"].iloc[0])) or {}).get("config") or {}
+    memory = memory_check(profiler(cfg["model"], cfg.get("dataset", "synthetic"), cfg.get("precision", "fp32")),
+                          cfg, gpu_mem) if profiler is not None and cfg.get("model") else None
+    inputs = measured(a, memory)
+    sources = {n: "measured" for n in inputs.candidates}
+    errors: dict[int, dict[str, float]] = {}
+    check = ""
+    if projector is not None:
+        p = projector(sweep_dir, link, max_nodes)
+        more = sorted({int(r["nodes"]) for r in p.rows} - set(sources))
+        more = [n for n in more if n > max(sources)]
+        proj = projected(p, more, list(dict.fromkeys(s["strategy"])), cfg.get("model", ""), memory)
+        inputs.candidates.update(proj.candidates)
+        inputs.refused.update(proj.refused)
+        sources.update({n: "projected" for n in more})
+        if p.checked_nodes is not None:
+            errors[p.checked_nodes] = p.errors
+            check = (f"projection checked: fitted without {p.checked_nodes} nodes, it was off there by "
+                     + ", ".join(f"{k} {v:+.1%}" for k, v in sorted(p.errors.items())))
+        else:
+            check = p.note
+    rows = answer(inputs, sources)
+    for r in rows:
+        if r["nodes"] in errors and r["source"] == "measured":
+            r["projection_error"] = errors[r["nodes"]]
+    return {"sweep": a.data.name, "link": link, "gpu_mem_bytes": gpu_mem, "target_acc": a.target_acc,
+            "check": check, "rows": rows}
+
+
+def parser() -> _OneLineParser:
+    p = _OneLineParser(prog="bin/advise", description=__doc__.splitlines()[0])
+    p.add_argument("--sweep", default="", help="sweep name under --logs (default: the latest)")
+    p.add_argument("--logs", default=LOGS)
+    p.add_argument("--link", default="10gbe", help=f"link of the projected cluster: {', '.join(LINKS)}")
+    p.add_argument("--max-nodes", default="1024", help="project up to this many nodes (default: 1024)")
+    p.add_argument("--gpu-mem", default="80GiB", help="memory of one GPU, with a unit (default: 80GiB)")
+    p.add_argument("--target-acc", default="", help="validation accuracy for time to target (default: 0.9 x best)")
+    p.add_argument("--no-plot", action="store_true")
+    return p
+
+
+def main(argv: list[str], profiler: ModelProfiler | None = None, projector: Projector | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        if args.link not in LINKS:
+            raise ConfigError(f"unknown link {args.link!r}: choose from {', '.join(LINKS)}")
+        max_nodes = positive_int("max-nodes", args.max_nodes)
+        gpu_mem = parse_size(args.gpu_mem)
+        target = None
+        if args.target_acc:
+            try:
+                target = float(args.target_acc)
+            except ValueError:
+                target = math.nan
+            if not 0 < target <= 1:
+                raise ConfigError(f"invalid target accuracy {args.target_acc!r}: must be in (0, 1]")
+        try:
+            sweep_dir = find_sweep(args.logs, args.sweep or None)
+        except AnalysisError as e:
+            raise ConfigError(str(e)) from None
+        doc = build(sweep_dir, args.link, max_nodes, gpu_mem, target, profiler, projector)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"advice for sweep {doc['sweep']} (projected on {args.link}, GPU memory {gpu_mem / GIB:.1f} GiB):")
+    print(table(doc["rows"], doc["check"]))
+    print(f"  written: {write(sweep_dir, doc)}")
+    if not args.no_plot:
+        print(f"  plot:    {plot(doc['rows'], os.path.join(sweep_dir, 'plots', 'advice.png'))}")
+    return 0
