@@ -300,6 +300,7 @@ def plot(rows: list[dict], path: str) -> str:
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)
+    fig.savefig(os.path.splitext(path)[0] + ".svg")  # like every other plot: a PNG and an SVG
     plt.close(fig)
     return path
 

@@ -88,6 +88,9 @@ def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> s
                 "png": os.path.relpath(p.png, base), "svg": os.path.relpath(p.svg, base)} for p in plots]
     answer = report_section(a, base)  # the first section: the answer (analysis/advise.py)
     answer["src"] = _embed(answer["png"]) if answer["png"] else None
+    if answer["png"]:
+        answer["svg"] = os.path.relpath(os.path.splitext(answer["png"])[0] + ".svg", base)
+        answer["png"] = os.path.relpath(answer["png"], base)
     html = env.get_template("report.html.j2").render(
         answer=answer, meta=_meta(a), grid=grid, headers=[h for _, h, _ in TABLE], rows=rows, figures=figures,
         not_applicable=[(s.title, why) for s, why in not_applicable],
