@@ -143,12 +143,12 @@ class _Recorder(Backend):
 def test_sweep_json_holds_the_resolved_grid_and_config_json_every_setting(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(simulate.backend, "SimulateBackend", _Recorder)
     path = tmp_path / "grid.yaml"
-    path.write_text("strategies: ddp\nnodes: 1\ndata_size: [256, 512]\nbatch: 32\nsteps: 3\nsweep: g\n")
+    path.write_text("strategies: ddp\nlayouts: 1x1\ndata_size: [256, 512]\nbatch: 32\nsteps: 3\nsweep: g\n")
     rc, out, err = _sweep(capsys, tmp_path / "logs", "--config", str(path), "--backend", "simulate",
                           "--precision", "fp32,bf16")
     assert rc == 0, err
     doc = json.loads((tmp_path / "logs" / "g" / "sweep.json").read_text())
-    assert doc["grid"]["axes"] == {"strategy": ["ddp"], "nodes": [1], "data_size": [256, 512], "steps": [3],
+    assert doc["grid"]["axes"] == {"strategy": ["ddp"], "layouts": ["1x1"], "data_size": [256, 512], "steps": [3],
                                    "global_batch": [32], "precision": ["fp32", "bf16"]}
     assert doc["grid"]["config"] == str(path) and len(doc["experiments"]) == 4
     for e in doc["experiments"]:
