@@ -53,7 +53,7 @@ def test_axis_values_parse_from_comma_lists_and_yaml_lists(name, raw, want):
 
 @pytest.mark.parametrize("name, raw", [
     ("global_batch", "32,,64"), ("global_batch", "1.5"), ("global_batch", True), ("global_batch", [[1, 2]]),
-    ("global_batch", [None]), ("precision", 16), ("precision", ""), ("lr", "fast"), ("strategy", "ddp,warp"),
+    ("global_batch", [None]), ("precision", ""), ("precision", [["fp32"]]), ("lr", "fast"), ("strategy", "ddp,warp"),
     ("run_dir", "a,b"), ("balance", "3,3"), ("repeat", "1,2"), ("global_batch", []),
 ])
 def test_bad_axis_values_are_one_line_errors(name, raw):

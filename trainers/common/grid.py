@@ -35,7 +35,7 @@ def parse_values(name: str, raw: Any) -> list:
     items = [x.strip() for x in raw.split(",")] if isinstance(raw, str) else raw if isinstance(raw, list) else [raw]
     if name == "strategy" and items == ["all"]:
         return list(STRATEGIES)
-    values = [_typed(name, kind, item, raw) for item in items]
+    values = [parse_value(name, kind, item, raw) for item in items]
     if not values:
         raise ConfigError(f"invalid {name} {raw!r}: an empty list")
     for value in values if name == "strategy" else []:  # the rest is validate()'s; a strategy's traits come first
@@ -44,27 +44,26 @@ def parse_values(name: str, raw: Any) -> list:
     return list(dict.fromkeys(values))
 
 
-def _typed(name: str, kind: type, item: Any, raw: Any) -> Any:
+def parse_value(name: str, kind: type, item: Any, raw: Any = None) -> Any:
+    """One value of type `kind` (int, float, str) from a flag's text or a YAML value; `raw`: the
+    whole value it came from, for the message. A number stands for a word where a word goes."""
+    raw = item if raw is None else raw
     bad = ConfigError(f"invalid {name} {raw!r}: expected {TYPE_WORDS[kind]}"
                       + (", a comma list of them is a sweep axis" if isinstance(raw, str) else ""))
-    if isinstance(item, bool) or isinstance(item, (list, dict)) or item is None or item == "":
+    if isinstance(item, (bool, list, dict)) or item is None or item == "":
         raise bad
-    if kind is str:
-        if not isinstance(item, str):
-            raise bad
-        return item
-    if isinstance(item, str):
+    if isinstance(item, str) and kind is not str:
         try:
             return kind(item)
         except ValueError:
             raise bad from None
-    if kind is int and not isinstance(item, int) or kind is float and not isinstance(item, (int, float)):
+    if kind is int and not isinstance(item, int):
         raise bad
     return kind(item)
 
 
 def parse_int_list(name: str, text: str, minimum: int = 1) -> list[int]:
-    values = [_typed(name, int, item.strip(), text) for item in str(text).split(",")]
+    values = [parse_value(name, int, item.strip(), text) for item in str(text).split(",")]
     for value in values:
         if value < minimum:
             raise ConfigError(f"invalid {name} {text!r}: {value} is below {minimum}")
