@@ -8,18 +8,23 @@ VENV := .venv
 STAMP := $(VENV)/.stamp
 
 # ---- sweep variables (docs/sweeps.md) ---------------------------------------
-NODES ?= 1,2
-STRATEGIES ?= ddp
+# Each is a key of a sweep file in lower case (CONFIG=sweeps/x.yaml); one set here overrides the file's.
+CONFIG ?=
+NODES ?=
+STRATEGIES ?=
+LAYOUTS ?=
 PROCS ?=
-BACKEND ?= auto
+BACKEND ?=
 MODEL ?=
 DATASET ?=
+DATA_SIZE ?=
 STEPS ?=
 EPOCHS ?=
 BATCH ?=
 CHUNKS ?=
 SCHEDULE ?=
 PRECISION ?=
+OPTIMIZER ?=
 PARTITION ?=
 ACCOUNT ?=
 TIME ?=
@@ -42,7 +47,6 @@ B ?=
 TOLERANCES ?=
 NODES_MAX ?= 1024
 GPU_MEM ?= 80GiB
-OPTIMIZER ?=
 PLAN_ARGS ?=
 CLUSTER_NODES ?= 4
 BENCH ?= all
@@ -60,11 +64,14 @@ endif
 # Quote a value for the shell: 'it'\''s' (values reach bin/sweep verbatim, never the shell).
 q = '$(subst ','\'',$(1))'
 opt = $(if $(strip $(2)),$(1) $(call q,$(2)))
+comma := ,
 
-SWEEP_FLAGS = --nodes $(call q,$(NODES)) --strategies $(call q,$(STRATEGIES)) --backend $(call q,$(BACKEND)) \
+SWEEP_FLAGS = $(call opt,--config,$(CONFIG)) $(call opt,--nodes,$(NODES)) $(call opt,--strategies,$(STRATEGIES)) \
+  $(call opt,--layouts,$(LAYOUTS)) $(call opt,--backend,$(BACKEND)) \
   $(call opt,--procs-per-node,$(PROCS)) $(call opt,--model,$(MODEL)) $(call opt,--dataset,$(DATASET)) \
-  $(call opt,--steps,$(STEPS)) $(call opt,--epochs,$(EPOCHS)) $(call opt,--global-batch,$(BATCH)) \
-  $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) $(call opt,--precision,$(PRECISION)) \
+  $(call opt,--data-size,$(DATA_SIZE)) $(call opt,--steps,$(STEPS)) $(call opt,--epochs,$(EPOCHS)) \
+  $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
+  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) \
   $(call opt,--partition,$(PARTITION)) $(call opt,--account,$(ACCOUNT)) $(call opt,--time-limit,$(TIME)) \
   $(call opt,--link,$(LINK)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS)) \
   $(call opt,--memory-fraction,$(MEMORY_FRACTION)) $(call opt,--checkpoint-every,$(CHECKPOINT_EVERY)) $(call opt,--fault,$(FAULT)) \
@@ -80,16 +87,20 @@ help: ## list targets and variables
 	@echo "Targets:"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 	@echo
-	@echo "Sweep variables (make sweep VAR=value ...; empty = bin/sweep's default, ./bin/sweep --help):"
-	@echo "  NODES=$(NODES)  node counts, comma list       STRATEGIES=$(STRATEGIES)  strategies, comma list or all"
-	@echo "  PROCS            ranks per node (1)            BACKEND=$(BACKEND)  auto|simulate|slurm|submitit"
+	@echo "Sweep variables (make sweep VAR=value ...; empty = the sweep file's, else bin/sweep's default; ./bin/sweep --help)."
+	@echo "A comma list is a sweep axis: the grid is the product of every list (LAYOUTS pairs NODES with PROCS)."
+	@echo "  CONFIG           sweep file, e.g. sweeps/layouts.yaml (keys: these variables in lower case)"
+	@echo "  NODES            node counts (1,2)             STRATEGIES  strategies or all (ddp)"
+	@echo "  LAYOUTS          NODESxPROCS list, e.g. 1x4,4x1 (instead of NODES x PROCS)   PROCS  ranks per node (1)"
+	@echo "  BACKEND          auto|simulate|slurm|submitit (auto)"
 	@echo "  MODEL            mlp|cnn|resnet18|resnet50|transformer (mlp)"
-	@echo "  DATASET          synthetic|digits|cifar10 (synthetic)"
+	@echo "  DATASET          synthetic|digits|cifar10 (synthetic)   DATA_SIZE  training samples used (0 = all)"
 	@echo "  STEPS / EPOCHS   training length (20 steps)    BATCH   global batch (64)"
-	@echo "  CHUNKS           micro-batches, comma list = sweep axis (4)   SCHEDULE  gpipe|1f1b (1f1b)"
-	@echo "  PRECISION        fp32|bf16|fp16 (fp32)         LINK    loopback|10gbe|100gbe|ib-hdr|nvlink"
-	@echo "  LATENCY_US BANDWIDTH_GBPS  override the link   MEMORY_FRACTION  GPU share per rank (even split)"
-	@echo "  PARTITION ACCOUNT TIME   Slurm placement       CHECKPOINT_EVERY  steps between checkpoints (0)"
+	@echo "  CHUNKS           micro-batches (4)             SCHEDULE  gpipe|1f1b (1f1b)"
+	@echo "  PRECISION        fp32|bf16|fp16 (fp32)         OPTIMIZER  sgd|adam (sgd)"
+	@echo "  LINK             loopback|10gbe|100gbe|ib-hdr|nvlink   LATENCY_US BANDWIDTH_GBPS  override the link"
+	@echo "  MEMORY_FRACTION  GPU share per rank (even split)       CHECKPOINT_EVERY  steps between checkpoints (0)"
+	@echo "  PARTITION ACCOUNT TIME   Slurm placement"
 	@echo "  FAULT            raise@R:S | kill@R:S          SEED (0)  REPEATS (1)  SCALING strong|weak"
 	@echo "  SWEEP            sweep name under logs/ (timestamp)   DRY_RUN=1  validate, run nothing   NO_WAIT=1"
 	@echo "  SERIAL=1         Slurm: one job at a time (timings on the loopback cluster, whose nodes share cores)"
@@ -130,7 +141,7 @@ advise: $(STAMP) ## the answer: best strategy per node count of SWEEP, measured 
 	  --gpu-mem $(call q,$(GPU_MEM))
 
 plan: $(STAMP) ## memory fit per strategy and node count (MODEL or PLAN_ARGS, NODES, PROCS, BATCH, GPU_MEM)
-	$(PY) bin/plan $(call opt,--model,$(MODEL)) --nodes $(call q,$(NODES)) $(call opt,--procs-per-node,$(PROCS)) \
+	$(PY) bin/plan $(call opt,--model,$(MODEL)) --nodes $(call q,$(or $(NODES),1$(comma)2)) $(call opt,--procs-per-node,$(PROCS)) \
 	  $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
 	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) --gpu-mem $(call q,$(GPU_MEM)) $(PLAN_ARGS)
 

@@ -65,7 +65,8 @@ def test_chunks_split_pipelines_not_ddp():
 
 
 def test_grid_ids_are_unique():
-    exps = grid.expand(ExperimentConfig(global_batch=64, steps=6), list(registry.NAMES), [1, 2, 4], [2, 4, 8], 2)
+    exps = grid.expand(ExperimentConfig(global_batch=64, steps=6),
+                       {"strategy": list(registry.NAMES), "nodes": [1, 2, 4], "chunks": [2, 4, 8]}, 2)
     ids = [e.id for e in exps]
     assert len(ids) == len(set(ids)) and len(ids) > 3 * len(registry.NAMES)
     assert all(e.id == e.config.experiment_id() for e in exps)
@@ -119,7 +120,7 @@ def test_node_lists_are_strict(text):
 
 
 def test_grid_skips_one_process_strategies_and_keeps_order():
-    exps = grid.expand(ExperimentConfig(), ["single", "ddp", "ps"], [1, 2], [4], 1)
+    exps = grid.expand(ExperimentConfig(), {"strategy": ["single", "ddp", "ps"], "nodes": [1, 2]})
     skipped = {e.id for e in exps if e.skipped}
     assert skipped == {"single-n2-p1-b64-r0", "ps-n1-p1-b64-r0"}
     assert [e.id for e in exps if not e.skipped] == ["single-n1-p1-b64-r0", "ddp-n1-p1-b64-r0",
@@ -127,13 +128,13 @@ def test_grid_skips_one_process_strategies_and_keeps_order():
 
 
 def test_weak_scaling_grows_the_global_batch():
-    exps = grid.expand(ExperimentConfig(global_batch=32), ["ddp"], [1, 2, 4], [4], 1, scaling="weak")
+    exps = grid.expand(ExperimentConfig(global_batch=32), {"strategy": ["ddp"], "nodes": [1, 2, 4]}, scaling="weak")
     assert [e.config.global_batch for e in exps] == [32, 64, 128]
 
 
 
 def test_repeats_are_the_outer_loop():
-    exps = grid.expand(ExperimentConfig(), ["ddp", "ring"], [1, 2], [4], 2)
+    exps = grid.expand(ExperimentConfig(), {"strategy": ["ddp", "ring"], "nodes": [1, 2]}, 2)
     assert [e.id for e in exps] == ["ddp-n1-p1-b64-r0", "ddp-n2-p1-b64-r0", "ring-n1-p1-b64-r0", "ring-n2-p1-b64-r0",
                                     "ddp-n1-p1-b64-r1", "ddp-n2-p1-b64-r1", "ring-n1-p1-b64-r1", "ring-n2-p1-b64-r1"]
 

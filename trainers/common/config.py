@@ -60,6 +60,7 @@ class ExperimentConfig:
     procs_per_node: int = _f(1, "--procs-per-node", "ranks per node")
     model: str = _f("mlp", "--model", "model", choices=MODELS)
     dataset: str = _f("synthetic", "--dataset", "data set", choices=DATASETS)
+    data_size: int = _f(0, "--data-size", "training samples used: the first N of the training set (0: all)")
     data_dir: str = _f("data", "--data-dir", "where real data sets live (cifar10)")
     steps: int = _f(20, "--steps", "optimizer steps (0: use --epochs)")
     epochs: int = _f(0, "--epochs", "epochs, used when --steps is 0")
@@ -108,6 +109,11 @@ class ExperimentConfig:
         return self.traits.dp_size(self.nodes, self.procs_per_node, self.pipeline_stages)
 
     @property
+    def train_samples(self) -> int:
+        """Training samples this run uses: `data_size`, or the whole training set."""
+        return self.data_size or TRAIN_SAMPLES[self.dataset]
+
+    @property
     def link_latency_us(self) -> float:
         return self.latency_us if self.latency_us >= 0 else LINKS[self.link][0]
 
@@ -144,6 +150,8 @@ class ExperimentConfig:
             if f.name in ("stages", "balance", "gpipe_checkpoint") and traits.kind != "staged":
                 continue
             out[f.name] = getattr(self, f.name)
+        if out["data_size"] == TRAIN_SAMPLES.get(self.dataset):
+            out["data_size"] = 0  # the whole training set, named or not, is one experiment
         return out
 
     def experiment_id(self) -> str:
@@ -193,21 +201,25 @@ NOT_IDENTITY = ("run_dir", "save_params", "checkpoint_every", "data_dir")
 # Always in the id, in its first part.
 ID_FIXED = ("strategy", "nodes", "procs_per_node", "global_batch", "chunks", "schedule", "repeat")
 # Short prefixes for numbers in ids; a word value (cnn, adam, 10gbe) stands for itself.
-ID_PREFIX = {"steps": "s", "epochs": "e", "lr": "lr", "seed": "seed", "warmup": "w", "stages": "k",
+ID_PREFIX = {"data_size": "d", "steps": "s", "epochs": "e", "lr": "lr", "seed": "seed", "warmup": "w", "stages": "k",
              "balance": "bal", "latency_us": "lat", "bandwidth_gbps": "bw", "memory_fraction": "mf",
              "gpipe_checkpoint": "ckpt", "fault": "fault"}
 
 
 def _id_token(name: str, value: Any) -> str:
-    text = f"{value:g}" if isinstance(value, float) else str(value)
+    text = str(value)
+    if isinstance(value, float):  # shortest text that reads back as the same float: no two values share one
+        text = text.removesuffix(".0").replace("e-", "em").replace("e+", "e")
     text = re.sub(r"[^A-Za-z0-9.]+", ".", text).strip(".")
     return f"{ID_PREFIX[name]}{text}" if name in ID_PREFIX else text
 
 
 def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """'name: old -> new' for every identity setting that differs."""
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
+    """'name: old -> new' for every identity setting that differs. A setting missing on one side
+    reads as its default: a run made before the setting existed ran at its default."""
+    defaults = ExperimentConfig().to_dict()
+    a, b = ({k: d.get(k, defaults.get(k)) for k in set(old) | set(new)} for d in (old, new))
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a) if a[k] != b[k]]
 
 
 def _require(ok: bool, message: str) -> None:
@@ -222,8 +234,9 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-def validate(c: ExperimentConfig) -> None:
-    """Every rule about a single experiment, in one place. Raises ConfigError."""
+def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
+    """Every rule about a single experiment, in one place. Raises ConfigError. `check_layout`
+    False leaves out the layout rules (a grid first asks whether the strategy can run there)."""
     for name, choices in (("strategy", STRATEGIES), ("model", MODELS), ("dataset", DATASETS),
                           ("schedule", SCHEDULES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                           ("device", DEVICES), ("link", tuple(LINKS)),
@@ -232,7 +245,7 @@ def validate(c: ExperimentConfig) -> None:
         _require(value in choices, f"unknown {name} {value!r}: choose from {', '.join(choices)}")
     for name in ("nodes", "procs_per_node", "global_batch", "chunks"):
         _require(getattr(c, name) >= 1, f"invalid {name} {getattr(c, name)!r}: must be >= 1")
-    for name in ("steps", "epochs", "warmup", "checkpoint_every", "seed", "repeat", "stages"):
+    for name in ("data_size", "steps", "epochs", "warmup", "checkpoint_every", "seed", "repeat", "stages"):
         _require(getattr(c, name) >= 0, f"invalid {name} {getattr(c, name)!r}: must be >= 0")
     _require(c.steps > 0 or c.epochs > 0, "invalid steps 0: give --steps >= 1 or --epochs >= 1")
     _require(c.lr > 0, f"invalid lr {c.lr!r}: must be > 0")
@@ -243,8 +256,11 @@ def validate(c: ExperimentConfig) -> None:
              f"invalid bandwidth_gbps {c.bandwidth_gbps!r}: must be > 0 Gbit/s (leave it out for the link "
              "preset's; LINK=loopback emulates nothing)")
     samples = TRAIN_SAMPLES[c.dataset]
-    _require(c.global_batch <= samples, f"invalid global_batch {c.global_batch}: larger than the "
-             f"{samples} training samples of dataset {c.dataset}")
+    _require(c.data_size <= samples, f"invalid data_size {c.data_size}: larger than the {samples} training "
+             f"samples of dataset {c.dataset} (0: all of them)")
+    _require(c.global_batch <= c.train_samples, f"invalid global_batch {c.global_batch}: larger than the "
+             + (f"data_size {c.data_size} (one step takes a whole global batch)" if c.data_size
+                else f"{samples} training samples of dataset {c.dataset}"))
     if c.fault:
         spec = c.fault_spec()
         _require(spec is not None, f"invalid fault {c.fault!r}: use raise@RANK:STEP or kill@RANK:STEP")
@@ -253,7 +269,8 @@ def validate(c: ExperimentConfig) -> None:
     if c.model == "transformer":
         _require(c.dataset == "synthetic", f"invalid dataset {c.dataset!r} for transformer: it needs "
                  "token data (dataset synthetic)")
-    _validate_layout(c)
+    if check_layout:
+        _validate_layout(c)
 
 
 def layout(c: ExperimentConfig, gpus: int | None = None) -> registry.Layout:

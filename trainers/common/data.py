@@ -7,6 +7,7 @@ of that batch, so `single` and every data-parallel layout see exactly the same s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ def data_spec(name: str, tokens: bool = False) -> DataSpec:
     return DataSpec((1, 8, 8) if name == "digits" else (3, 32, 32), 10, "image")
 
 
-def load(name: str, seed: int, data_dir: str, tokens: bool = False) -> Dataset:
+def _load_whole(name: str, seed: int, data_dir: str, tokens: bool) -> Dataset:
     if name == "synthetic":
         return synthetic(seed, tokens)
     if name == "digits":
@@ -132,6 +133,20 @@ def load(name: str, seed: int, data_dir: str, tokens: bool = False) -> Dataset:
     if name == "cifar10":
         return cifar10(data_dir)
     raise ValueError(f"unknown dataset {name!r}")
+
+
+def first_samples(ds: Dataset, n: int) -> Dataset:
+    """The first `n` training samples (the same ones on every rank and strategy, and each size's
+    samples a prefix of the next larger size's); the validation set stays whole."""
+    if not 0 < n <= len(ds.y_train):
+        raise ValueError(f"invalid data_size {n}: dataset {ds.name} has {len(ds.y_train)} training samples")
+    return dataclasses.replace(ds, x_train=ds.x_train[:n], y_train=ds.y_train[:n])
+
+
+def load(name: str, seed: int, data_dir: str, tokens: bool = False, data_size: int = 0) -> Dataset:
+    """Data set `name`; with `data_size` > 0 only its first `data_size` training samples."""
+    ds = _load_whole(name, seed, data_dir, tokens)
+    return first_samples(ds, data_size) if data_size else ds
 
 
 def split_sizes(total: int, parts: int) -> list[int]:

@@ -143,7 +143,7 @@ def setup(cfg: ExperimentConfig) -> Context:
         torch.set_num_threads(int(os.environ["TS_THREADS"]))
     log = RankLog(run_dir, env.rank, env.node)
     torch.manual_seed(cfg.seed)
-    data = load(cfg.dataset, cfg.seed, cfg.data_dir, tokens=cfg.model == "transformer")
+    data = load(cfg.dataset, cfg.seed, cfg.data_dir, tokens=cfg.model == "transformer", data_size=cfg.data_size)
     ctx = Context(cfg, env, device, data, GlobalBatches(len(data.y_train), cfg.global_batch, cfg.seed),
                   log, run_dir, _attempt())
     if device.type == "cuda" and _ranks_share_a_gpu(env, device):
