@@ -184,23 +184,30 @@ def _curve_label(row: pd.Series, varying: set[str]) -> str:
     return f"{series_label(row, varying)} n{row['nodes']}"
 
 
-def plot_loss(a: Analysis) -> Figure | str:
+def _curves(a: Analysis, table: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[pd.DataFrame, dict]]]:
+    """`table`'s rows of the first repeat of each configuration, and per experiment its rows and line
+    style: the strategy's colour, a dash pattern per node count, a label."""
     first, varying = _first_repeats(a)
+    table = table[table["experiment"].isin(first["experiment"])]
+    styles = dict(zip(sorted(first["nodes"].unique()), ["-", "--", "-.", ":"] * 4, strict=False))
+    lines = []
+    for _, row in first.iterrows():
+        d = table[table["experiment"] == row["experiment"]]
+        if not d.empty:
+            lines.append((d, {"color": colour(row["strategy"]), "ls": styles[row["nodes"]],
+                              "label": _curve_label(row, varying)}))
+    return table, lines
+
+
+def plot_loss(a: Analysis) -> Figure | str:
     ps = a.per_step.assign(experiment=a.per_step["experiment"].astype(str))
-    ps = ps[ps["experiment"].isin(first["experiment"]) & ps["loss"].notna()]
+    ps, lines = _curves(a, ps[ps["loss"].notna()])
     if ps.empty:
         return "no step reported a loss"
     fig, (ax1, ax2) = _figure(f"Training loss (first repeat of each configuration) — {a.data.name}", ncols=2)
-    nodes = sorted(first["nodes"].unique())
-    styles = dict(zip(nodes, ["-", "--", "-.", ":"] * 4, strict=False))
-    for _, row in first.iterrows():
-        d = ps[ps["experiment"] == row["experiment"]]
-        if d.empty:
-            continue
-        kw = {"color": colour(row["strategy"]), "ls": styles[row["nodes"]], "lw": 1.3,
-              "label": _curve_label(row, varying)}
-        ax1.plot(d["step"], d["loss"], **kw)
-        ax2.plot(d["t_since_start"], d["loss"], **kw)
+    for d, kw in lines:
+        ax1.plot(d["step"], d["loss"], lw=1.3, **kw)
+        ax2.plot(d["t_since_start"], d["loss"], lw=1.3, **kw)
     ax1.set_xlabel("optimizer step")
     ax2.set_xlabel("wall-clock time since start (s)")
     for ax in (ax1, ax2):
@@ -212,28 +219,24 @@ def plot_loss(a: Analysis) -> Figure | str:
     return fig
 
 
+def _target_line(a: Analysis, ax) -> None:
+    if a.target_acc is not None:
+        ax.axhline(a.target_acc, color="grey", ls=":", label=f"target {a.target_acc:.3f}")
+
+
 def plot_accuracy(a: Analysis) -> Figure | str:
-    first, varying = _first_repeats(a)
-    c = a.curves[a.curves["experiment"].isin(first["experiment"]) & a.curves["val_acc"].notna()]
+    c, lines = _curves(a, a.curves[a.curves["val_acc"].notna()])
     if c.empty:
         return "no epoch record has a validation accuracy"
     fig, (ax1, ax2) = _figure(f"Validation accuracy (first repeat of each configuration) — {a.data.name}", ncols=2)
-    nodes = sorted(first["nodes"].unique())
-    styles = dict(zip(nodes, ["-", "--", "-.", ":"] * 4, strict=False))
-    for _, row in first.iterrows():
-        d = c[c["experiment"] == row["experiment"]]
-        if d.empty:
-            continue
-        kw = {"color": colour(row["strategy"]), "ls": styles[row["nodes"]], "marker": "o", "ms": 3,
-              "label": _curve_label(row, varying)}
-        ax1.plot(d["step"] + 1, d["val_acc"], **kw)
-        ax2.plot(d["t_since_start"], d["val_acc"], **kw)
+    for d, kw in lines:
+        ax1.plot(d["step"] + 1, d["val_acc"], marker="o", ms=3, **kw)
+        ax2.plot(d["t_since_start"], d["val_acc"], marker="o", ms=3, **kw)
     ax1.set_xlabel("optimizer steps done")
     ax2.set_xlabel("wall-clock time since start (s)")
     for ax in (ax1, ax2):
         ax.set_ylabel("validation accuracy (fraction)")
-        if a.target_acc is not None:
-            ax.axhline(a.target_acc, color="grey", ls=":", label=f"target {a.target_acc:.3f}")
+        _target_line(a, ax)
         ax.grid(alpha=0.3)
     ax1.set_title("vs step", fontsize=10)
     ax2.set_title("vs time", fontsize=10)
@@ -242,25 +245,16 @@ def plot_accuracy(a: Analysis) -> Figure | str:
 
 
 def plot_epochs(a: Analysis) -> Figure | str:
-    first, varying = _first_repeats(a)
-    c = a.curves[a.curves["experiment"].isin(first["experiment"])]
+    c, lines = _curves(a, a.curves)
     if c.empty or c["val_acc"].isna().all():
         return "no epoch record has a validation accuracy"
     fig, (ax1, ax2) = _figure(f"Accuracy and time per epoch (first repeat of each configuration) — {a.data.name}",
                               ncols=2)
-    nodes = sorted(first["nodes"].unique())
-    styles = dict(zip(nodes, ["-", "--", "-.", ":"] * 4, strict=False))
-    for _, row in first.iterrows():
-        d = c[c["experiment"] == row["experiment"]]
-        if d.empty:
-            continue
-        kw = {"color": colour(row["strategy"]), "ls": styles[row["nodes"]], "marker": "o", "ms": 3,
-              "label": _curve_label(row, varying)}
+    for d, kw in lines:
         acc = d[d["val_acc"].notna()]
-        ax1.plot(acc["epoch"] + 1, acc["val_acc"], **kw)
-        ax2.plot(d["epoch"] + 1, d["epoch_s"], **kw)
-    if a.target_acc is not None:
-        ax1.axhline(a.target_acc, color="grey", ls=":", label=f"target {a.target_acc:.3f}")
+        ax1.plot(acc["epoch"] + 1, acc["val_acc"], marker="o", ms=3, **kw)
+        ax2.plot(d["epoch"] + 1, d["epoch_s"], marker="o", ms=3, **kw)
+    _target_line(a, ax1)
     ax1.set_ylabel("validation accuracy (fraction)")
     ax2.set_ylabel("epoch time, slowest rank (s)")
     for ax in (ax1, ax2):
