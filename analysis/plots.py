@@ -257,9 +257,14 @@ def plot_epochs(a: Analysis) -> Figure | str:
     _target_line(a, ax1)
     ax1.set_ylabel("validation accuracy (fraction)")
     ax2.set_ylabel("epoch time, slowest rank (s)")
+    last = int(c["epoch"].max()) + 1
     for ax in (ax1, ax2):
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, last + 0.5)
+        if last <= 12:
+            ax.set_xticks(range(1, last + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     ax1.set_title("validation accuracy at the end of each epoch", fontsize=10)
     ax2.set_title("training time of each epoch (the last may be cut short)", fontsize=10)

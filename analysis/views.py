@@ -9,6 +9,7 @@ returns the reason ("batch does not vary in this sweep"), which the report lists
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,10 @@ from matplotlib.figure import Figure
 
 from analysis.figures import DASHES, MARKERS, PlotSpec, colour, figure, legend, series_label, setting_text, varying
 from analysis.metrics import Analysis, train_samples
+from trainers.common.config import ExperimentConfig
 
 MIB = 2**20
+CHOICES = {f.name: list(f.metadata["choices"]) for f in dataclasses.fields(ExperimentConfig) if "choices" in f.metadata}
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ def _labels(d: pd.DataFrame, a: Analysis, axis: Axis) -> dict[int, str]:
     for n, part in d.groupby("series", sort=False):
         row = part.iloc[0]
         text = series_label(row, vary)
-        out[n] = f"{text}, {row['world_size']} ranks" if axis.within else text
+        out[n] = f"{text}, {row['world_size']} ranks" if axis.within else \
+            f"{text} {row['nodes']}x{row['procs_per_node']}"
     return out
 
 
@@ -119,7 +123,7 @@ def _bars(a: Analysis, axis: Axis, panels: list[tuple[str, str, float]], title: 
     panels = [p for p in panels if d[p[0]].notna().any()]
     d = d.assign(value=[" x ".join(str(r[c]) for c in axis.columns) if axis.within else
                         setting_text(axis.columns[0], r[axis.columns[0]]) for _, r in d.iterrows()])
-    values = list(dict.fromkeys(d.sort_values(list(axis.columns))["value"]))
+    values = list(dict.fromkeys(d.sort_values(list(axis.columns), key=_choice_order)["value"]))
     labels = _labels(d, a, axis)
     sets = list(dict.fromkeys(d["series"]))
     fig, axes = figure(f"{title} — {a.data.name}", ncols=len(panels), width=max(7.5, 1.2 * len(sets) + 3))
@@ -138,6 +142,12 @@ def _bars(a: Analysis, axis: Axis, panels: list[tuple[str, str, float]], title: 
         ax.grid(axis="y", alpha=0.3)
     legend(axes[0], title=axis.label)
     return fig
+
+
+def _choice_order(column: pd.Series) -> pd.Series:
+    """A setting with choices sorts in their order (fp32, bf16, fp16), any other by value."""
+    choices = CHOICES.get(str(column.name))
+    return column.map(lambda v: choices.index(v) if v in choices else len(choices)) if choices else column
 
 
 def plot_batch(a: Analysis) -> Figure | str:
