@@ -106,7 +106,7 @@ def test_views_draw_the_medians(axes):
     line = fig.axes[0].lines[0]
     want = [_row(a, global_batch=b)["samples_per_s"] for b in (32, 64)]
     assert list(line.get_xdata()) == [32, 64] and list(line.get_ydata()) == pytest.approx(want)
-    assert line.get_label() == "ddp 2x1"  # the layout every point shares
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["ddp 2x1"]  # the layout all share
     assert fig.axes[1].get_ylabel() == "epochs to the target accuracy"
     plt.close(fig)
 
