@@ -394,11 +394,12 @@ class PlotFile:
     svg: str
 
 
-def make_plots(a: Analysis, out_dir: str) -> tuple[list[PlotFile], list[tuple[PlotSpec, str]]]:
-    """Save every applicable plot as PNG + SVG; return (written, [(not applicable, why)])."""
+def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None
+               ) -> tuple[list[PlotFile], list[tuple[PlotSpec, str]]]:
+    """Save every applicable plot (of `only`, default all) as PNG + SVG; return (written, [(not applicable, why)])."""
     os.makedirs(out_dir, exist_ok=True)
     written, skipped = [], []
-    for spec in PLOTS:
+    for spec in PLOTS if only is None else only:
         fig = spec.make(a)
         if isinstance(fig, str):
             skipped.append((spec, fig))
