@@ -144,6 +144,16 @@ def _setting_default(name: str):
     return defaults.get(name, ABSENT_DEFAULTS.get(name))
 
 
+def identity_of(doc: dict) -> dict:
+    """config.json's `identity`; where a hand-edited or older file lacks it, the one its `config` gives."""
+    if isinstance(doc.get("identity"), dict):
+        return doc["identity"]
+    try:
+        return ExperimentConfig.from_dict(doc["config"]).identity()
+    except Exception:  # noqa: BLE001 - no config, or an odd one: the defaults stand in
+        return {}
+
+
 def identity_table(data: SweepData) -> pd.DataFrame:
     """Per experiment, the identity settings (config.json's `identity`) that the experiments table
     lacks: data_size, optimizer, lr, steps, ... A setting an identity leaves out (a skipped
@@ -151,9 +161,8 @@ def identity_table(data: SweepData) -> pd.DataFrame:
     have = set(data.experiments.columns)
     found = {}
     for exp in data.experiments.get("experiment", pd.Series(dtype=str)):
-        ident = (data.configs.get(exp) or {}).get("identity")
-        found[exp] = {k: v for k, v in ident.items() if k not in have or k in RENAMED} \
-            if isinstance(ident, dict) else {}
+        ident = identity_of(data.configs.get(exp) or {})
+        found[exp] = {k: v for k, v in ident.items() if k not in have or k in RENAMED}
     order = [f.name for f in dataclasses.fields(ExperimentConfig)]
     names = sorted({k for ident in found.values() for k in ident} | set(ABSENT_DEFAULTS),
                    key=lambda k: (order.index(k) if k in order else len(order), k))

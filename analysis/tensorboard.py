@@ -17,6 +17,7 @@ never duplicates an event. The one module that imports tensorboard (a slow impor
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import shutil
 
@@ -26,7 +27,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from analysis.metrics import Analysis
+from analysis.metrics import Analysis, identity_of
 
 FOLDER = "tensorboard"
 MIB = 2**20
@@ -46,22 +47,22 @@ def _values(row, tags: dict[str, tuple[str, float]]) -> list[Summary.Value]:
     out = []
     for tag, (col, scale) in tags.items():
         v = row.get(col)
-        if v is not None and isinstance(v, int | float) and math.isfinite(v):
+        if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v):
             out.append(Summary.Value(tag=tag, simple_value=float(v) * scale))
     return out
 
 
 def hparam_value(v):
-    """An hparam must be a bool, a number or a string."""
+    """An hparam must be a bool, a number or a string (numpy scalars become Python ones)."""
+    v = v.item() if hasattr(v, "item") else v
     return v if isinstance(v, bool | int | float | str) else str(v)
 
 
 def hparams(a: Analysis, row: pd.Series) -> dict:
     """The experiment's identity settings (config.json), data_size 0 where an older sweep lacks it;
     without a config.json, the settings the analysis has for it."""
-    ident = (a.data.configs.get(row["experiment"]) or {}).get("identity")
-    if not isinstance(ident, dict):
-        ident = {k: row[k] for k in a.config_key if k != "sweep"}
+    ident = identity_of(a.data.configs.get(row["experiment"]) or {}) or \
+        {k: row[k] for k in a.config_key if k != "sweep"}
     return {k: hparam_value(v) for k, v in {"data_size": 0, **ident}.items() if v is not None}
 
 
@@ -87,7 +88,7 @@ def _write_run(a: Analysis, row: pd.Series, steps: pd.DataFrame, curves: pd.Data
     for r in steps.to_dict("records"):
         run.add(int(r["step"]), float(r["time"]), _values(r, STEP_TAGS))
     for r in curves.to_dict("records"):
-        step = r["step"] if isinstance(r["step"], int | float) and math.isfinite(r["step"]) else r["epoch"]
+        step = r["step"] if isinstance(r["step"], numbers.Real) and math.isfinite(r["step"]) else r["epoch"]
         run.add(int(step), float(r["time"]), _values(r, EPOCH_TAGS))
     if not steps.empty:
         last = steps.iloc[-1]

@@ -132,3 +132,16 @@ def test_bad_input_one_line_exit_2(sweep, capsys):
         assert cli.run(["tensorboard", *argv, "--logs", str(sweep.parent)]) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_hparams_without_a_stored_identity(tmp_path):
+    """A config.json without `identity` (hand-edited, older): the identity its `config` gives."""
+    path = write_sweep(str(tmp_path), "old", strategies=("ddp",), nodes=(2,), steps=6)
+    exp = next(d for d in os.listdir(path) if d.startswith("ddp"))
+    cfg = os.path.join(path, exp, "config.json")
+    doc = json.load(open(cfg))
+    del doc["identity"]
+    json.dump(doc, open(cfg, "w"))
+    assert cli.run(["tensorboard", "--sweep", "old", "--logs", str(tmp_path)]) == 0
+    got = _hparams(_read(os.path.join(path, "tensorboard", exp)))
+    assert got["strategy"] == "ddp" and got["nodes"] == 2 and got["data_size"] == 0 and got["lr"] == 0.05, got
