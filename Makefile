@@ -42,6 +42,7 @@ DRY_RUN ?=
 NO_WAIT ?=
 SERIAL ?=
 # ---- other targets' variables ----------------------------------------------
+TARGET_ACC ?=
 A ?=
 B ?=
 TOLERANCES ?=
@@ -78,7 +79,7 @@ SWEEP_FLAGS = $(call opt,--config,$(CONFIG)) $(call opt,--nodes,$(NODES)) $(call
   $(call opt,--seed,$(SEED)) $(call opt,--repeats,$(REPEATS)) $(call opt,--scaling,$(SCALING)) \
   $(call opt,--sweep,$(SWEEP)) $(if $(DRY_RUN),--dry-run) $(if $(NO_WAIT),--no-wait) $(if $(SERIAL),--serial)
 
-.PHONY: help venv sweep plots report compare project advise plan bench test test-fast lint cluster-up cluster-down \
+.PHONY: help venv sweep plots report tensorboard compare project advise plan bench test test-fast lint cluster-up cluster-down \
   cluster-status status cancel render clean
 
 help: ## list targets and variables
@@ -104,6 +105,8 @@ help: ## list targets and variables
 	@echo "  FAULT            raise@R:S | kill@R:S          SEED (0)  REPEATS (1)  SCALING strong|weak"
 	@echo "  SWEEP            sweep name under logs/ (timestamp)   DRY_RUN=1  validate, run nothing   NO_WAIT=1"
 	@echo "  SERIAL=1         Slurm: one job at a time (timings on the loopback cluster, whose nodes share cores)"
+	@echo "TARGET_ACC       validation accuracy for epochs/time to target (plots, report, tensorboard; default:"
+	@echo "                 0.9 x the best any experiment of the sweep reached)"
 	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX, LINK, SCALING (project); SWEEP, NODES_MAX, LINK,"
 	@echo "  GPU_MEM (advise); CLUSTER_NODES"
 	@echo "  (cluster-up); BENCH=all|allreduce|pipeline|memory|analysis_load|projection|plan, BENCH_ARGS (bench, e.g."
@@ -122,11 +125,14 @@ venv: $(STAMP) ## create/refresh .venv from requirements.txt
 sweep: $(STAMP) ## run a grid of experiments (NODES, STRATEGIES, BACKEND, ...)
 	$(PY) bin/sweep $(SWEEP_FLAGS)
 
-plots: $(STAMP) ## summary.csv/json + plots (+ report) of SWEEP (default: latest)
-	$(PY) -m analysis.cli plots $(call opt,--sweep,$(SWEEP))
+plots: $(STAMP) ## summary.csv/json + plots (+ report) of SWEEP (default: latest; TARGET_ACC)
+	$(PY) -m analysis.cli plots $(call opt,--sweep,$(SWEEP)) $(call opt,--target-acc,$(TARGET_ACC))
 
-report: $(STAMP) ## report.html of SWEEP (default: latest)
-	$(PY) -m analysis.cli report $(call opt,--sweep,$(SWEEP))
+report: $(STAMP) ## report.html of SWEEP (default: latest; TARGET_ACC)
+	$(PY) -m analysis.cli report $(call opt,--sweep,$(SWEEP)) $(call opt,--target-acc,$(TARGET_ACC))
+
+tensorboard: $(STAMP) ## TensorBoard event files of SWEEP in logs/<sweep>/tensorboard/ (a run per experiment)
+	$(PY) -m analysis.cli tensorboard $(call opt,--sweep,$(SWEEP)) $(call opt,--target-acc,$(TARGET_ACC))
 
 compare: $(STAMP) ## compare sweep A against B; non-zero on regression (TOLERANCES=file)
 	@test -n "$(A)" -a -n "$(B)" || { echo "error: give A=<sweep> B=<sweep>" >&2; exit 2; }

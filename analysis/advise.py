@@ -34,7 +34,7 @@ import pandas as pd
 
 from analysis import AnalysisError
 from analysis.load import LOGS, find_sweep, load_sweep
-from analysis.metrics import CONFIG_KEY, Analysis, analyse
+from analysis.metrics import Analysis, analyse
 from analysis.plan import GIB, ModelShape, Options, parse_size, plan_one, positive_int
 from trainers.common import registry
 from trainers.common.config import LINKS, MODEL_BLOCKS, ConfigError, _OneLineParser
@@ -136,7 +136,7 @@ def measured(a: Analysis, memory: MemoryCheck | None = None) -> Inputs:
     strategies = list(dict.fromkeys(s["strategy"]))
     for nodes in sorted({int(n) for n in s["nodes"]}):
         here, refused = {}, {}
-        for (_, g) in ok[ok["nodes"] == nodes].groupby(CONFIG_KEY, dropna=False):
+        for (_, g) in ok[ok["nodes"] == nodes].groupby(a.config_key, dropna=False):
             c = _candidate(g)
             if c.strategy not in here or c.throughput > here[c.strategy].throughput:  # its best configuration
                 here[c.strategy] = c

@@ -3,6 +3,7 @@
     python -m analysis.cli plots   [--sweep NAME] [--logs DIR] [--target-acc X]   # `make plots`
     python -m analysis.cli report  [--sweep NAME] [--logs DIR] [--target-acc X]   # `make report`
     python -m analysis.cli compare A B [--tolerances FILE] [--logs DIR]           # `make compare`
+    python -m analysis.cli tensorboard [--sweep NAME] [--logs DIR] [--target-acc X]  # `make tensorboard`
 
 plots and report run the same pipeline (summary.csv/json, plots/, report.html) and differ in
 what they print. plots.py, report.py and compare.py are libraries: they never import this module.
@@ -25,13 +26,13 @@ from analysis.metrics import Analysis, analyse
 
 SUMMARY_COLUMNS = [
     "experiment", "strategy", "nodes", "procs_per_node", "world_size", "global_batch", "chunks", "schedule",
-    "stages", "dp_size", "model", "dataset", "precision", "link", "repeat", "state", "reason", "error", "attempts",
-    "earlier_attempts",
+    "stages", "dp_size", "model", "dataset", "data_size", "precision", "link", "optimizer", "repeat", "state",
+    "reason", "error", "attempts", "earlier_attempts",
     "oversubscribed", "timed_steps", "samples_per_s", "samples_per_s_per_rank", "median_step_s", "step_s_p10",
     "step_s_p90", "speedup", "efficiency", "speedup_vs_single", "base_nodes", "repeats", "repeat_spread",
     "compute_s", "comm_s", "bubble_s", "other_s", "comm_bytes_per_step", "peak_mem_bytes_per_rank",
     "state_bytes_per_rank", "skew", "slowest_rank", "final_loss", "final_val_acc", "best_val_acc",
-    "time_to_target_s", "epochs_to_target"]
+    "epochs_done", "mean_epoch_s", "epochs_to_target", "time_to_target_s"]
 
 
 @dataclass
@@ -97,13 +98,19 @@ def _show(path: str) -> str:
     return path if r.startswith("..") else r
 
 
-def main(argv: list[str], prog: str, focus: str) -> int:
+def parse(argv: list[str], prog: str) -> argparse.Namespace:
+    """The arguments, checked; bad ones raise AnalysisError (one line, exit 2)."""
     p = parser(prog)
-    p.error = lambda message: (_ for _ in ()).throw(AnalysisError(message))  # one line, exit 2
+    p.error = lambda message: (_ for _ in ()).throw(AnalysisError(message))
+    args = p.parse_args(argv)
+    if args.target_acc is not None and not 0 < args.target_acc <= 1:
+        raise AnalysisError(f"invalid --target-acc {args.target_acc!r}: must be in (0, 1]")
+    return args
+
+
+def main(argv: list[str], prog: str, focus: str) -> int:
     try:
-        args = p.parse_args(argv)
-        if args.target_acc is not None and not 0 < args.target_acc <= 1:
-            raise AnalysisError(f"invalid --target-acc {args.target_acc!r}: must be in (0, 1]")
+        args = parse(argv, prog)
         out = generate(find_sweep(args.logs, args.sweep or None), args.target_acc)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -125,7 +132,23 @@ def main(argv: list[str], prog: str, focus: str) -> int:
     return 0
 
 
-COMMANDS = ("plots", "report", "compare")
+def tensorboard_main(argv: list[str]) -> int:
+    """`make tensorboard`: logs/<sweep>/tensorboard/, one run per experiment that has steps."""
+    try:
+        args = parse(argv, "analysis.cli tensorboard")
+        sweep_dir = find_sweep(args.logs, args.sweep or None)
+    except AnalysisError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from analysis.tensorboard import write_tensorboard  # tensorboard: a slow import, only here
+
+    folder, runs = write_tensorboard(analyse(load_sweep(sweep_dir), args.target_acc), sweep_dir)
+    print(f"sweep {os.path.basename(sweep_dir)}: {len(runs)} TensorBoard run(s) in {_show(folder)}/")
+    print(f"  view: tensorboard --logdir {_show(folder)}")
+    return 0
+
+
+COMMANDS = ("plots", "report", "compare", "tensorboard")
 
 
 def run(argv: list[str]) -> int:
@@ -139,6 +162,8 @@ def run(argv: list[str]) -> int:
         from analysis.compare import main as compare_main
 
         return compare_main(rest)
+    if command == "tensorboard":
+        return tensorboard_main(rest)
     return main(rest, f"analysis.cli {command}", focus=command)
 
 

@@ -13,10 +13,16 @@ Definitions (the README repeats them):
   for a pipeline whose timers are null, the bubble is the GPipe formula (K-1)/(M+K-1) of the step.
 - Skew: the ranks' median busy time (compute where measured, else the step) as
   (slowest - fastest) / median; a straggler computes longer while the others wait in communication.
+- Configuration: the sweep plus every identity setting (config.json's `identity`) but the repeat
+  index; only repeats of one configuration are ever pooled, never experiments that differ in a
+  setting (data_size, optimizer, lr, ...).
+- Epochs: an epoch's time is the slowest rank's `epoch_s`; `mean_epoch_s` averages the complete
+  epochs (a last epoch cut short by STEPS is left out); epochs to the target count from 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,9 +30,18 @@ import pandas as pd
 
 from analysis.load import SweepData
 from trainers.common import registry
+from trainers.common.config import TRAIN_SAMPLES, ExperimentConfig
 
 CONFIG_KEY = ["sweep", "strategy", "nodes", "procs_per_node", "global_batch", "chunks", "schedule", "model",
-              "dataset", "precision", "link"]  # an experiment minus its repeat index
+              "dataset", "precision", "link"]  # always in a configuration's key; identity settings are added
+# Settings older config.json files lack, with the value that meant (data_size: 0 = the whole training set).
+ABSENT_DEFAULTS = {"data_size": 0}
+# Identity settings whose name the experiments table gives a derived value (stages: the stages in use),
+# and the column that holds the setting itself (0: automatic).
+RENAMED = {"stages": "stages_setting"}
+# Where a strategy runs and how it splits the work: not matched when comparing with `single`.
+LAYOUT_SETTINGS = {"strategy", "nodes", "procs_per_node", "chunks", "schedule", "stages_setting", "balance",
+                   "gpipe_checkpoint"}
 TARGET_FRACTION = 0.9  # default target accuracy: this fraction of the best accuracy any experiment reached
 
 
@@ -39,6 +54,7 @@ class Analysis:
     curves: pd.DataFrame  # one row per (experiment, epoch): validation accuracy and loss
     per_rank: pd.DataFrame  # one row per (experiment, rank): median busy time, peak memory, state bytes
     target_acc: float | None
+    config_key: list[str] = dataclasses.field(default_factory=lambda: list(CONFIG_KEY))  # a configuration
 
     @property
     def problems(self) -> pd.DataFrame:
@@ -59,13 +75,14 @@ def per_step_table(data: SweepData) -> pd.DataFrame:
     s = data.steps
     if s.empty:
         return pd.DataFrame(columns=["experiment", "step", "step_time", "loss", "time", "warmup", "comm_bytes",
-                                     "t_since_start"])
+                                     "compute_s", "comm_s", "mem_bytes", "t_since_start"])
     s = s.assign(busy=s["compute_s"].fillna(s["step_s"]),
                  lw=s["loss"] * s["samples"], lsamples=s["samples"].where(s["loss"].notna()))
     g = s.groupby(["experiment", "step"], observed=True, sort=True)
     out = g.agg(step_time=("step_s", "max"), step_min=("step_s", "min"), time=("time", "max"),
                 warmup=("warmup", "any"), comm_bytes=("comm_bytes", "sum"), lw=("lw", "sum"),
-                lsamples=("lsamples", "sum"), ranks=("rank", "count")).reset_index()
+                lsamples=("lsamples", "sum"), ranks=("rank", "count"), compute_s=("compute_s", "mean"),
+                comm_s=("comm_s", "mean"), mem_bytes=("mem_bytes", "max")).reset_index()
     out["loss"] = (out["lw"] / out["lsamples"]).where(out["lsamples"] > 0)
     start = _start_times(data)
     out["t_since_start"] = out["time"] - out["experiment"].astype(str).map(start)
@@ -101,20 +118,81 @@ def per_rank_table(data: SweepData) -> pd.DataFrame:
 
 
 def curves_table(data: SweepData, per_step: pd.DataFrame) -> pd.DataFrame:
+    """One row per (experiment, epoch): validation accuracy and loss, the epoch's time (its slowest
+    rank's), the last step it ran and how many steps it ran."""
     e = data.epochs
     if e.empty:
-        return pd.DataFrame(columns=["experiment", "epoch", "val_acc", "val_loss", "time", "t_since_start",
-                                     "step"])
+        return pd.DataFrame(columns=["experiment", "epoch", "val_acc", "val_loss", "epoch_s", "time",
+                                     "t_since_start", "step", "steps"])
     # Replicas evaluate the same weights; pipeline stages without the head log null: take the median of non-nulls.
     out = e.groupby(["experiment", "epoch"]).agg(val_acc=("val_acc", "median"), val_loss=("val_loss", "median"),
-                                                 time=("time", "max")).reset_index()
+                                                 epoch_s=("epoch_s", "max"), time=("time", "max")).reset_index()
     out["t_since_start"] = out["time"] - out["experiment"].map(_start_times(data))
     s = data.steps
-    last_step = s.groupby(["experiment", "epoch"], observed=True)["step"].max()
-    last_step.index = last_step.index.set_levels(last_step.index.levels[0].astype(str), level=0)
-    out["step"] = [last_step.get((x, float(ep)), np.nan) for x, ep in zip(out["experiment"], out["epoch"],
-                                                                          strict=True)]
+    by_epoch = s.groupby(["experiment", "epoch"], observed=True)["step"]
+    last_step, n_steps = by_epoch.max(), by_epoch.nunique()
+    for table in (last_step, n_steps):
+        table.index = table.index.set_levels(table.index.levels[0].astype(str), level=0)
+    keys = list(zip(out["experiment"], out["epoch"].astype(float), strict=True))
+    out["step"] = [last_step.get(k, np.nan) for k in keys]
+    out["steps"] = [n_steps.get(k, np.nan) for k in keys]
     return out
+
+
+def _setting_default(name: str):
+    defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+    return defaults.get(name, ABSENT_DEFAULTS.get(name))
+
+
+def identity_of(doc: dict) -> dict:
+    """config.json's `identity`; where a hand-edited or older file lacks it, the one its `config` gives."""
+    if isinstance(doc.get("identity"), dict):
+        return doc["identity"]
+    try:
+        return ExperimentConfig.from_dict(doc["config"]).identity()
+    except Exception:  # noqa: BLE001 - no config, or an odd one: the defaults stand in
+        return {}
+
+
+def identity_table(data: SweepData) -> pd.DataFrame:
+    """Per experiment, the identity settings (config.json's `identity`) that the experiments table
+    lacks: data_size, optimizer, lr, steps, ... A setting an identity leaves out (a skipped
+    experiment has none, an older sweep has no data_size) takes the setting's default."""
+    have = set(data.experiments.columns)
+    found = {}
+    for exp in data.experiments.get("experiment", pd.Series(dtype=str)):
+        ident = identity_of(data.configs.get(exp) or {})
+        found[exp] = {k: v for k, v in ident.items() if k not in have or k in RENAMED}
+    order = [f.name for f in dataclasses.fields(ExperimentConfig)]
+    names = sorted({k for ident in found.values() for k in ident} | set(ABSENT_DEFAULTS),
+                   key=lambda k: (order.index(k) if k in order else len(order), k))
+    rows = [{"experiment": exp, **{RENAMED.get(k, k): ident[k] if ident.get(k) is not None else _setting_default(k)
+                                   for k in names}} for exp, ident in found.items()]
+    return pd.DataFrame(rows, columns=["experiment", *[RENAMED.get(k, k) for k in names]])
+
+
+def train_samples(row: pd.Series) -> float:
+    """Training samples an experiment used: data_size, or where it is 0 the whole data set's
+    (NaN for a data set whose size this module does not know)."""
+    return float(row.get("data_size") or TRAIN_SAMPLES.get(str(row.get("dataset")), np.nan))
+
+
+def epoch_steps(row: pd.Series) -> float:
+    """Steps in a full epoch: the training samples used over the global batch (NaN if unknown)."""
+    samples = train_samples(row)
+    return float(samples // row["global_batch"]) if np.isfinite(samples) and row.get("global_batch") else np.nan
+
+
+def _epoch_figures(c: pd.DataFrame, full_steps: float) -> dict[str, float]:
+    """epochs_done (complete epochs) and mean_epoch_s over them. A full epoch's length comes from
+    the logs where an epoch was followed by another (the loop moved on: it was full), else from
+    the settings (`epoch_steps`); an epoch that ran fewer steps (STEPS cut it short) is left out."""
+    if c.empty:
+        return {"epochs_done": 0, "mean_epoch_s": np.nan}
+    followed = c[c["epoch"] < c["epoch"].max()]
+    full = followed["steps"].max() if not followed.empty else full_steps
+    done = c[c["steps"] >= full] if np.isfinite(full) else c.iloc[:0]
+    return {"epochs_done": len(done), "mean_epoch_s": float(done["epoch_s"].mean()) if len(done) else np.nan}
 
 
 def _time_split(steps: pd.DataFrame, exp: pd.Series, median_step: float) -> dict[str, float]:
@@ -139,6 +217,9 @@ def _time_split(steps: pd.DataFrame, exp: pd.Series, median_step: float) -> dict
 
 def experiment_table(data: SweepData, per_step: pd.DataFrame, per_rank: pd.DataFrame, curves: pd.DataFrame,
                      target_acc: float | None) -> pd.DataFrame:
+    """One row per experiment: its settings (identity included) and every per-experiment metric."""
+    experiments = data.experiments.merge(identity_table(data), on="experiment", how="left") \
+        if "experiment" in data.experiments else data.experiments
     timed = per_step[~per_step["warmup"].astype(bool)] if not per_step.empty else per_step
     steps = data.steps[~data.steps["warmup"]]
     steps_by = {str(k): v for k, v in steps.groupby("experiment", observed=True)}
@@ -147,7 +228,7 @@ def experiment_table(data: SweepData, per_step: pd.DataFrame, per_rank: pd.DataF
     curve_by = {k: v for k, v in curves.groupby("experiment")} if not curves.empty else {}
     all_steps = {str(k): v for k, v in per_step.groupby("experiment", observed=True)} if not per_step.empty else {}
     rows = []
-    for _, exp in data.experiments.iterrows():
+    for _, exp in experiments.iterrows():
         x = exp["experiment"]
         t = timed_by.get(x, pd.DataFrame())
         row = exp.to_dict()
@@ -175,6 +256,7 @@ def experiment_table(data: SweepData, per_step: pd.DataFrame, per_rank: pd.DataF
         acc = c["val_acc"].dropna() if not c.empty else pd.Series(dtype=float)
         row["final_val_acc"] = float(acc.iloc[-1]) if len(acc) else np.nan
         row["best_val_acc"] = float(acc.max()) if len(acc) else np.nan
+        row.update(_epoch_figures(c, epoch_steps(exp)))
         row["time_to_target_s"], row["epochs_to_target"] = np.nan, np.nan
         if target_acc is not None and len(acc):
             hit = c[c["val_acc"] >= target_acc - 1e-12]
@@ -185,24 +267,44 @@ def experiment_table(data: SweepData, per_step: pd.DataFrame, per_rank: pd.DataF
     return pd.DataFrame(rows)
 
 
-def group_table(summary: pd.DataFrame) -> pd.DataFrame:
+GROUP_MEDIANS = ("compute_s", "comm_s", "peak_mem_bytes_per_rank", "final_loss", "final_val_acc", "mean_epoch_s",
+                 "time_to_target_s", "epochs_to_target")  # per-experiment figures the views compare, medians
+
+
+def config_key(summary: pd.DataFrame) -> list[str]:
+    """What makes a configuration: CONFIG_KEY and every identity setting in the summary, not the repeat."""
+    extra = [c for c in identity_columns(summary) if c not in CONFIG_KEY]
+    return [*CONFIG_KEY, *extra]
+
+
+def identity_columns(summary: pd.DataFrame) -> list[str]:
+    """The summary's columns that hold identity settings, but the repeat index."""
+    names = {f.name for f in dataclasses.fields(ExperimentConfig)} | set(ABSENT_DEFAULTS)
+    return [c for c in summary.columns if (c in names and c not in RENAMED and c != "repeat") or
+            c in RENAMED.values()]
+
+
+def group_table(summary: pd.DataFrame, key: list[str] | None = None) -> pd.DataFrame:
     """Median and spread over repeats, then speed-up and efficiency along each scaling series."""
+    key = key or list(CONFIG_KEY)
     m = summary[summary["samples_per_s"].notna()]
     if m.empty:
-        return pd.DataFrame(columns=[*CONFIG_KEY, "repeats", "samples_per_s", "speedup", "efficiency"])
-    g = m.groupby(CONFIG_KEY, dropna=False)
+        return pd.DataFrame(columns=[*key, "repeats", "samples_per_s", "speedup", "efficiency"])
+    g = m.groupby(key, dropna=False)
+    medians = {c: (c, "median") for c in GROUP_MEDIANS if c in m}
     out = g.agg(repeats=("experiment", "count"), world_size=("world_size", "first"),
                 scaling=("scaling", "first"), oversubscribed=("oversubscribed", "any"),
                 samples_per_s=("samples_per_s", "median"), samples_per_s_min=("samples_per_s", "min"),
                 samples_per_s_max=("samples_per_s", "max"), samples_per_s_std=("samples_per_s", "std"),
                 median_step_s=("median_step_s", "median"), median_step_s_min=("median_step_s", "min"),
-                median_step_s_max=("median_step_s", "max")).reset_index()
+                median_step_s_max=("median_step_s", "max"), **medians).reset_index()
     out["samples_per_s_spread"] = (out["samples_per_s_max"] - out["samples_per_s_min"]) / out["samples_per_s"]
     out["samples_per_s_per_rank"] = out["samples_per_s"] / out["world_size"]
     out["speedup"] = np.nan
     out["efficiency"] = np.nan
     out["base_nodes"] = np.nan
-    for (weak, _), idx in out.groupby([out["scaling"] == "weak", out.apply(_series_key, axis=1)]).groups.items():
+    series = out.apply(lambda row: _series_key(row, key), axis=1)
+    for (weak, _), idx in out.groupby([out["scaling"] == "weak", series]).groups.items():
         part = out.loc[idx]
         base = part.loc[part["nodes"].idxmin()]
         out.loc[idx, "base_nodes"] = base["nodes"]
@@ -213,20 +315,18 @@ def group_table(summary: pd.DataFrame) -> pd.DataFrame:
             out.loc[idx, "efficiency"] = out.loc[idx, "speedup"] / (part["nodes"] / base["nodes"])
     out["speedup_vs_single"] = np.nan
     single = out[out["strategy"] == "single"]
-    for i, row in out.iterrows():
-        same = single[(single["sweep"] == row["sweep"]) & (single["model"] == row["model"]) &
-                      (single["dataset"] == row["dataset"]) & (single["precision"] == row["precision"])]
-        if row["scaling"] != "weak":
-            same = same[same["global_batch"] == row["global_batch"]]
-        if not same.empty:
-            out.loc[i, "speedup_vs_single"] = row["samples_per_s"] / same["samples_per_s"].iloc[0]
+    for i, row in out.iterrows():  # the same settings but where and how it runs (and the batch, weak scaling)
+        same = [k for k in key if k not in LAYOUT_SETTINGS and (k != "global_batch" or row["scaling"] != "weak")]
+        match = single[(single[same] == row[same]).all(axis=1)] if same else single
+        if not match.empty:
+            out.loc[i, "speedup_vs_single"] = row["samples_per_s"] / match["samples_per_s"].iloc[0]
     return out
 
 
-def _series_key(row: pd.Series) -> tuple:
+def _series_key(row: pd.Series, key: list[str]) -> tuple:
     """A scaling series: the configuration minus the node count (and the batch under weak scaling)."""
     drop = {"nodes"} | ({"global_batch"} if row["scaling"] == "weak" else set())
-    return tuple(row[k] for k in CONFIG_KEY if k not in drop)
+    return tuple(row[k] for k in key if k not in drop)
 
 
 def default_target(curves: pd.DataFrame) -> float | None:
@@ -240,9 +340,10 @@ def analyse(data: SweepData, target_acc: float | None = None) -> Analysis:
     curves = curves_table(data, per_step)
     target = target_acc if target_acc is not None else default_target(curves)
     summary = experiment_table(data, per_step, per_rank, curves, target)
-    groups = group_table(summary)
+    key = config_key(summary)
+    groups = group_table(summary, key)
     cols = ["repeats", "samples_per_s_spread", "speedup", "efficiency", "speedup_vs_single", "base_nodes"]
     if not summary.empty:
-        summary = summary.merge(groups[CONFIG_KEY + cols].rename(columns={"samples_per_s_spread": "repeat_spread"}),
-                                on=CONFIG_KEY, how="left")
-    return Analysis(data, summary, groups, per_step, curves, per_rank, target)
+        summary = summary.merge(groups[key + cols].rename(columns={"samples_per_s_spread": "repeat_spread"}),
+                                on=key, how="left")
+    return Analysis(data, summary, groups, per_step, curves, per_rank, target, key)

@@ -10,7 +10,6 @@ inspect the Figure objects (titles, axis labels, legends); `make_plots` saves th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import matplotlib
@@ -23,41 +22,16 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from analysis.metrics import CONFIG_KEY, Analysis  # noqa: E402
+from analysis.figures import DASHES, MARKERS, MAX_LEGEND, PIPELINED, PlotSpec, colour, series_label  # noqa: E402
+from analysis.figures import figure as _figure  # noqa: E402
+from analysis.figures import legend as _legend  # noqa: E402
+from analysis.figures import varying as _varying  # noqa: E402
+from analysis.metrics import Analysis  # noqa: E402
+from analysis.views import VIEW_PLOTS  # noqa: E402
 from trainers.common.registry import NAMES as STRATEGIES  # noqa: E402
-from trainers.common.registry import names  # noqa: E402
 
-PIPELINED = names(micro_batches=True)
-_COLOURS = plt.get_cmap("tab20").colors
 MIB = 2**20
 OVERSUB = "oversubscribed: more ranks than cores"
-MAX_LEGEND = 14  # beyond this many lines a legend hides the data
-
-
-def colour(strategy: str) -> tuple:
-    i = STRATEGIES.index(strategy) if strategy in STRATEGIES else len(STRATEGIES) + hash(strategy) % 8
-    return _COLOURS[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
-
-
-def series_label(row: pd.Series, varying: set[str]) -> str:
-    """The strategy plus whatever else varies in this sweep (procs, chunks, schedule, precision...)."""
-    parts = [str(row["strategy"])]
-    for key, fmt in (("procs_per_node", "p{}"), ("global_batch", "b{}"), ("chunks", "c{}"), ("schedule", "{}"),
-                     ("precision", "{}"), ("link", "{}"), ("model", "{}"), ("dataset", "{}"), ("sweep", "{}")):
-        if key in varying and (key not in ("chunks", "schedule") or row["strategy"] in PIPELINED):
-            parts.append(fmt.format(row[key]))
-    return " ".join(parts)
-
-
-def _varying(df: pd.DataFrame, keys: list[str]) -> set[str]:
-    return {k for k in keys if k in df and df[k].nunique(dropna=False) > 1}
-
-
-def _figure(title: str, ncols: int = 1, width: float = 7.5, height: float = 4.5) -> tuple[Figure, list]:
-    fig, axes = plt.subplots(1, ncols, figsize=(width * (1 if ncols == 1 else 0.75 * ncols), height),
-                             squeeze=False, layout="constrained")
-    fig.suptitle(title, fontsize=13, fontweight="bold")
-    return fig, list(axes[0])
 
 
 def _node_ticks(ax, nodes: list[int]) -> None:
@@ -67,20 +41,11 @@ def _node_ticks(ax, nodes: list[int]) -> None:
     ax.minorticks_off()
 
 
-def _legend(ax, **kw) -> None:
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        ax.legend(handles[:MAX_LEGEND], labels[:MAX_LEGEND], fontsize=8, **kw)
-
-
-MARKERS = ("o", "s", "^", "D", "v", "P")
-DASHES = ("-", "--", "-.", (0, (5, 1, 1, 1)))
-
-
-def _series(groups: pd.DataFrame):
+def _series(groups: pd.DataFrame, key: list[str]):
     """(label, style, rows) per scaling series; series of one strategy share its colour, not its marker."""
-    varying = _varying(groups, [k for k in CONFIG_KEY if k != "nodes"])
-    keys = [k for k in CONFIG_KEY if k != "nodes"]
+    weak = not groups.empty and groups["scaling"].iloc[0] == "weak"  # the batch grows with the nodes
+    keys = [k for k in key if k != "nodes" and not (weak and k == "global_batch")]
+    varying = _varying(groups, keys)
     seen: dict[str, int] = {}
     for _, part in groups.groupby(keys, dropna=False, sort=False):
         part = part.sort_values("nodes")
@@ -95,7 +60,7 @@ def plot_throughput(a: Analysis) -> Figure | str:
     if g.empty:
         return "no experiment has timed steps"
     fig, (ax,) = _figure(f"Throughput vs nodes ({g['scaling'].iloc[0]} scaling) — {a.data.name}")
-    for label, style, part in _series(g):
+    for label, style, part in _series(g, a.config_key):
         c = style["color"]
         err = np.array([part["samples_per_s"] - part["samples_per_s_min"],
                         part["samples_per_s_max"] - part["samples_per_s"]], dtype=float)
@@ -122,7 +87,7 @@ def plot_efficiency(a: Analysis) -> Figure | str:
     if g.empty:
         return "no experiment has timed steps"
     fig, (ax,) = _figure(f"Scaling efficiency vs nodes ({g['scaling'].iloc[0]} scaling) — {a.data.name}")
-    for label, style, part in _series(g):
+    for label, style, part in _series(g, a.config_key):
         ax.plot(part["nodes"], part["efficiency"], label=label, **style)
         over = part[part["oversubscribed"]]
         ax.scatter(over["nodes"], over["efficiency"], s=140, facecolors="none", edgecolors="red", zorder=5)
@@ -144,10 +109,10 @@ def _by_config(a: Analysis, cols: list[str]) -> pd.DataFrame:
     m = a.measured
     if m.empty:
         return m
-    out = m.groupby(CONFIG_KEY, dropna=False)[cols].median().reset_index()
+    out = m.groupby(a.config_key, dropna=False)[cols].median().reset_index()
     out["order"] = out["strategy"].map(lambda s: STRATEGIES.index(s) if s in STRATEGIES else 99)
     out = out.sort_values(["order", "nodes", "chunks"]).reset_index(drop=True)
-    varying = _varying(out, [k for k in CONFIG_KEY if k != "nodes"])
+    varying = _varying(out, [k for k in a.config_key if k != "nodes"])
     out["label"] = [f"{series_label(r, varying)}\n{r['nodes']} node{'s' if r['nodes'] > 1 else ''}"
                     for _, r in out.iterrows()]
     return out
@@ -184,9 +149,9 @@ def plot_memory(a: Analysis) -> Figure | str:
     d = _by_config(a, ["peak_mem_bytes_per_rank"])
     if d.empty or d["peak_mem_bytes_per_rank"].isna().all():
         return "no memory figures in the logs"
-    r = a.per_rank.merge(a.summary[["experiment", *CONFIG_KEY]], on="experiment")
-    state = r.groupby(CONFIG_KEY, dropna=False)[["param_bytes", "grad_bytes", "optim_bytes"]].max().reset_index()
-    d = d.merge(state, on=CONFIG_KEY, how="left")
+    r = a.per_rank.merge(a.summary[["experiment", *a.config_key]], on="experiment")
+    state = r.groupby(a.config_key, dropna=False)[["param_bytes", "grad_bytes", "optim_bytes"]].max().reset_index()
+    d = d.merge(state, on=a.config_key, how="left")
     fig, (ax1, ax2) = _figure(f"Memory per rank — {a.data.name}", ncols=2, width=max(7.5, 0.5 * len(d) + 3))
     x = np.arange(len(d))
     ax1.bar(x, d["peak_mem_bytes_per_rank"] / MIB, color=[colour(s) for s in d["strategy"]])
@@ -211,31 +176,38 @@ def plot_memory(a: Analysis) -> Figure | str:
 
 def _first_repeats(a: Analysis) -> tuple[pd.DataFrame, set[str]]:
     m = a.measured
-    first = m[m["repeat"] == m.groupby(CONFIG_KEY, dropna=False)["repeat"].transform("min")]
-    return first, _varying(first, [k for k in CONFIG_KEY if k != "nodes"])
+    first = m[m["repeat"] == m.groupby(a.config_key, dropna=False)["repeat"].transform("min")]
+    return first, _varying(first, [k for k in a.config_key if k != "nodes"])
 
 
 def _curve_label(row: pd.Series, varying: set[str]) -> str:
     return f"{series_label(row, varying)} n{row['nodes']}"
 
 
-def plot_loss(a: Analysis) -> Figure | str:
+def _curves(a: Analysis, table: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[pd.DataFrame, dict]]]:
+    """`table`'s rows of the first repeat of each configuration, and per experiment its rows and line
+    style: the strategy's colour, a dash pattern per node count, a label."""
     first, varying = _first_repeats(a)
+    table = table[table["experiment"].isin(first["experiment"])]
+    styles = dict(zip(sorted(first["nodes"].unique()), ["-", "--", "-.", ":"] * 4, strict=False))
+    lines = []
+    for _, row in first.iterrows():
+        d = table[table["experiment"] == row["experiment"]]
+        if not d.empty:
+            lines.append((d, {"color": colour(row["strategy"]), "ls": styles[row["nodes"]],
+                              "label": _curve_label(row, varying)}))
+    return table, lines
+
+
+def plot_loss(a: Analysis) -> Figure | str:
     ps = a.per_step.assign(experiment=a.per_step["experiment"].astype(str))
-    ps = ps[ps["experiment"].isin(first["experiment"]) & ps["loss"].notna()]
+    ps, lines = _curves(a, ps[ps["loss"].notna()])
     if ps.empty:
         return "no step reported a loss"
     fig, (ax1, ax2) = _figure(f"Training loss (first repeat of each configuration) — {a.data.name}", ncols=2)
-    nodes = sorted(first["nodes"].unique())
-    styles = dict(zip(nodes, ["-", "--", "-.", ":"] * 4, strict=False))
-    for _, row in first.iterrows():
-        d = ps[ps["experiment"] == row["experiment"]]
-        if d.empty:
-            continue
-        kw = {"color": colour(row["strategy"]), "ls": styles[row["nodes"]], "lw": 1.3,
-              "label": _curve_label(row, varying)}
-        ax1.plot(d["step"], d["loss"], **kw)
-        ax2.plot(d["t_since_start"], d["loss"], **kw)
+    for d, kw in lines:
+        ax1.plot(d["step"], d["loss"], lw=1.3, **kw)
+        ax2.plot(d["t_since_start"], d["loss"], lw=1.3, **kw)
     ax1.set_xlabel("optimizer step")
     ax2.set_xlabel("wall-clock time since start (s)")
     for ax in (ax1, ax2):
@@ -247,32 +219,56 @@ def plot_loss(a: Analysis) -> Figure | str:
     return fig
 
 
+def _target_line(a: Analysis, ax) -> None:
+    if a.target_acc is not None:
+        ax.axhline(a.target_acc, color="grey", ls=":", label=f"target {a.target_acc:.3f}")
+
+
 def plot_accuracy(a: Analysis) -> Figure | str:
-    first, varying = _first_repeats(a)
-    c = a.curves[a.curves["experiment"].isin(first["experiment"]) & a.curves["val_acc"].notna()]
+    c, lines = _curves(a, a.curves[a.curves["val_acc"].notna()])
     if c.empty:
         return "no epoch record has a validation accuracy"
     fig, (ax1, ax2) = _figure(f"Validation accuracy (first repeat of each configuration) — {a.data.name}", ncols=2)
-    nodes = sorted(first["nodes"].unique())
-    styles = dict(zip(nodes, ["-", "--", "-.", ":"] * 4, strict=False))
-    for _, row in first.iterrows():
-        d = c[c["experiment"] == row["experiment"]]
-        if d.empty:
-            continue
-        kw = {"color": colour(row["strategy"]), "ls": styles[row["nodes"]], "marker": "o", "ms": 3,
-              "label": _curve_label(row, varying)}
-        ax1.plot(d["step"] + 1, d["val_acc"], **kw)
-        ax2.plot(d["t_since_start"], d["val_acc"], **kw)
+    for d, kw in lines:
+        ax1.plot(d["step"] + 1, d["val_acc"], marker="o", ms=3, **kw)
+        ax2.plot(d["t_since_start"], d["val_acc"], marker="o", ms=3, **kw)
     ax1.set_xlabel("optimizer steps done")
     ax2.set_xlabel("wall-clock time since start (s)")
     for ax in (ax1, ax2):
         ax.set_ylabel("validation accuracy (fraction)")
-        if a.target_acc is not None:
-            ax.axhline(a.target_acc, color="grey", ls=":", label=f"target {a.target_acc:.3f}")
+        _target_line(a, ax)
         ax.grid(alpha=0.3)
     ax1.set_title("vs step", fontsize=10)
     ax2.set_title("vs time", fontsize=10)
     _legend(ax2)
+    return fig
+
+
+def plot_epochs(a: Analysis) -> Figure | str:
+    c, lines = _curves(a, a.curves)
+    if c.empty or c["val_acc"].isna().all():
+        return "no epoch record has a validation accuracy"
+    fig, (ax1, ax2) = _figure(f"Accuracy and time per epoch (first repeat of each configuration) — {a.data.name}",
+                              ncols=2)
+    for d, kw in lines:
+        acc = d[d["val_acc"].notna()]
+        ax1.plot(acc["epoch"] + 1, acc["val_acc"], marker="o", ms=3, **kw)
+        ax2.plot(d["epoch"] + 1, d["epoch_s"], marker="o", ms=3, **kw)
+    _target_line(a, ax1)
+    ax1.set_ylabel("validation accuracy (fraction)")
+    ax2.set_ylabel("epoch time, slowest rank (s)")
+    last = int(c["epoch"].max()) + 1
+    for ax in (ax1, ax2):
+        ax.set_xlabel("epoch")
+        ax.set_xlim(0.5, last + 0.5)
+        if last <= 12:
+            ax.set_xticks(range(1, last + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    ax1.set_title("validation accuracy at the end of each epoch", fontsize=10)
+    ax2.set_title("training time of each epoch (the last may be cut short)", fontsize=10)
+    _legend(ax1)
     return fig
 
 
@@ -305,9 +301,9 @@ def plot_chunks(a: Analysis) -> Figure | str:
     if g.empty or g["chunks"].nunique() < 2:
         return f"needs a pipeline strategy ({', '.join(PIPELINED)}) swept over at least two CHUNKS values"
     fig, (ax,) = _figure(f"Pipeline step time vs micro-batches — {a.data.name}")
-    varying = _varying(g, [k for k in CONFIG_KEY if k not in ("chunks",)])
-    stages = a.summary.groupby(CONFIG_KEY, dropna=False)["stages"].first()
-    keys = [k for k in CONFIG_KEY if k != "chunks"]
+    varying = _varying(g, [k for k in a.config_key if k not in ("chunks",)])
+    stages = a.summary.groupby(a.config_key, dropna=False)["stages"].first()
+    keys = [k for k in a.config_key if k != "chunks"]
     for n, (_, part) in enumerate(g.groupby(keys, dropna=False)):
         part = part.sort_values("chunks")
         row = part.iloc[-1]
@@ -315,7 +311,7 @@ def plot_chunks(a: Analysis) -> Figure | str:
         ms = part["median_step_s"] * 1000
         ax.plot(part["chunks"], ms, marker=MARKERS[n % len(MARKERS)], color=c, ls=DASHES[n % len(DASHES)],
                 label=f"{series_label(row, varying)} n{row['nodes']}")
-        k = int(stages.get(tuple(row[CONFIG_KEY]), 1))
+        k = int(stages.get(tuple(row[a.config_key]), 1))
         if k > 1:  # GPipe bubble model through the point with the most chunks: t(M) ∝ (M + K - 1) / M
             m = part["chunks"].to_numpy(dtype=float)
             ax.plot(m, ms.iloc[-1] * (m + k - 1) / m / ((m[-1] + k - 1) / m[-1]), color=c, ls=":", lw=1)
@@ -364,14 +360,6 @@ def plot_heatmap(a: Analysis) -> Figure | str:
     return fig
 
 
-@dataclass
-class PlotSpec:
-    name: str
-    title: str
-    caption: str
-    make: Callable[[Analysis], Figure | str]
-
-
 PLOTS = [
     PlotSpec("throughput", "Throughput vs nodes", "Global samples/s (global batch / median step time); dotted: "
              "linear scaling from the smallest node count; bars: min-max over repeats.", plot_throughput),
@@ -386,12 +374,16 @@ PLOTS = [
              "another.", plot_loss),
     PlotSpec("accuracy", "Accuracy curves", "Validation accuracy at the end of each epoch, against steps and "
              "wall-clock time.", plot_accuracy),
+    PlotSpec("epochs", "Accuracy vs epoch", "Validation accuracy at the end of each epoch (dotted: the target) and "
+             "each epoch's training time (its slowest rank's); summary.csv has mean_epoch_s, epochs_to_target "
+             "and time_to_target_s.", plot_epochs),
     PlotSpec("time_to_accuracy", "Time to accuracy", "Wall-clock time until the validation accuracy first "
              "reaches the target.", plot_time_to_accuracy),
     PlotSpec("chunks", "Step time vs chunks", "Pipeline strategies: median step time against micro-batches; dotted: "
              "the bubble model through the largest chunk count.", plot_chunks),
     PlotSpec("heatmap", "Per-rank heat map", "Each rank's busy time (compute where measured, else the whole step) "
              "per timed step; a straggler is a bright row.", plot_heatmap),
+    *VIEW_PLOTS,
 ]
 
 
@@ -402,11 +394,12 @@ class PlotFile:
     svg: str
 
 
-def make_plots(a: Analysis, out_dir: str) -> tuple[list[PlotFile], list[tuple[PlotSpec, str]]]:
-    """Save every applicable plot as PNG + SVG; return (written, [(not applicable, why)])."""
+def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None
+               ) -> tuple[list[PlotFile], list[tuple[PlotSpec, str]]]:
+    """Save every applicable plot (of `only`, default all) as PNG + SVG; return (written, [(not applicable, why)])."""
     os.makedirs(out_dir, exist_ok=True)
     written, skipped = [], []
-    for spec in PLOTS:
+    for spec in PLOTS if only is None else only:
         fig = spec.make(a)
         if isinstance(fig, str):
             skipped.append((spec, fig))

@@ -27,6 +27,7 @@ TABLE = [  # (column, header, format)
     ("compute_s", "compute (ms)", "ms"), ("comm_s", "comm (ms)", "ms"), ("bubble_s", "bubble (ms)", "ms"),
     ("comm_bytes_per_step", "sent/step (MiB)", "mib"), ("peak_mem_bytes_per_rank", "peak mem/rank (MiB)", "mib"),
     ("skew", "skew", "{:.0%}"), ("final_loss", "final loss", "{:.4f}"), ("final_val_acc", "val acc", "{:.3f}"),
+    ("mean_epoch_s", "epoch (s)", "{:.2f}"), ("epochs_to_target", "epochs to target", "{:.0f}"),
     ("time_to_target_s", "time to target (s)", "{:.2f}"),
 ]
 

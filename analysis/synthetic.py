@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import zlib
 
 from trainers.common import registry
 from trainers.common.config import ExperimentConfig
@@ -33,7 +34,8 @@ def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch:
                      state: str = "COMPLETED", attempt_field: bool = False) -> None:
     """One experiment directory: config.json, status.json, rank-R.jsonl for every rank.
     `attempt_field`: every record carries `attempt` (newer writers), not only the start record."""
-    rng = random.Random(hash((strategy, nodes, procs, chunks, repeat, seed)) & 0xFFFF)
+    # crc32, not hash(): the same numbers in every process (hash() of a str is salted per process)
+    rng = random.Random(zlib.crc32(repr((strategy, nodes, procs, chunks, repeat, seed)).encode()))
     world = nodes * procs
     config = _config(strategy, nodes, procs, batch, chunks, steps, repeat, warmup, seed)
     stages, dp = config.pipeline_stages, config.dp_size

@@ -19,6 +19,7 @@ from analysis.cli import generate
 from analysis.load import load_sweep
 from analysis.metrics import analyse
 from analysis.plots import PLOTS
+from analysis.views import VIEW_PLOTS
 from tests.figures import check_figure, colours, write_plot_sweep
 from tests.helpers import ROOT, exp_id, sweep
 
@@ -86,7 +87,7 @@ def test_real_sweep_plots_summary_and_report(real):
         if spec.name in written:
             check_figure(fig, spec.name)
         else:
-            assert isinstance(fig, str) and spec.name == "chunks", (spec.name, fig)
+            assert isinstance(fig, str) and spec.name in {"chunks", *(v.name for v in VIEW_PLOTS)}, (spec.name, fig)
 
 
 def _chromium() -> str | None:
@@ -109,7 +110,7 @@ def test_report_renders_in_headless_chromium(synthetic, tmp_path):
     dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     m = re.search(r'data-images="(\d+)" data-broken-images="(\d+)"', dom)
     assert m, "the page's load handler did not run: " + dom[:300]
-    assert int(m.group(1)) == len(PLOTS) + 1 and m.group(2) == "0", m.group(0)  # + the answer's plot
+    assert int(m.group(1)) == len(PLOTS) - len(VIEW_PLOTS) + 1 and m.group(2) == "0", m.group(0)  # no view; + answer
     for width, height in ((1280, 2400), (390, 1800)):  # laptop, phone
         shot = tmp_path / f"shot-{width}.png"
         subprocess.run([*base, f"--screenshot={shot}", f"--window-size={width},{height}", url],
