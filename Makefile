@@ -71,7 +71,7 @@ SWEEP_FLAGS = --nodes $(call q,$(NODES)) --strategies $(call q,$(STRATEGIES)) --
   $(call opt,--seed,$(SEED)) $(call opt,--repeats,$(REPEATS)) $(call opt,--scaling,$(SCALING)) \
   $(call opt,--sweep,$(SWEEP)) $(if $(DRY_RUN),--dry-run) $(if $(NO_WAIT),--no-wait) $(if $(SERIAL),--serial)
 
-.PHONY: help venv sweep plots report compare project plan bench test test-fast lint cluster-up cluster-down \
+.PHONY: help venv sweep plots report compare project plan data bench test test-fast lint cluster-up cluster-down \
   cluster-status status cancel render clean
 
 help: ## list targets and variables
@@ -128,6 +128,9 @@ plan: $(STAMP) ## memory fit per strategy and node count (MODEL or PLAN_ARGS, NO
 	$(PY) bin/plan $(call opt,--model,$(MODEL)) --nodes $(call q,$(NODES)) $(call opt,--procs-per-node,$(PROCS)) \
 	  $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
 	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) --gpu-mem $(call q,$(GPU_MEM)) $(PLAN_ARGS)
+
+data: $(STAMP) ## download CIFAR-10 into DATA_DIR/cifar-10-batches-py with torchvision (DATA_DIR=data; needs internet)
+	$(PY) -m trainers.common.download --data-dir $(call q,$(or $(DATA_DIR),data))
 
 bench: $(STAMP) ## benchmarks, printed as ratios measured in one run (BENCH=name for one)
 	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load projection plan,$(BENCH)); do \

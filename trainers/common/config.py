@@ -58,7 +58,7 @@ class ExperimentConfig:
     strategy: str = _f("single", "--strategy", "parallelism strategy", choices=STRATEGIES)
     nodes: int = _f(1, "--nodes", "number of nodes")
     procs_per_node: int = _f(1, "--procs-per-node", "ranks per node")
-    model: str = _f("mlp", "--model", "model", choices=MODELS)
+    model: str = _f("mlp", "--model", f"model: {', '.join(MODELS)}, or your own as module:function (usermodel.py)")
     dataset: str = _f("synthetic", "--dataset", "data set", choices=DATASETS)
     data_dir: str = _f("data", "--data-dir", "where real data sets live (cifar10)")
     steps: int = _f(20, "--steps", "optimizer steps (0: use --epochs)")
@@ -224,12 +224,15 @@ def check_name(kind: str, value: str) -> str:
 
 def validate(c: ExperimentConfig) -> None:
     """Every rule about a single experiment, in one place. Raises ConfigError."""
-    for name, choices in (("strategy", STRATEGIES), ("model", MODELS), ("dataset", DATASETS),
+    for name, choices in (("strategy", STRATEGIES), ("dataset", DATASETS),
                           ("schedule", SCHEDULES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                           ("device", DEVICES), ("link", tuple(LINKS)),
                           ("gpipe_checkpoint", GPIPE_CHECKPOINTS)):
         value = getattr(c, name)
         _require(value in choices, f"unknown {name} {value!r}: choose from {', '.join(choices)}")
+    from trainers.common import cifarfiles, usermodel  # torch-free; imported here as they import this module
+
+    usermodel.check(c.model)  # a built-in name, or module:function (its function's blocks: at build)
     for name in ("nodes", "procs_per_node", "global_batch", "chunks"):
         _require(getattr(c, name) >= 1, f"invalid {name} {getattr(c, name)!r}: must be >= 1")
     for name in ("steps", "epochs", "warmup", "checkpoint_every", "seed", "repeat", "stages"):
@@ -242,7 +245,8 @@ def validate(c: ExperimentConfig) -> None:
     _require(c.bandwidth_gbps > 0 or c.bandwidth_gbps == -1.0,
              f"invalid bandwidth_gbps {c.bandwidth_gbps!r}: must be > 0 Gbit/s (leave it out for the link "
              "preset's; LINK=loopback emulates nothing)")
-    samples = TRAIN_SAMPLES[c.dataset]
+    # cifar10: refused without its files, else their count (TRAIN_SAMPLES has the full set's)
+    samples = cifarfiles.train_samples(c.data_dir) if c.dataset == "cifar10" else TRAIN_SAMPLES[c.dataset]
     _require(c.global_batch <= samples, f"invalid global_batch {c.global_batch}: larger than the "
              f"{samples} training samples of dataset {c.dataset}")
     if c.fault:
@@ -257,7 +261,9 @@ def validate(c: ExperimentConfig) -> None:
 
 
 def layout(c: ExperimentConfig, gpus: int | None = None) -> registry.Layout:
-    return registry.Layout(c.nodes, c.procs_per_node, c.pipeline_stages, MODEL_BLOCKS[c.model], gpus)
+    # A module:function model's blocks are counted once built (stages.resolve_balance checks them there).
+    blocks = {"blocks": MODEL_BLOCKS[c.model]} if c.model in MODEL_BLOCKS else {}
+    return registry.Layout(c.nodes, c.procs_per_node, c.pipeline_stages, gpus=gpus, **blocks)
 
 
 def _validate_layout(c: ExperimentConfig) -> None:
@@ -276,11 +282,11 @@ def _validate_layout(c: ExperimentConfig) -> None:
             _require(w % k == 0, f"invalid stages {k} for {c.strategy}: must divide the world size {w}")
         elif traits.max_world is None:  # one stage per rank
             _require(k == w, f"invalid stages {k} for {c.strategy}: one stage per rank, world size is {w}")
-        blocks = MODEL_BLOCKS[c.model]
         bal = c.balance_list() if c.balance else []
         if bal:
             _require(len(bal) == k and all(b >= 1 for b in bal),
                      f"invalid balance {c.balance!r}: need {k} positive block counts")
+            blocks = MODEL_BLOCKS.get(c.model, sum(bal))  # a module:function model's: checked once built
             _require(sum(bal) == blocks, f"invalid balance {c.balance!r}: covers {sum(bal)} blocks, "
                      f"model {c.model} has {blocks}")
     if traits.micro_batches:
