@@ -4,9 +4,9 @@ the epoch length comes from the files (48 samples / batch 16 = 3 steps, not 5000
 two loss curves agree. Refusals (missing files, batch vs the files' count): tests/unit/test_cifarfiles.py.
 
 ResNets keep BatchNorm, whose statistics are per rank under ddp (docs/strategies.md#batchnorm),
-so the curves agree within a tolerance rather than to rounding: measured here, the relative gap
-per step stays under 1% at lr 0.01 (under 3% at the default 0.05, where the loss climbs);
-TOLERANCE is 5%. A run on other data (another seed of the files) differs by more than that."""
+so the curves agree within a tolerance rather than to rounding. Measured here (lr 0.01): ddp
+within 0.6%, 1.7%, 0.6% of single at the 3 steps; single on files of another seed differs from
+it by 5.5%, 4.6%, 11%. TOLERANCE is 3%: it passes the one and fails the other."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.helpers import records, run_local, step_losses
 
 TRAIN, BATCH = (24, 24), 16
 COMMON = dict(model="resnet18", dataset="cifar10", global_batch=BATCH, steps=0, epochs=1, lr=0.01)
-TOLERANCE = 0.05
+TOLERANCE = 0.03
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from trainers.common import checkpoint, distenv, gpu, registry, rundir
-from trainers.common.config import ConfigError, ExperimentConfig, parse_trainer_args, validate
+from trainers.common.config import FP16_ON_CPU, ConfigError, ExperimentConfig, parse_trainer_args, validate
 from trainers.common.data import Dataset, GlobalBatches, load
 from trainers.common.logwriter import RankLog, current_attempt
 from trainers.common.trainer import Trainer
@@ -169,6 +169,8 @@ def setup(cfg: ExperimentConfig, argv: list[str] | None = None) -> Context:
     cfg = _launcher_layout(cfg, env, sys.argv[1:] if argv is None else argv)
     run_dir = _run_dir(cfg)
     device = _pick_device(cfg, env)
+    if cfg.precision == "fp16" and device.type == "cpu":  # device auto found no GPU (validation: cpu)
+        raise ConfigError(FP16_ON_CPU.replace("device cpu", "device auto (no GPU on this node)"))
     if "TS_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["TS_THREADS"]))
     log = RankLog(run_dir, env.rank, env.node)
