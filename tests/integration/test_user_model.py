@@ -1,7 +1,8 @@
-"""MODEL=module:function launched: the example (examples/my_model.py) trains under single, ddp
-(2 ranks) and pipeline (2 stages) with the same per-step loss, and a builder that returns no
-blocks ends every rank with exit 2 and one line before any step. The refusals in process:
-tests/unit/test_usermodel.py."""
+"""MODEL=module:function launched: the example (examples/my_model.py) trains under single and,
+with the same per-step loss, one strategy of each kind: ddp (replicas), fsdp (sharded) and
+pipeline (staged), 2 ranks each (the others match too, run by hand: within 1e-7). A builder
+that returns no blocks ends every rank with exit 2 and one line before any step. The refusals
+in process: tests/unit/test_usermodel.py."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ from tests.integration.test_strategies_staged import _one_line_exit_2
 
 MODEL = "examples.my_model:build"
 COMMON = dict(model=MODEL, dataset="synthetic", global_batch=32, chunks=2, steps=5)
-# ddp and the pipeline sum the same gradients in another order: rounding-level differences only.
+# The strategies sum the same gradients in another order: rounding-level differences only.
 RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def losses(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[float]]:
     out = {}
-    for name, strategy, procs in (("single", "single", 1), ("ddp", "ddp", 2), ("pipeline", "pipeline", 2)):
+    for name, strategy, procs in (("single", "single", 1), ("ddp", "ddp", 2), ("fsdp", "fsdp", 2),
+                                  ("pipeline", "pipeline", 2)):
         run_dir = tmp_path_factory.mktemp(name)
         status = run_local(run_dir, strategy, 1, procs, **COMMON)
         assert status["state"] == "COMPLETED", status
@@ -38,7 +40,7 @@ def test_the_example_trains(losses: dict[str, list[float]]) -> None:
     assert len(single) == COMMON["steps"] and single[-1] < single[0], single
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "pipeline"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "pipeline"])
 def test_the_example_follows_single(losses: dict[str, list[float]], strategy: str) -> None:
     for step, (got, want) in enumerate(zip(losses[strategy], losses["single"], strict=True)):
         assert abs(got - want) <= RTOL * abs(want), f"{strategy} step {step}: loss {got} vs single {want}"
