@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 
 import pytest
 
@@ -70,3 +71,27 @@ def test_a_corrupt_file_is_one_line(tmp_path) -> None:
     with open(cifarfiles.train_files(d)[0], "wb") as f:
         f.write(b"not a pickle")
     assert "cannot read" in refusal(data_dir=d) and "data_batch_1" in refusal(data_dir=d)
+
+
+def python2_batch(labels: list[int]) -> bytes:
+    """The opcodes Python 2's cPickle (protocol 2) writes for CIFAR-10's batches: str keys as
+    SHORT_BINSTRING, the labels as BININT1 appended in groups of 1000, `data` after them (here a
+    short string: the count must stop before it)."""
+    def s(text: str) -> bytes:
+        return b"U" + bytes([len(text)]) + text.encode()
+    out = b"\x80\x02}q\x00(" + s("batch_label") + s("training batch 1 of 5") + s("labels") + b"]q\x01"
+    for i in range(0, len(labels), 1000):
+        out += b"(" + b"".join(b"K" + bytes([x]) for x in labels[i:i + 1000]) + b"e"
+    return out + s("data") + s("pixels") + b"u."
+
+
+def test_the_count_reads_python2_pickles(tmp_path) -> None:
+    d = fake_cifar.write(str(tmp_path), train=(30,), test=5)
+    path = cifarfiles.train_files(d)[0]
+    with open(path, "wb") as f:
+        f.write(python2_batch([i % 10 for i in range(2500)]))
+    with open(path, "rb") as f:
+        assert len(pickle.load(f, encoding="bytes")[b"labels"]) == 2500  # a valid pickle
+    with open(path, "rb") as f:  # from the opcodes, not by loading the file
+        assert cifarfiles._count_label_list(pickletools.genops(f)) == 2500
+    assert cifarfiles.train_samples(d) == 2500
