@@ -79,7 +79,7 @@ SWEEP_FLAGS = $(call opt,--config,$(CONFIG)) $(call opt,--nodes,$(NODES)) $(call
   $(call opt,--seed,$(SEED)) $(call opt,--repeats,$(REPEATS)) $(call opt,--scaling,$(SCALING)) \
   $(call opt,--sweep,$(SWEEP)) $(if $(DRY_RUN),--dry-run) $(if $(NO_WAIT),--no-wait) $(if $(SERIAL),--serial)
 
-.PHONY: help venv sweep plots report tensorboard compare project advise plan bench test test-fast lint cluster-up cluster-down \
+.PHONY: help venv sweep plots report tensorboard compare project advise plan data bench test test-fast lint cluster-up cluster-down \
   cluster-status status cancel render clean
 
 help: ## list targets and variables
@@ -150,6 +150,9 @@ plan: $(STAMP) ## memory fit per strategy and node count (MODEL or PLAN_ARGS, NO
 	$(PY) bin/plan $(call opt,--model,$(MODEL)) --nodes $(call q,$(or $(NODES),1$(comma)2)) $(call opt,--procs-per-node,$(PROCS)) \
 	  $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
 	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) --gpu-mem $(call q,$(GPU_MEM)) $(PLAN_ARGS)
+
+data: $(STAMP) ## download CIFAR-10 into DATA_DIR/cifar-10-batches-py with torchvision (DATA_DIR=data; needs internet)
+	$(PY) -m trainers.common.download --data-dir $(call q,$(or $(DATA_DIR),data))
 
 bench: $(STAMP) ## benchmarks, printed as ratios measured in one run (BENCH=name for one)
 	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load projection plan,$(BENCH)); do \

@@ -253,7 +253,9 @@ def main(argv: list[str], profiler: Profiler | None = None) -> int:
             raise ConfigError("give the model one way: --model NAME, the five transformer flags, or --params N")
         if a.model:
             if a.model not in MODELS:
-                raise ConfigError(f"unknown model {a.model!r}: choose from {', '.join(MODELS)}")
+                own = ("; a module:function model is not planned: give its parameter count, --params N"
+                       if ":" in a.model else "")
+                raise ConfigError(f"unknown model {a.model!r}: choose from {', '.join(MODELS)}{own}")
             if profiler is None:
                 raise ConfigError("--model needs the measured profile: run bin/plan")
             shape = ModelShape(a.model, tuple(profiler(a.model, a.dataset, a.precision)))

@@ -16,13 +16,33 @@ Stages are balanced by parameter count (default), `--balance 3,3`, or `--balance
 from __future__ import annotations
 
 import sys
+import threading
 
 import torch
 from torchgpipe import GPipe
 
 from trainers.common.runtime import Context, main
 from trainers.common.stages import resolve_balance
-from trainers.common.trainer import ReplicaTrainer, evaluate_model
+from trainers.common.trainer import ReplicaTrainer, autocast, evaluate_model
+
+
+def _autocast_in_workers(ctx: Context, blocks: torch.nn.Sequential) -> None:
+    """torchgpipe runs the blocks in worker threads, and autocast is per thread: the trainer's
+    `with autocast` does not reach them. Enter it around each block's forward, in its thread."""
+    if ctx.cfg.precision == "fp32":
+        return
+    entered = threading.local()
+
+    def enter(_block: torch.nn.Module, _args: object) -> None:
+        entered.__dict__.setdefault("stack", []).append(autocast(ctx))
+        entered.stack[-1].__enter__()
+
+    def leave(_block: torch.nn.Module, _args: object, _out: object) -> None:
+        entered.stack.pop().__exit__(None, None, None)
+
+    for block in blocks:
+        block.register_forward_pre_hook(enter)
+        block.register_forward_hook(leave)
 
 
 class GPipeTrainer(ReplicaTrainer):
@@ -40,6 +60,7 @@ class GPipeTrainer(ReplicaTrainer):
         # so state_dict/full_parameters keep single's names.
         self.model = GPipe(self.module, balance=balance, devices=devices, chunks=ctx.cfg.chunks,
                            checkpoint=ctx.cfg.gpipe_checkpoint)
+        _autocast_in_workers(ctx, self.module)
         self.devices = devices
         self.note_batchnorm(self.module, ctx.cfg.chunks, "micro-batch")
         self.notes.append(f"{stages} stages on {[str(d) for d in devices]}, blocks per stage {balance} "

@@ -7,6 +7,8 @@ Each experiment runs once per module (lazily, so `-k` selects what runs)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from tests.helpers import assert_params_close, final_params, records, run_local, step_losses
@@ -26,29 +28,42 @@ CASES: dict[str, tuple[str, int, int, dict]] = {
     "zero-adam": ("zero", 1, 2, {"optimizer": "adam", "lr": 0.001}),
     "fsdp-adam-4": ("fsdp", 1, 4, {"optimizer": "adam", "lr": 0.001}),
 }
-_done: dict[str, str] = {}
+
+
+def runner(tmp_path_factory: pytest.TempPathFactory, cases: dict[str, tuple[str, int, int, dict]] = CASES,
+           **common: object) -> Callable[[str], str]:
+    """name -> run directory of cases[name] with `common` settings on top (tests/integration/test_bf16.py
+    adds precision), each run once, when first asked for."""
+    done: dict[str, str] = {}
+
+    def get(name: str) -> str:
+        if name not in done:
+            strategy, nodes, procs, kw = cases[name]
+            d = str(tmp_path_factory.mktemp(name))
+            status = run_local(d, strategy, nodes, procs, **{"steps": STEPS, "save_params": True, **kw, **common})
+            assert status["state"] == "COMPLETED", f"{name}: {status}"
+            done[name] = d
+        return done[name]
+    return get
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    def get(name: str) -> str:
-        if name not in _done:
-            strategy, nodes, procs, kw = CASES[name]
-            d = str(tmp_path_factory.mktemp(name))
-            status = run_local(d, strategy, nodes, procs, steps=STEPS, save_params=True, **kw)
-            assert status["state"] == "COMPLETED", f"{name}: {status}"
-            _done[name] = d
-        return _done[name]
-    return get
+    return runner(tmp_path_factory)
 
 
-def world(name: str) -> int:
-    return CASES[name][1] * CASES[name][2]
+def world(name: str, cases: dict[str, tuple[str, int, int, dict]] = CASES) -> int:
+    return cases[name][1] * cases[name][2]
+
+
+def baseline(name: str, cases: dict[str, tuple[str, int, int, dict]] = CASES) -> str:
+    """The single case a case compares with: same optimizer."""
+    return "single-adam" if cases[name][3].get("optimizer") == "adam" else "single"
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if not n.startswith("single")])
 def test_follows_single(run, name: str) -> None:
-    base = "single-adam" if CASES[name][3].get("optimizer") == "adam" else "single"
+    base = baseline(name)
     ref, got = step_losses(run(base), 1), step_losses(run(name), world(name))
     assert len(got) == len(ref) == STEPS
     for step, (a, b) in enumerate(zip(got, ref, strict=True)):

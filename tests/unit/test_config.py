@@ -86,7 +86,8 @@ def test_refused_in_one_line(kw, word):
 
 def test_the_largest_global_batch_of_each_data_set_is_valid():
     for dataset, samples in TRAIN_SAMPLES.items():
-        validate(ExperimentConfig(dataset=dataset, global_batch=samples))
+        if dataset != "cifar10":  # its files' count, when they are there: tests/unit/test_cifarfiles.py
+            validate(ExperimentConfig(dataset=dataset, global_batch=samples))
 
 
 @pytest.mark.parametrize("kw, word", [

@@ -4,7 +4,7 @@ counts, lazy ones inside functions too. The rules:
 1. trainers/ never imports analysis, simulate, slurm, bench, bin or tests: the trainers run on
    the cluster's nodes and depend on nothing above them.
 2. analysis/ takes from trainers/ only the torch-free modules trainers.common.config, registry,
-   grid, rundir and balance, and never imports
+   grid, rundir and balance (and usermodel, cifarfiles, which validation uses), and never imports
    torch, simulate, slurm, bench or tests: it reads log files anywhere, without torch.
 3. Those torch-free modules import no torch and, inside trainers/, only each other.
 4. Nothing imports bench except bench itself and tests; nothing imports tests except tests.
@@ -21,7 +21,8 @@ from tests.helpers import ROOT
 from tests.unit.test_registry import python_sources
 
 TORCH_FREE = ("trainers.common.config", "trainers.common.registry", "trainers.common.grid",
-              "trainers.common.rundir", "trainers.common.balance")
+              "trainers.common.rundir", "trainers.common.balance", "trainers.common.usermodel",
+              "trainers.common.cifarfiles")
 SOURCES = python_sources() + [os.path.relpath(os.path.join(d, f), ROOT)
                               for top in ("tests", "bench") for d, _, fs in os.walk(os.path.join(ROOT, top))
                               for f in fs if f.endswith(".py")]

@@ -45,6 +45,10 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 FAULT_RE = re.compile(r"^(raise|kill)@(\d+):(\d+)$")
 
 
+# fp16's loss scaling exists for GPU kernels; a run without a GPU is refused (device auto: by the trainer).
+FP16_ON_CPU = "invalid precision fp16 on device cpu: fp16 (with loss scaling) is for GPUs; on CPU use bf16"
+
+
 class ConfigError(ValueError):
     """Bad user input. The message is one line naming the bad value."""
 
@@ -58,7 +62,7 @@ class ExperimentConfig:
     strategy: str = _f("single", "--strategy", "parallelism strategy", choices=STRATEGIES)
     nodes: int = _f(1, "--nodes", "number of nodes")
     procs_per_node: int = _f(1, "--procs-per-node", "ranks per node")
-    model: str = _f("mlp", "--model", "model", choices=MODELS)
+    model: str = _f("mlp", "--model", f"model: {', '.join(MODELS)}, or your own as module:function (usermodel.py)")
     dataset: str = _f("synthetic", "--dataset", "data set", choices=DATASETS)
     data_size: int = _f(0, "--data-size", "training samples used: the first N of the training set (0: all)")
     data_dir: str = _f("data", "--data-dir", "where real data sets live (cifar10)")
@@ -109,9 +113,20 @@ class ExperimentConfig:
         return self.traits.dp_size(self.nodes, self.procs_per_node, self.pipeline_stages)
 
     @property
+    def dataset_samples(self) -> int:
+        """Training samples of the whole data set: for cifar10 what its files hold where they are
+        (a partial file set is another experiment), else the table's figure."""
+        if self.dataset == "cifar10":
+            from trainers.common import cifarfiles  # torch-free; imports this module
+
+            if not cifarfiles.missing(self.data_dir):
+                return cifarfiles.train_samples(self.data_dir)
+        return TRAIN_SAMPLES[self.dataset]
+
+    @property
     def train_samples(self) -> int:
         """Training samples this run uses: `data_size`, or the whole training set."""
-        return self.data_size or TRAIN_SAMPLES[self.dataset]
+        return self.data_size or self.dataset_samples
 
     @property
     def link_latency_us(self) -> float:
@@ -150,8 +165,9 @@ class ExperimentConfig:
             if f.name in ("stages", "balance", "gpipe_checkpoint") and traits.kind != "staged":
                 continue
             out[f.name] = getattr(self, f.name)
-        if out["data_size"] == TRAIN_SAMPLES.get(self.dataset):
-            out["data_size"] = 0  # the whole training set, named or not, is one experiment
+        whole = self.dataset_samples
+        if out["data_size"] in (0, whole):  # the whole training set, named or not, is one experiment; and
+            out["data_size"] = 0 if whole == TRAIN_SAMPLES[self.dataset] else whole  # a partial cifar10 set, another
         return out
 
     def experiment_id(self) -> str:
@@ -210,7 +226,7 @@ def _id_token(name: str, value: Any) -> str:
     text = str(value)
     if isinstance(value, float):  # shortest text that reads back as the same float: no two values share one
         text = text.removesuffix(".0").replace("e-", "em").replace("e+", "e")
-    text = re.sub(r"[^A-Za-z0-9.]+", ".", text).strip(".")
+    text = re.sub(r"[^A-Za-z0-9._]+", ".", text).strip(".")  # keeps module_names: module:function stays one-to-one
     return f"{ID_PREFIX[name]}{text}" if name in ID_PREFIX else text
 
 
@@ -237,28 +253,33 @@ def check_name(kind: str, value: str) -> str:
 def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
     """Every rule about a single experiment, in one place. Raises ConfigError. `check_layout`
     False leaves out the layout rules (a grid first asks whether the strategy can run there)."""
-    for name, choices in (("strategy", STRATEGIES), ("model", MODELS), ("dataset", DATASETS),
+    for name, choices in (("strategy", STRATEGIES), ("dataset", DATASETS),
                           ("schedule", SCHEDULES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                           ("device", DEVICES), ("link", tuple(LINKS)),
                           ("gpipe_checkpoint", GPIPE_CHECKPOINTS)):
         value = getattr(c, name)
         _require(value in choices, f"unknown {name} {value!r}: choose from {', '.join(choices)}")
+    from trainers.common import cifarfiles, usermodel  # torch-free; imported here as they import this module
+
+    usermodel.check(c.model)  # a built-in name, or module:function (its function's blocks: at build)
     for name in ("nodes", "procs_per_node", "global_batch", "chunks"):
         _require(getattr(c, name) >= 1, f"invalid {name} {getattr(c, name)!r}: must be >= 1")
     for name in ("data_size", "steps", "epochs", "warmup", "checkpoint_every", "seed", "repeat", "stages"):
         _require(getattr(c, name) >= 0, f"invalid {name} {getattr(c, name)!r}: must be >= 0")
     _require(c.steps > 0 or c.epochs > 0, "invalid steps 0: give --steps >= 1 or --epochs >= 1")
     _require(c.lr > 0, f"invalid lr {c.lr!r}: must be > 0")
+    _require(c.precision != "fp16" or c.device != "cpu", FP16_ON_CPU)
     _require(0 < c.memory_fraction <= 1 or c.memory_fraction == -1.0,
              f"invalid memory_fraction {c.memory_fraction!r}: must be in (0, 1] (leave it out for an even split)")
     _require(c.latency_us >= 0 or c.latency_us == -1.0, f"invalid latency_us {c.latency_us!r}: must be >= 0")
     _require(c.bandwidth_gbps > 0 or c.bandwidth_gbps == -1.0,
              f"invalid bandwidth_gbps {c.bandwidth_gbps!r}: must be > 0 Gbit/s (leave it out for the link "
              "preset's; LINK=loopback emulates nothing)")
-    samples = TRAIN_SAMPLES[c.dataset]
+    # cifar10: refused without its files, else their count (TRAIN_SAMPLES has the full set's)
+    samples = cifarfiles.train_samples(c.data_dir) if c.dataset == "cifar10" else TRAIN_SAMPLES[c.dataset]
     _require(c.data_size <= samples, f"invalid data_size {c.data_size}: larger than the {samples} training "
              f"samples of dataset {c.dataset} (0: all of them)")
-    _require(c.global_batch <= c.train_samples, f"invalid global_batch {c.global_batch}: larger than the "
+    _require(c.global_batch <= (c.data_size or samples), f"invalid global_batch {c.global_batch}: larger than the "
              + (f"data_size {c.data_size} (one step takes a whole global batch)" if c.data_size
                 else f"{samples} training samples of dataset {c.dataset}"))
     if c.fault:
@@ -274,7 +295,9 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
 
 
 def layout(c: ExperimentConfig, gpus: int | None = None) -> registry.Layout:
-    return registry.Layout(c.nodes, c.procs_per_node, c.pipeline_stages, MODEL_BLOCKS[c.model], gpus)
+    # A module:function model's blocks are counted once built (stages.resolve_balance checks them there).
+    blocks = {"blocks": MODEL_BLOCKS[c.model]} if c.model in MODEL_BLOCKS else {}
+    return registry.Layout(c.nodes, c.procs_per_node, c.pipeline_stages, gpus=gpus, **blocks)
 
 
 def _validate_layout(c: ExperimentConfig) -> None:
@@ -293,11 +316,11 @@ def _validate_layout(c: ExperimentConfig) -> None:
             _require(w % k == 0, f"invalid stages {k} for {c.strategy}: must divide the world size {w}")
         elif traits.max_world is None:  # one stage per rank
             _require(k == w, f"invalid stages {k} for {c.strategy}: one stage per rank, world size is {w}")
-        blocks = MODEL_BLOCKS[c.model]
         bal = c.balance_list() if c.balance else []
         if bal:
             _require(len(bal) == k and all(b >= 1 for b in bal),
                      f"invalid balance {c.balance!r}: need {k} positive block counts")
+            blocks = MODEL_BLOCKS.get(c.model, sum(bal))  # a module:function model's: checked once built
             _require(sum(bal) == blocks, f"invalid balance {c.balance!r}: covers {sum(bal)} blocks, "
                      f"model {c.model} has {blocks}")
     if traits.micro_batches:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainers.common import cifarfiles
 from trainers.common.config import TRAIN_SAMPLES
 
 
@@ -94,10 +95,10 @@ CIFAR_MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 CIFAR_STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
 
 
-def _cifar_batches(folder: str, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def _cifar_batches(paths: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
-    for name in names:
-        with open(os.path.join(folder, name), "rb") as f:
+    for path in paths:
+        with open(path, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
         xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
@@ -106,15 +107,13 @@ def _cifar_batches(folder: str, names: list[str]) -> tuple[torch.Tensor, torch.T
 
 
 def cifar10(data_dir: str) -> Dataset:
-    """CIFAR-10 in its python format (`cifar-10-batches-py/`, as torchvision downloads it).
-    Reads every `data_batch_*` present, so a small file in that format works for tests."""
-    folder = os.path.join(data_dir, "cifar-10-batches-py")
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"CIFAR-10 not found in {folder}: download it with torchvision "
-                                "(datasets.CIFAR10(root, download=True)) on a machine with internet access")
-    train = sorted(n for n in os.listdir(folder) if n.startswith("data_batch_"))
-    xt, yt = _cifar_batches(folder, train)
-    xv, yv = _cifar_batches(folder, ["test_batch"])
+    """CIFAR-10 in its python format (`cifar-10-batches-py/`, as torchvision downloads it; where and
+    how many: cifarfiles.py). Reads every `data_batch_*` present, so a small set works for tests."""
+    problem = cifarfiles.missing(data_dir)  # validation refuses this first; files can go in between
+    if problem:
+        raise FileNotFoundError(problem)
+    xt, yt = _cifar_batches(cifarfiles.train_files(data_dir))
+    xv, yv = _cifar_batches([os.path.join(cifarfiles.folder(data_dir), cifarfiles.TEST_FILE)])
     return Dataset("cifar10", DataSpec((3, 32, 32), 10, "image"), xt, yt, xv, yv)
 
 

@@ -4,6 +4,7 @@
 so every strategy (and every rank of one) starts from the same parameters as `single`.
 `mlp`, `cnn` and `transformer` have no BatchNorm and no dropout: their maths is the same
 under every strategy. The ResNets keep torchvision's BatchNorm (see docs/strategies.md).
+A `module:function` model is the user's own list of blocks (usermodel.py resolves it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import math
 import torch
 from torch import nn
 
+from trainers.common import usermodel
 from trainers.common.balance import balance_by_params  # noqa: F401 - where the tests import it from
+from trainers.common.config import ConfigError
 from trainers.common.data import DataSpec
 
 
@@ -82,7 +85,29 @@ def _transformer(spec: DataSpec, dim: int = 128, heads: int = 4, depth: int = 4)
             nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, vocab))]
 
 
+def _user_blocks(ref: str, spec: DataSpec) -> list[nn.Module]:
+    """Call a module:function model (usermodel.py) and check what it returned: ConfigError, one line."""
+    fn = usermodel.load(ref)
+    try:
+        blocks = fn(spec)
+    except Exception as e:  # noqa: BLE001 - the user's code can raise anything: one line, exit 2
+        raise ConfigError(f"invalid model {ref!r}: calling it failed: {type(e).__name__}: "
+                          f"{' '.join(str(e).split())}") from None
+    if isinstance(blocks, nn.Sequential):
+        blocks = list(blocks)
+    if not isinstance(blocks, (list, tuple)) or not blocks:
+        raise ConfigError(f"invalid model {ref!r}: returned {type(blocks).__name__} {blocks!r:.60}; "
+                          "want a non-empty list of nn.Module blocks")
+    bad = [i for i, b in enumerate(blocks) if not isinstance(b, nn.Module)]
+    if bad:
+        raise ConfigError(f"invalid model {ref!r}: block {bad[0]} is a {type(blocks[bad[0]]).__name__}, "
+                          "not an nn.Module")
+    return list(blocks)
+
+
 def build_blocks(name: str, spec: DataSpec) -> list[nn.Module]:
+    if usermodel.is_reference(name):
+        return _user_blocks(name, spec)
     if name == "mlp":
         return _mlp(spec)
     if name == "cnn":

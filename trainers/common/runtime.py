@@ -8,6 +8,8 @@ validation, and turning any error into an `error` record plus a quick non-zero e
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import datetime
 import gc
 import os
@@ -24,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from trainers.common import checkpoint, distenv, gpu, registry, rundir
-from trainers.common.config import ConfigError, ExperimentConfig, parse_trainer_args
+from trainers.common.config import FP16_ON_CPU, ConfigError, ExperimentConfig, parse_trainer_args, validate
 from trainers.common.data import Dataset, GlobalBatches, load
 from trainers.common.logwriter import RankLog, current_attempt
 from trainers.common.trainer import Trainer
@@ -132,13 +134,43 @@ def _log_for_errors(ctx: Context | None, cfg: ExperimentConfig) -> RankLog | Non
         return None
 
 
-def setup(cfg: ExperimentConfig) -> Context:
+def _layout_given(argv: list[str]) -> bool:
+    """True when the command line sets --nodes or --procs-per-node (abbreviated or with '=', as
+    the trainer's own parser reads them)."""
+    p = argparse.ArgumentParser(add_help=False)
+    for f in dataclasses.fields(ExperimentConfig):
+        if f.name in ("nodes", "procs_per_node"):
+            p.add_argument(f.metadata["flag"], dest=f.name, default=None)
+    given, _ = p.parse_known_args(argv)
+    return given.nodes is not None or given.procs_per_node is not None
+
+
+def _launcher_layout(cfg: ExperimentConfig, env: distenv.DistEnv, argv: list[str]) -> ExperimentConfig:
+    """The config with the launcher's layout where the command line gives none (torchrun sets
+    WORLD_SIZE and LOCAL_WORLD_SIZE, srun SLURM_NTASKS and SLURM_NTASKS_PER_NODE), validated
+    again; where it gives one, the two must agree."""
+    if env.world_size == cfg.world_size:
+        return cfg
+    if _layout_given(argv):
+        raise ConfigError(f"invalid layout: the launcher started {env.world_size} ranks but the command line "
+                          f"asks for {cfg.nodes} nodes x {cfg.procs_per_node} procs = {cfg.world_size} (leave "
+                          "--nodes and --procs-per-node out to take the launcher's)")
+    per_node = env.local_world_size
+    if per_node < 1 or env.world_size % per_node:
+        raise ConfigError(f"invalid layout: the launcher started {env.world_size} ranks, {per_node} per node: "
+                          "give --nodes and --procs-per-node")
+    adopted = dataclasses.replace(cfg, nodes=env.world_size // per_node, procs_per_node=per_node)
+    validate(adopted)
+    return adopted
+
+
+def setup(cfg: ExperimentConfig, argv: list[str] | None = None) -> Context:
     env = distenv.from_environ()
-    if env.world_size != cfg.world_size:
-        raise ConfigError(f"invalid layout: the launcher started {env.world_size} ranks but the config "
-                          f"asks for {cfg.nodes} nodes x {cfg.procs_per_node} procs = {cfg.world_size}")
+    cfg = _launcher_layout(cfg, env, sys.argv[1:] if argv is None else argv)
     run_dir = _run_dir(cfg)
     device = _pick_device(cfg, env)
+    if cfg.precision == "fp16" and device.type == "cpu":  # device auto found no GPU (validation: cpu)
+        raise ConfigError(FP16_ON_CPU.replace("device cpu", "device auto (no GPU on this node)"))
     if "TS_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["TS_THREADS"]))
     log = RankLog(run_dir, env.rank, env.node)
