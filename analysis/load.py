@@ -58,6 +58,7 @@ PROBLEM_COLUMNS = ("sweep", "experiment", "rank", "kind", "detail", "file", "lin
 BAD_STATES = ("FAILED", "TIMEOUT", "PREEMPTED", "CANCELLED")
 POOL_MIN_FILES = 32  # rank files to parse per worker process, at least, before a pool pays for its start
 ALL_STEP_FIELDS = (*STEP_FIELDS, *OPTIONAL_STEP_FIELDS)
+FLOAT_STEP_FIELDS = tuple(f for f in ALL_STEP_FIELDS if f != "warmup")  # RankFile.steps (warmup is its own)
 _get_steps, _get_all_steps = itemgetter(*STEP_FIELDS), itemgetter(*ALL_STEP_FIELDS)
 
 
@@ -231,6 +232,9 @@ def read_rank_files(paths: list[str], use_cache: bool = True) -> dict[str, RankF
 
 
 def _cpus() -> int:
+    """CPUs a pool of forked workers can use here (1 where fork is not available)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -269,7 +273,7 @@ def _to_entry(rf: RankFile) -> cache.Entry:
 
 def _from_entry(entry: cache.Entry) -> RankFile:
     c, d = entry.columns, entry.doc
-    steps = {k: c[k].astype(float, copy=False) for k in (*STEP_FIELDS[:-1], *OPTIONAL_STEP_FIELDS)}
+    steps = {k: c[k].astype(float, copy=False) for k in FLOAT_STEP_FIELDS}
     warmup, attempt = c["warmup"].astype(bool, copy=False), c["attempt"].astype(np.int64, copy=False)
     if len({len(v) for v in (*steps.values(), warmup, attempt)}) > 1:
         raise ValueError("columns of different lengths")
@@ -612,7 +616,7 @@ def _steps_frame(ids: list[str], parts: list[tuple[int, int, RankFile]]) -> pd.D
     data: dict[str, Any] = {
         "experiment": np.repeat([k for k, _, _ in parts], n).astype(np.int64),
         "rank": np.repeat([r for _, r, _ in parts], n).astype(np.int64),
-        **{f: joined(lambda rf, f=f: rf.steps[f], float) for f in (*STEP_FIELDS[:-1], *OPTIONAL_STEP_FIELDS)},
+        **{f: joined(lambda rf, f=f: rf.steps[f], float) for f in FLOAT_STEP_FIELDS},
         "warmup": joined(lambda rf: rf.warmup, bool), "attempt": joined(lambda rf: rf.attempt, np.int64)}
     has_step = ~np.isnan(data["step"])
     if not has_step.all():
