@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis import AnalysisError
-from analysis.load import LOGS, find_sweep, load_sweep
+from analysis.load import LOGS, completed, find_sweep, load_sweep
 from analysis.metrics import Analysis, analyse
 from analysis.plan import GIB, ModelShape, Options, parse_size, plan_one, positive_int
 from trainers.common import registry
@@ -345,6 +345,8 @@ ModelProfiler = Callable[[str, str, str], ModelShape]
 def build(sweep_dir: str, link: str, max_nodes: int, gpu_mem: int, target_acc: float | None = None,
           profiler: ModelProfiler | None = None, projector: Projector | None = None) -> dict:
     """The whole answer as advice.json's document. Raises ConfigError on a sweep with nothing to advise on."""
+    if not completed(sweep_dir):
+        raise ConfigError(f"no COMPLETED experiment in {sweep_dir}: nothing to advise on")
     a = analyse(load_sweep(sweep_dir), target_acc)
     s = a.summary
     done = s[s["state"] == "COMPLETED"] if not s.empty else s

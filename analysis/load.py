@@ -11,25 +11,29 @@ restart after a failure, an interrupt, a requeue) appends to the same rank files
 last attempt's records are kept (by each record's `attempt`, else split at `start` records),
 and the experiment row counts the rest (`earlier_attempts`, `earlier_records`).
 
-Speed matters (256 ranks x 2000 steps must load faster than a plain `json.loads` loop): lines
-go through orjson (else pandas' C ujson) and records become columns per file, not
-one DataFrame row object at a time.
+Speed matters (1024 ranks x 2000 steps, `make bench BENCH=analysis_load`): lines go through
+orjson (else pandas' C ujson), records become columns per file, not one DataFrame row object at
+a time, and each rank file's columns are cached (analysis/cache.py) until the file changes.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import multiprocessing
 import os
 import re
+import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis import AnalysisError
+from analysis import AnalysisError, cache
 
 try:  # orjson (requirements.txt) parses our logs ~4x faster than the stdlib ...
     from orjson import loads as _fast_loads
@@ -52,7 +56,23 @@ RANK_FIELDS = ("attempt", "world_size", "dp_size", "total_steps", "start_time", 
                "peak_mem_bytes", "end_time", "error")
 PROBLEM_COLUMNS = ("sweep", "experiment", "rank", "kind", "detail", "file", "line")
 BAD_STATES = ("FAILED", "TIMEOUT", "PREEMPTED", "CANCELLED")
-_get_steps = itemgetter(*STEP_FIELDS)
+POOL_MIN_FILES = 32  # rank files to parse per worker process, at least, before a pool pays for its start
+ALL_STEP_FIELDS = (*STEP_FIELDS, *OPTIONAL_STEP_FIELDS)
+FLOAT_STEP_FIELDS = tuple(f for f in ALL_STEP_FIELDS if f != "warmup")  # RankFile.steps (warmup is its own)
+_get_steps, _get_all_steps = itemgetter(*STEP_FIELDS), itemgetter(*ALL_STEP_FIELDS)
+
+
+def _source_tag() -> str:
+    """Names the reader that writes cache entries: any change to this file or to cache.py (its
+    fields, its attempt rules, the entry layout) makes every cached entry stale."""
+    crc = 0
+    for source in (__file__, cache.__file__):
+        with open(source, "rb") as f:
+            crc = zlib.crc32(f.read(), crc)
+    return f"rankfile:{crc:08x}"
+
+
+CACHE_SCHEMA = _source_tag()
 
 
 @dataclass
@@ -91,16 +111,16 @@ def _number(v: Any) -> float | None:
 
 def _whole_file(raw: bytes) -> tuple[list[dict], list[str]] | None:
     """Fast path, one C call: the file's lines as one JSON array. None when any line is bad
-    (garbage, cut short, blank, not an object with an "event"): then it goes line by line."""
+    (garbage, cut short, blank, not an object with an "event"): then it goes line by line.
+    A blank line makes the array invalid (`,,`), so it needs no search of its own."""
     if not raw:
         return [], []
-    if not raw.endswith(b"\n") or b"\n\n" in raw:
+    if not raw.endswith(b"\n"):
         return None
-    body = raw[:-1]
     try:
-        recs = _fast_loads(b"[" + body.replace(b"\n", b",") + b"]")
-        if len(recs) != body.count(b"\n") + 1:  # a garbage line such as `1, 2` adds elements
-            return None
+        recs = _fast_loads(b"".join((b"[", memoryview(raw.replace(b"\n", b","))[:-1], b"]")))
+        if len(recs) != np.count_nonzero(np.frombuffer(raw, np.uint8) == ord("\n")):
+            return None  # a garbage line such as `1, 2` adds elements
         return recs, [r["event"] for r in recs]  # a non-object or an object without "event" raises
     except (ValueError, TypeError, KeyError, IndexError):
         return None
@@ -124,33 +144,32 @@ def _records(lines: list[str], cut_last: bool) -> tuple[list[dict], list[str], l
     return recs, events, problems
 
 
-def _attempts(recs: list[dict], events: list[str], raw: bytes) -> np.ndarray | None:
+def _attempts(recs: list[dict], events: list[str]) -> np.ndarray | None:
     """Each record's attempt, or None when the file holds one attempt only (the usual case,
     found without a Python-level pass over the records). A record's own `attempt` field wins;
     a record without one belongs to the latest `start` before it (that start's `attempt`, else
     the starts' ordinal); records before the first start, to the attempt before it (at least 1)."""
-    n_starts = events.count("start")
-    if n_starts <= 1 and raw.count(b'"attempt"') <= 1:
+    own = list(map(dict.get, recs, repeat("attempt")))  # one C-level pass; None where a record has none
+    with_field = len(own) - own.count(None)
+    if events.count("start") <= 1 and with_field <= 1:  # older writers: the one start record says it
         return None
-    try:  # newer writers: every record has an integer `attempt` (one C-level pass)
-        own = np.fromiter(map(_get_attempt, recs), dtype=np.int64, count=len(recs))
-        return None if not len(own) or own.min() == own.max() else own
-    except (KeyError, TypeError, ValueError):
-        pass
+    if with_field == len(own):  # newer writers: every record has an integer `attempt`
+        try:
+            att = np.fromiter(own, dtype=np.int64, count=len(own))
+            return None if not len(att) or att.min() == att.max() else att
+        except (TypeError, ValueError):
+            pass
     ev = np.array(events)
     is_start = ev == "start"
     starts = [r for r, s in zip(recs, is_start, strict=True) if s]
     start_att = [_int(s.get("attempt")) or i + 1 for i, s in enumerate(starts)]
     first = max((start_att[0] - 1) if starts else 1, 1)
     inherited = np.array([first, *start_att], dtype=np.int64)[np.cumsum(is_start)]
-    own_or_none = [_int(r.get("attempt")) for r in recs]
+    own_or_none = [_int(a) for a in own]
     if any(a is not None for a in own_or_none):
         inherited = np.array([a if a is not None else i for a, i in zip(own_or_none, inherited.tolist(), strict=True)],
                              dtype=np.int64)
     return None if inherited.min() == inherited.max() else inherited
-
-
-_get_attempt = itemgetter("attempt")
 
 
 def _int(v: Any) -> int | None:
@@ -179,12 +198,95 @@ def _before_resume(recs: list[dict], events: list[str], att: np.ndarray, resumed
 
 
 def parse_rank_file(path: str) -> RankFile:
-    """One rank file, its last attempt only: every attempt (a restart after a failure, an
+    """One rank file, parsed (no cache), its last attempt only: see `parse_rank_bytes`."""
+    with open(path, "rb") as f:
+        return parse_rank_bytes(f.read())
+
+
+def read_rank_files(paths: list[str], use_cache: bool = True) -> dict[str, RankFile | OSError]:
+    """Every rank file of `paths` (its OSError where it cannot be read: FileNotFoundError when it
+    is missing). Through the columnar cache (analysis/cache.py): a file's entry when the file has
+    not changed since it was written; the other files are parsed, by a pool of worker processes
+    when there are many and more than one CPU, and their entries written."""
+    out: dict[str, RankFile | OSError] = {}
+    todo: list[tuple[str, os.stat_result, bool]] = []
+    for path in paths:
+        try:
+            st = os.stat(path)  # before reading: a file that grows meanwhile no longer matches its entry
+        except OSError as e:
+            out[path] = e
+            continue
+        rf = _cached(path, st) if use_cache else None
+        if rf is None:
+            todo.append((path, st, use_cache))
+        else:
+            out[path] = rf
+    workers = min(_cpus(), len(todo) // POOL_MIN_FILES)
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(_parse_and_save, todo, chunksize=max(len(todo) // (8 * workers), 1)))
+    else:
+        results = list(map(_parse_and_save, todo))
+    out.update(zip((path for path, _, _ in todo), results, strict=True))
+    return out
+
+
+def _cpus() -> int:
+    """CPUs a pool of forked workers can use here (1 where fork is not available)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _cached(path: str, st: os.stat_result) -> RankFile | None:
+    entry = cache.load(cache.entry_path(os.path.dirname(path), os.path.basename(path)), path, st, CACHE_SCHEMA)
+    try:
+        return _from_entry(entry) if entry is not None else None
+    except (KeyError, TypeError, ValueError):  # an entry of the right tag but the wrong shape: rebuild it
+        return None
+
+
+def _parse_and_save(item: tuple[str, os.stat_result, bool]) -> RankFile | OSError:
+    """Parse one rank file and write its cache entry (in a pool worker or here)."""
+    path, st, use_cache = item
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        return e
+    rf = parse_rank_bytes(raw)
+    if use_cache:
+        cache.save(cache.entry_path(os.path.dirname(path), os.path.basename(path)), st, raw, CACHE_SCHEMA,
+                   _to_entry(rf))
+    return rf
+
+
+def _to_entry(rf: RankFile) -> cache.Entry:
+    return cache.Entry({**rf.steps, "warmup": rf.warmup, "attempt": rf.attempt},
+                       {"epochs": rf.epochs, "starts": rf.starts, "ends": rf.ends, "errors": rf.errors,
+                        "problems": rf.problems, "earlier_attempts": rf.earlier_attempts,
+                        "earlier_records": rf.earlier_records})
+
+
+def _from_entry(entry: cache.Entry) -> RankFile:
+    c, d = entry.columns, entry.doc
+    steps = {k: c[k].astype(float, copy=False) for k in FLOAT_STEP_FIELDS}
+    warmup, attempt = c["warmup"].astype(bool, copy=False), c["attempt"].astype(np.int64, copy=False)
+    if len({len(v) for v in (*steps.values(), warmup, attempt)}) > 1:
+        raise ValueError("columns of different lengths")
+    return RankFile(steps, warmup, attempt, list(d["epochs"]), list(d["starts"]), list(d["ends"]), list(d["errors"]),
+                    [(str(k), str(detail), int(line)) for k, detail, line in d["problems"]],
+                    int(d["earlier_attempts"]), int(d["earlier_records"]))
+
+
+def parse_rank_bytes(raw: bytes) -> RankFile:
+    """A rank file's bytes, its last attempt only: every attempt (a restart after a failure, an
     interrupt, a requeue) appends to the file; the records of the earlier ones are counted
     (`earlier_attempts`, `earlier_records`) and dropped, except where the last attempt resumed
     from a checkpoint at step S: the steps below S come from the attempts that measured them."""
-    with open(path, "rb") as f:
-        raw = f.read()
     fast = _whole_file(raw)
     if fast is not None:
         (recs, events), problems = fast, []
@@ -194,7 +296,7 @@ def parse_rank_file(path: str) -> RankFile:
         if not cut_last and lines:
             lines.pop()  # the empty string after the final newline
         recs, events, problems = _records(lines, cut_last)
-    att = _attempts(recs, events, raw) if recs else None
+    att = _attempts(recs, events) if recs else None
     earlier, dropped = 0, 0
     if att is not None:
         last = int(att.max())
@@ -213,18 +315,7 @@ def parse_rank_file(path: str) -> RankFile:
     by_event: dict[str, list[dict]] = {"start": [], "epoch": [], "end": [], "error": []}
     for r in others:
         by_event.setdefault(r["event"], []).append(r)
-    try:
-        table = np.array(list(map(_get_steps, steps)), dtype=float).reshape(len(steps), len(STEP_FIELDS))
-    except (KeyError, TypeError, ValueError):  # a field left out or of an odd type: slower, per-field path
-        table = np.column_stack([_column([_number(r.get(k)) for r in steps]) for k in STEP_FIELDS]) \
-            if steps else np.empty((0, len(STEP_FIELDS)))
-    columns = {k: table[:, i] for i, k in enumerate(STEP_FIELDS)}
-    for k in OPTIONAL_STEP_FIELDS:  # newer writers only: NaN where a record has none
-        values = [r.get(k) for r in steps]
-        try:
-            columns[k] = np.array(values, dtype=float)
-        except (TypeError, ValueError):
-            columns[k] = _column([_number(v) for v in values])
+    columns = _step_columns(steps)
     warmup = columns.pop("warmup") > 0  # true -> 1.0; false, null -> 0.0, NaN
     starts = by_event["start"]
     last_att = (int(att.max()) if att is not None else
@@ -233,6 +324,24 @@ def parse_rank_file(path: str) -> RankFile:
                else np.full(len(steps), last_att, dtype=np.int64))
     return RankFile(columns, warmup, attempt, by_event["epoch"], starts, by_event["end"], by_event["error"],
                     problems, earlier, dropped)
+
+
+def _step_columns(steps: list[dict]) -> dict[str, np.ndarray]:
+    """The step records as one float column per field (null -> NaN): the records as tuples in one
+    C-level pass where every record has every field with a number; else field by field."""
+    for getter, names in ((_get_all_steps, ALL_STEP_FIELDS), (_get_steps, STEP_FIELDS)):
+        try:
+            table = np.array(list(map(getter, steps)), dtype=float).reshape(len(steps), len(names))
+            break
+        except (KeyError, TypeError, ValueError):  # a field left out (older writers: cpu_s) or of an odd type
+            continue
+    else:
+        table, names = np.empty((len(steps), 0)), ()
+    columns = dict(zip(names, np.ascontiguousarray(table.T), strict=True))
+    for k in ALL_STEP_FIELDS:  # the slower path: NaN where a record has no number
+        if k not in columns:
+            columns[k] = _column([_number(r.get(k)) for r in steps])
+    return columns
 
 
 def read_json(path: str) -> tuple[dict, str | None]:
@@ -296,7 +405,7 @@ def _experiment_ids(path: str, meta: dict) -> list[str]:
     ids = [e["id"] for e in meta.get("experiments", []) if isinstance(e, dict) and isinstance(e.get("id"), str)]
     for name in sorted(os.listdir(path)):
         sub = os.path.join(path, name)
-        if name in ids or not os.path.isdir(sub):
+        if name in ids or name.startswith(".") or not os.path.isdir(sub):  # .cache/ is not an experiment
             continue
         if os.path.exists(os.path.join(sub, "config.json")) or any(
                 f.startswith("rank-") and f.endswith(".jsonl") for f in os.listdir(sub)):
@@ -329,17 +438,26 @@ def _derived(cfg: dict) -> tuple[int, int]:
         return 1, int(cfg.get("nodes", 1)) * int(cfg.get("procs_per_node", 1))
 
 
-def load_sweep(path: str) -> SweepData:
+def completed(path: str) -> list[str]:
+    """The experiments whose status.json says COMPLETED: read before load_sweep by the commands
+    that refuse a sweep with none, so that refusing writes nothing (not even the cache)."""
+    meta, _ = read_json(os.path.join(path, "sweep.json"))
+    return [exp for exp in _experiment_ids(path, meta if isinstance(meta, dict) else {})
+            if (read_json(os.path.join(path, exp, "status.json"))[0] or {}).get("state") == "COMPLETED"]
+
+
+def load_sweep(path: str, use_cache: bool = True) -> SweepData:
+    """`use_cache`: read and write the columnar cache under `<path>/.cache/` (analysis/cache.py)."""
     gc_on = gc.isenabled()
     gc.disable()  # half a million short-lived dicts trigger collections that find nothing to free
     try:
-        return _load_sweep(path)
+        return _load_sweep(path, use_cache=use_cache)
     finally:
         if gc_on:
             gc.enable()
 
 
-def load_run(run_dir: str) -> SweepData:
+def load_run(run_dir: str, use_cache: bool = True) -> SweepData:
     """One experiment directory (config.json, status.json, rank-*.jsonl), as a sweep of one
     experiment: what a tool that ran a single experiment reads (bench/, the projection).
     The enclosing directory's sweep.json, if any, is not needed."""
@@ -347,13 +465,70 @@ def load_run(run_dir: str) -> SweepData:
     gc_on = gc.isenabled()
     gc.disable()
     try:
-        return _load_sweep(os.path.dirname(run_dir), [os.path.basename(run_dir)])
+        return _load_sweep(os.path.dirname(run_dir), [os.path.basename(run_dir)], use_cache)
     finally:
         if gc_on:
             gc.enable()
 
 
-def _load_sweep(path: str, only: list[str] | None = None) -> SweepData:
+@dataclass
+class _Head:
+    """What sweep.json, config.json and status.json say of one experiment, before its rank files."""
+
+    exp: str
+    dir: str
+    doc: dict  # config.json
+    cfg: dict
+    status: dict
+    state: str
+    skipped_reason: str | None
+    problems: list[tuple[str, str, str]]  # (kind, detail, file)
+    nodes: int
+    procs: int
+    stages: int
+    dp: int
+    cpu_plan: dict
+
+    @property
+    def world(self) -> int:
+        return self.nodes * self.procs
+
+    @property
+    def reads_ranks(self) -> bool:
+        return self.state != "SKIPPED" and os.path.isdir(self.dir)
+
+    def rank_path(self, rank: int) -> str:
+        return os.path.join(self.dir, f"rank-{rank}.jsonl")
+
+
+def _experiment_head(path: str, exp: str, listed: dict[str, dict]) -> _Head:
+    d = os.path.join(path, exp)
+    doc, cerr = read_json(os.path.join(d, "config.json"))
+    status, serr = read_json(os.path.join(d, "status.json"))
+    cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+    if not cfg:
+        cfg = _config_from_id(exp, listed.get(exp, {}))
+    exp_meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+    skipped_reason = (listed.get(exp) or {}).get("skipped") or exp_meta.get("skipped")
+    state = status.get("state") or ("SKIPPED" if skipped_reason else "UNKNOWN")
+    problems = []
+    if not os.path.isdir(d):
+        if state != "SKIPPED":
+            problems.append(("missing experiment directory", f"{exp} is in sweep.json but has no directory", exp))
+        state = "SKIPPED" if skipped_reason else "MISSING"
+    elif state != "SKIPPED":
+        if cerr:
+            problems.append((f"config.json {cerr}", "layout taken from sweep.json / the experiment id",
+                             f"{exp}/config.json"))
+        if serr:
+            problems.append((f"status.json {serr}", "the experiment's final state is unknown", f"{exp}/status.json"))
+    nodes, procs = int(cfg.get("nodes", 1)), int(cfg.get("procs_per_node", 1))
+    stages, dp = _derived(cfg) if cfg else (1, nodes * procs)
+    cpu_plan = exp_meta.get("cpu_plan") or status.get("cpu_plan") or {}
+    return _Head(exp, d, doc, cfg, status, state, skipped_reason, problems, nodes, procs, stages, dp, cpu_plan)
+
+
+def _load_sweep(path: str, only: list[str] | None = None, use_cache: bool = True) -> SweepData:
     """`only`: these experiment directories (load_run), without the sweep's sweep.json problem."""
     name = os.path.basename(os.path.normpath(path))
     problems: list[dict] = []
@@ -371,46 +546,25 @@ def _load_sweep(path: str, only: list[str] | None = None) -> SweepData:
     step_parts: list[tuple[int, int, RankFile]] = []
     configs: dict[str, dict] = {}
     ids = _experiment_ids(path, meta) if only is None else list(only)
-    for k, exp in enumerate(ids):
-        d = os.path.join(path, exp)
-        doc, cerr = read_json(os.path.join(d, "config.json"))
-        status, serr = read_json(os.path.join(d, "status.json"))
-        cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
-        if not cfg:
-            cfg = _config_from_id(exp, listed.get(exp, {}))
-        exp_meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
-        configs[exp] = doc
-        skipped_reason = (listed.get(exp) or {}).get("skipped") or exp_meta.get("skipped")
-        state = status.get("state") or ("SKIPPED" if skipped_reason else "UNKNOWN")
-        if not os.path.isdir(d):
-            if state != "SKIPPED":
-                problem(exp, "missing experiment directory", f"{exp} is in sweep.json but has no directory", exp)
-            state = "SKIPPED" if skipped_reason else "MISSING"
-        elif state != "SKIPPED":
-            if cerr:
-                problem(exp, f"config.json {cerr}", "layout taken from sweep.json / the experiment id",
-                        f"{exp}/config.json")
-            if serr:
-                problem(exp, f"status.json {serr}", "the experiment's final state is unknown",
-                        f"{exp}/status.json")
-        nodes, procs = int(cfg.get("nodes", 1)), int(cfg.get("procs_per_node", 1))
-        world = nodes * procs
-        stages, dp = _derived(cfg) if cfg else (1, world)
-        cpu_plan = exp_meta.get("cpu_plan") or status.get("cpu_plan") or {}
+    heads = [_experiment_head(path, exp, listed) for exp in ids]
+    files = read_rank_files([h.rank_path(r) for h in heads if h.reads_ranks for r in range(h.world)], use_cache)
+    for k, h in enumerate(heads):
+        exp, cfg, status, state, world = h.exp, h.cfg, h.status, h.state, h.world
+        configs[exp] = h.doc
+        for kind, detail, file in h.problems:
+            problem(exp, kind, detail, file)
         first_error = None
         found = earlier_attempts = earlier_records = 0
-        if state != "SKIPPED" and os.path.isdir(d):
+        if h.reads_ranks:
             for rank in range(world):
                 fname = f"rank-{rank}.jsonl"
-                fpath = os.path.join(d, fname)
-                if not os.path.exists(fpath):
+                rf = files[h.rank_path(rank)]
+                if isinstance(rf, FileNotFoundError):
                     problem(exp, "missing rank file", f"{fname} of {world} ranks is missing", f"{exp}/{fname}", rank)
                     continue
                 found += 1
-                try:
-                    rf = parse_rank_file(fpath)
-                except OSError as e:
-                    problem(exp, "unreadable rank file", str(e), f"{exp}/{fname}", rank)
+                if isinstance(rf, OSError):
+                    problem(exp, "unreadable rank file", str(rf), f"{exp}/{fname}", rank)
                     continue
                 for kind, detail, line in rf.problems:
                     problem(exp, kind, detail, f"{exp}/{fname}", rank, line)
@@ -441,17 +595,17 @@ def _load_sweep(path: str, only: list[str] | None = None) -> SweepData:
             problem(exp, state, str(detail), f"{exp}/status.json")
         exp_rows.append({
             "sweep": name, "experiment": exp, "strategy": cfg.get("strategy", exp.split("-")[0]),
-            "nodes": nodes, "procs_per_node": procs, "world_size": world, "stages": stages, "dp_size": dp,
+            "nodes": h.nodes, "procs_per_node": h.procs, "world_size": world, "stages": h.stages, "dp_size": h.dp,
             "global_batch": int(cfg.get("global_batch", 0) or 0), "chunks": int(cfg.get("chunks", 1) or 1),
             "schedule": cfg.get("schedule", ""), "model": cfg.get("model", ""), "dataset": cfg.get("dataset", ""),
             "precision": cfg.get("precision", "fp32"), "link": cfg.get("link", "loopback"),
             "repeat": int(cfg.get("repeat", 0) or 0), "steps_configured": cfg.get("steps"),
-            "scaling": scaling, "state": state, "reason": skipped_reason if state == "SKIPPED" else None,
+            "scaling": scaling, "state": state, "reason": h.skipped_reason if state == "SKIPPED" else None,
             "error": first_error[1] if first_error else None, "attempts": status.get("attempts"),
             "wall_s": status.get("wall_s"), "ranks_found": found,
             "earlier_attempts": earlier_attempts, "earlier_records": earlier_records,
-            "oversubscribed": bool(cpu_plan.get("oversubscribed", False)),
-            "threads_per_rank": cpu_plan.get("threads_per_rank"), "machine_cores": cpu_plan.get("machine_cores")})
+            "oversubscribed": bool(h.cpu_plan.get("oversubscribed", False)),
+            "threads_per_rank": h.cpu_plan.get("threads_per_rank"), "machine_cores": h.cpu_plan.get("machine_cores")})
     experiments = pd.DataFrame(exp_rows, columns=list(exp_rows[0]) if exp_rows else ["experiment"])
     return SweepData(name, path, meta, experiments, _steps_frame(ids, step_parts),
                      pd.DataFrame(epoch_rows, columns=["experiment", "rank", *EPOCH_FIELDS]),
@@ -460,21 +614,24 @@ def _load_sweep(path: str, only: list[str] | None = None) -> SweepData:
 
 
 def _steps_frame(ids: list[str], parts: list[tuple[int, int, RankFile]]) -> pd.DataFrame:
-    """Concatenate the per-file columns once (each file's last attempt only)."""
+    """Concatenate the per-file columns once (each file's last attempt only); rows without a
+    step number are dropped by one mask over the arrays, not by copying a DataFrame."""
     n = [len(rf.warmup) for _, _, rf in parts]
-    data: dict[str, Any] = {
-        "experiment": pd.Categorical.from_codes(np.repeat([k for k, _, _ in parts], n).astype(np.int64),
-                                                categories=ids) if parts else pd.Categorical([], categories=ids),
-        "rank": np.repeat([r for _, r, _ in parts], n).astype(np.int64),
-    }
-    for f in (*STEP_FIELDS[:-1], *OPTIONAL_STEP_FIELDS):
-        data[f] = np.concatenate([rf.steps[f] for _, _, rf in parts]) if parts else np.array([], dtype=float)
-    data["warmup"] = np.concatenate([rf.warmup for _, _, rf in parts]) if parts else np.array([], dtype=bool)
-    data["attempt"] = np.concatenate([rf.attempt for _, _, rf in parts]) if parts else np.array([], dtype=np.int64)
-    df = pd.DataFrame(data)
-    df = df[df["step"].notna()]
-    df["step"] = df["step"].astype(np.int64)
-    if any(len(rf.starts) > 1 for _, _, rf in parts):  # one attempt that logged two starts: odd, keep the later
-        df = df.drop_duplicates(["experiment", "rank", "step"], keep="last")
-    return df.reset_index(drop=True)
 
+    def joined(get, dtype) -> np.ndarray:
+        return np.concatenate([get(rf) for _, _, rf in parts]) if parts else np.array([], dtype=dtype)
+
+    data: dict[str, Any] = {
+        "experiment": np.repeat([k for k, _, _ in parts], n).astype(np.int64),
+        "rank": np.repeat([r for _, r, _ in parts], n).astype(np.int64),
+        **{f: joined(lambda rf, f=f: rf.steps[f], float) for f in FLOAT_STEP_FIELDS},
+        "warmup": joined(lambda rf: rf.warmup, bool), "attempt": joined(lambda rf: rf.attempt, np.int64)}
+    has_step = ~np.isnan(data["step"])
+    if not has_step.all():
+        data = {k: v[has_step] for k, v in data.items()}
+    data["step"] = data["step"].astype(np.int64)
+    data["experiment"] = pd.Categorical.from_codes(data["experiment"], categories=ids)
+    df = pd.DataFrame(data)
+    if any(len(rf.starts) > 1 for _, _, rf in parts):  # one attempt that logged two starts: odd, keep the later
+        df = df.drop_duplicates(["experiment", "rank", "step"], keep="last").reset_index(drop=True)
+    return df

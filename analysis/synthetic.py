@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import zlib
+from typing import Any
+
+import numpy as np
+import orjson
 
 from trainers.common import registry
 from trainers.common.config import ExperimentConfig
@@ -28,14 +31,37 @@ def _dump(path: str, doc: dict) -> None:
         json.dump(doc, f, indent=2)
 
 
+def _stable_seed(*key: object) -> int:
+    """The same random numbers in every process (hash() of a str differs per interpreter)."""
+    return zlib.crc32(repr(key).encode())
+
+
+def jsonl_lines(fields: dict[str, Any], n: int) -> list[bytes]:
+    """`n` JSON lines with the keys of `fields` in order: a value that is a list or an array is a
+    column (one value a line; NaN and None -> null), anything else the same on every line.
+    orjson formats each column in one call; a %-template joins them: ~50x faster than json.dumps
+    per record, which matters at a thousand ranks x 2000 steps."""
+    parts, columns = [], []
+    for key, value in fields.items():
+        if isinstance(value, list | np.ndarray):
+            parts.append(f"{json.dumps(key)}: ".encode() + b"%b")
+            values = value.tolist() if isinstance(value, np.ndarray) else value
+            column = orjson.dumps(values)[1:-1].split(b",") if n else []
+            assert len(column) == n, f"column {key}: {len(column)} values for {n} lines"
+            columns.append(column)
+        else:
+            parts.append(json.dumps({key: value})[1:-1].replace("%", "%%").encode())
+    template = b"{" + b", ".join(parts) + b"}\n"
+    return list(map(template.__mod__, zip(*columns, strict=True))) if columns else [template] * n
+
+
 def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch: int, chunks: int, steps: int,
                      repeat: int = 0, warmup: int = 2, steps_per_epoch: int = 10, slow: float = 1.0,
                      straggler: int | None = None, seed: int = 0, oversubscribed: bool = False,
                      state: str = "COMPLETED", attempt_field: bool = False) -> None:
     """One experiment directory: config.json, status.json, rank-R.jsonl for every rank.
     `attempt_field`: every record carries `attempt` (newer writers), not only the start record."""
-    # crc32, not hash(): the same numbers in every process (hash() of a str is salted per process)
-    rng = random.Random(zlib.crc32(repr((strategy, nodes, procs, chunks, repeat, seed)).encode()))
+    rng = np.random.default_rng(_stable_seed(strategy, nodes, procs, chunks, repeat, seed))
     world = nodes * procs
     config = _config(strategy, nodes, procs, batch, chunks, steps, repeat, warmup, seed)
     stages, dp = config.pipeline_stages, config.dp_size
@@ -56,35 +82,41 @@ def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch:
     pipelined = config.traits.micro_batches
     bubble = (stages - 1) / (chunks + stages - 1) if pipelined else 0.0
     t0 = 1_800_000_000.0 + repeat * 1000
+    step = np.arange(steps)
+    ends_epoch = ((step + 1) % steps_per_epoch == 0) | (step == steps - 1)
+    epoch_steps = step[ends_epoch]
+    nulls = [None] * steps
+    attempt = {"attempt": 1} if attempt_field else {}
     for rank in range(world):
         node = f"node{rank // procs}"
         last_stage = not pipelined or rank % stages == stages - 1
-        lines = [{"event": "start", "rank": rank, "node": node, "time": t0, "world_size": world, "strategy": strategy,
-                  "device": "cpu", "attempt": 1, "param_bytes": param_bytes, "grad_bytes": 0, "optim_bytes": 0,
-                  "start_step": 0, "total_steps": steps, "dp_rank": rank % dp, "dp_size": dp}]
-        t = t0
-        for step in range(steps):
-            c = compute * (1.6 if rank == straggler else 1.0) * rng.uniform(0.95, 1.05)
-            step_s = (c / (1 - bubble) if pipelined else c + comm) * rng.uniform(0.98, 1.02)
-            t += step_s
-            loss = 2.3 * 0.97 ** step * rng.uniform(0.99, 1.01) if last_stage else None
-            lines.append({"event": "step", "rank": rank, "node": node, "time": t, "step": step,
-                          "epoch": step // steps_per_epoch, "samples": batch // dp, "step_s": step_s,
-                          "compute_s": None if pipelined else c, "comm_s": None if pipelined else comm,
-                          "comm_bytes": 0 if world == 1 else 2 * param_bytes, "loss": loss,
-                          "mem_bytes": 200_000_000 + param_bytes * 3 + step, "cpu_s": c * 0.9, "warmup": step < warmup})
-            if (step + 1) % steps_per_epoch == 0 or step == steps - 1:
-                acc = min(0.98, 0.1 + 0.9 * (1 - 0.9 ** (step + 1))) if last_stage else None
-                lines.append({"event": "epoch", "rank": rank, "node": node, "time": t + 0.01,
-                              "epoch": step // steps_per_epoch, "epoch_s": steps_per_epoch * step_s,
-                              "val_loss": loss, "val_acc": acc})
-        lines.append({"event": "end", "rank": rank, "node": node, "time": t + 0.02, "status": state,
-                      "param_bytes": param_bytes, "grad_bytes": param_bytes, "optim_bytes": 0,
-                      "peak_mem_bytes": 200_000_000 + param_bytes * 3 + steps, "steps": steps})
-        if attempt_field:
-            lines = [{**x, "attempt": 1} for x in lines]
-        with open(os.path.join(run_dir, f"rank-{rank}.jsonl"), "w") as f:
-            f.write("".join(json.dumps(x) + "\n" for x in lines))
+        c = compute * (1.6 if rank == straggler else 1.0) * rng.uniform(0.95, 1.05, steps)
+        step_s = (c / (1 - bubble) if pipelined else c + comm) * rng.uniform(0.98, 1.02, steps)
+        t = t0 + np.cumsum(step_s)
+        loss = 2.3 * 0.97 ** step * rng.uniform(0.99, 1.01, steps) if last_stage else None
+        head = {"rank": rank, "node": node}
+        lines = jsonl_lines({"event": "step", **head, "time": t, "step": step, "epoch": step // steps_per_epoch,
+                             "samples": batch // dp, "step_s": step_s,
+                             "compute_s": nulls if pipelined else c, "comm_s": None if pipelined else comm,
+                             "comm_bytes": 0 if world == 1 else 2 * param_bytes,
+                             "loss": nulls if loss is None else loss, "mem_bytes": 200_000_000 + param_bytes * 3 + step,
+                             "cpu_s": c * 0.9, "warmup": step < warmup, **attempt}, steps)
+        acc = np.minimum(0.98, 0.1 + 0.9 * (1 - 0.9 ** (epoch_steps + 1))) if last_stage else None
+        epochs = jsonl_lines({"event": "epoch", **head, "time": t[ends_epoch] + 0.01,
+                              "epoch": epoch_steps // steps_per_epoch, "epoch_s": steps_per_epoch * step_s[ends_epoch],
+                              "val_loss": [None] * len(epoch_steps) if loss is None else loss[ends_epoch],
+                              "val_acc": [None] * len(epoch_steps) if acc is None else acc, **attempt},
+                             len(epoch_steps))
+        for i, s in reversed(list(enumerate(epoch_steps.tolist()))):  # each epoch record after its last step
+            lines.insert(s + 1, epochs[i])
+        start = {"event": "start", **head, "time": t0, "world_size": world, "strategy": strategy, "device": "cpu",
+                 "attempt": 1, "param_bytes": param_bytes, "grad_bytes": 0, "optim_bytes": 0, "start_step": 0,
+                 "total_steps": steps, "dp_rank": rank % dp, "dp_size": dp}
+        end = {"event": "end", **head, "time": float(t[-1]) + 0.02 if steps else t0, "status": state,
+               "param_bytes": param_bytes, "grad_bytes": param_bytes, "optim_bytes": 0,
+               "peak_mem_bytes": 200_000_000 + param_bytes * 3 + steps, "steps": steps, **attempt}
+        with open(os.path.join(run_dir, f"rank-{rank}.jsonl"), "wb") as f:
+            f.write(b"".join([(json.dumps(start) + "\n").encode(), *lines, (json.dumps(end) + "\n").encode()]))
 
 
 # One strategy of each shape the plots need: the one-process baseline, replicas, a scheduled pipeline.

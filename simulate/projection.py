@@ -40,7 +40,7 @@ import pandas as pd
 
 from analysis import AnalysisError
 from analysis.advise import Projected
-from analysis.load import SweepData, find_sweep, load_run, load_sweep, read_json
+from analysis.load import SweepData, completed, find_sweep, load_run, load_sweep, read_json
 from analysis.plan import positive_int
 from trainers.common import registry
 from trainers.common.config import LINKS, MODEL_BLOCKS, ConfigError, _OneLineParser, check_name
@@ -491,7 +491,9 @@ def project_sweep(sweep_dir: str, link: str = "10gbe", max_nodes: int = 1024, la
     latency_s, bandwidth = link_of(link, latency_us, bandwidth_gbps)
     if max_nodes < 1:
         raise ConfigError(f"invalid max-nodes {max_nodes}: must be >= 1")
-    points = load_points(sweep_dir)
+    if scaling not in ("", "strong", "weak"):  # before reading: a bad flag leaves even the cache unwritten
+        raise ConfigError(f"invalid scaling {scaling!r}: choose strong or weak")
+    points = load_points(sweep_dir) if completed(sweep_dir) else []
     if not points:
         raise ConfigError(f"no COMPLETED experiment in {sweep_dir}: nothing to fit")
     fits = fit_all(points)
@@ -500,8 +502,6 @@ def project_sweep(sweep_dir: str, link: str = "10gbe", max_nodes: int = 1024, la
                           f"({', '.join(PROJECTED)})")
     grid = read_json(os.path.join(sweep_dir, "sweep.json"))[0].get("grid") or {}
     scaling = scaling or grid.get("scaling", "strong")
-    if scaling not in ("strong", "weak"):
-        raise ConfigError(f"invalid scaling {scaling!r}: choose strong or weak")
     rows = []
     for strategy, f in sorted(fits.items()):
         ref = min(f.points, key=lambda q: q.nodes)
