@@ -159,34 +159,44 @@ def _ideal(compute: StageCompute, chunks: int, steps: int) -> tuple[float, float
 COMPUTE_ROOTS = ("_wrapped_call_impl", "run_backward", "loss_fn")
 
 
+# torch's schedules wait for their receives (and 1F1B for some sends) in these functions.
+WAIT_FUNCS = ("_wait_batch_p2p", "_wait_and_release_fwd_send")
+
+
 def _profile_step(trainer, x: torch.Tensor, y: torch.Tensor, out_dir: str, name: str,
-                  rank: int) -> tuple[float, float, list[tuple[float, str]]]:
-    """cProfile of one step on this thread's CPU clock. Returns (CPU seconds of the step, of its
-    stage compute, the 6 largest own-time entries outside the compute); saves the profile
-    under `out_dir` when given."""
-    dist.barrier()
-    prof = cProfile.Profile(time.thread_time)
-    prof.enable()
-    trainer.train_step(x, y)
-    prof.disable()
-    if out_dir:
-        prof.dump_stats(os.path.join(out_dir, f"{name}-rank{rank}.prof"))
-    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    total = sum(v[3] for (_, _, fn), v in stats.items() if fn == "train_step")
-    # Own time of everything called under a compute entry: walk the callers' graph.
-    inside: set = {k for k in stats if k[2] in COMPUTE_ROOTS or k[2].startswith("<method 'run_backward'")}
+                  rank: int) -> tuple[float, float, list[tuple[float, str]], float, float]:
+    """Two profiled steps. On this thread's CPU clock: (CPU seconds of the step, of its stage
+    compute, the 6 largest own times outside the compute); on the wall clock: (seconds of the
+    step, of it spent in the schedule's waits). Saves both profiles under `out_dir` if given."""
+    out = []
+    for clock, label in ((time.thread_time, "cpu"), (time.perf_counter, "wall")):
+        dist.barrier()
+        prof = cProfile.Profile(clock)
+        prof.enable()
+        trainer.train_step(x, y)
+        prof.disable()
+        if out_dir:
+            prof.dump_stats(os.path.join(out_dir, f"{name}-rank{rank}-{label}.prof"))
+        out.append(pstats.Stats(prof).stats)  # type: ignore[attr-defined]
+    cpu, wall = out
+
+    def cumulative(stats: dict, names: tuple[str, ...]) -> float:
+        return sum(v[3] for (_, _, fn), v in stats.items() if fn in names)
+
+    # Own time of everything called only from within the compute: close over the callers' graph.
+    inside: set = {k for k in cpu if k[2] in COMPUTE_ROOTS or k[2].startswith("<method 'run_backward'")}
     grew = True
     while grew:
         grew = False
-        for key, v in stats.items():
-            if key not in inside and any(caller in inside for caller in v[4]) and \
-                    all(caller in inside for caller in v[4]):
+        for key, v in cpu.items():
+            if key not in inside and v[4] and all(caller in inside for caller in v[4]):
                 inside.add(key)
                 grew = True
-    compute = sum(stats[k][2] for k in inside)
-    outside = sorted(((v[2], f"{os.path.basename(f)}:{fn}") for (f, _, fn), v in stats.items()
-                      if (f, _, fn) not in inside), reverse=True)[:6]
-    return total, compute, outside
+    compute = sum(cpu[k][2] for k in inside)
+    outside = sorted(((v[2], f"{os.path.basename(f)}:{fn}") for (f, line, fn), v in cpu.items()
+                      if (f, line, fn) not in inside), reverse=True)[:6]
+    return (cumulative(cpu, ("train_step",)), compute, outside, cumulative(wall, ("train_step",)),
+            cumulative(wall, WAIT_FUNCS))
 
 
 def _pipeline_worker(rank: int, port: int, args: argparse.Namespace, work: str, results: mp.SimpleQueue) -> None:
@@ -337,14 +347,16 @@ def main(argv: list[str] | None = None) -> int:
           "micro-batches (ratio = compute / step, median [min-max])")
     for pt, ratios in gpipe.items():
         print(f"{pt.name:>14} {_spread(ratios):>17}")
-    print("one profiled step per rank (cProfile on the main thread's CPU clock): the stage's compute (module "
-          "calls, autograd, loss) against the rest, and the largest own times in the rest"
+    print("profiled steps per rank (cProfile): on the wall clock, the time in the schedule's p2p waits (the "
+          "bubble alone is about one micro-batch of the other stage); on the main thread's CPU clock, the stage's "
+          "compute (module calls, autograd, loss) against the rest, with the rest's largest own times in ms"
           + (f"; saved under {args.profile}" if args.profile else ""))
     for rank, profiles in enumerate(res["profiles"]):
-        for pt, (total, compute, outside) in profiles.items():
+        for pt, (total, compute, outside, wall, waits) in profiles.items():
             top = ", ".join(f"{name} {sec * 1e3:.1f}" for sec, name in outside)
-            print(f"{pt.name:>10} rank {rank}: step {total * 1e3:.1f} ms CPU, compute {compute * 1e3:.1f}, "
-                  f"rest {(total - compute) * 1e3:.1f}: {top}")
+            print(f"{pt.name:>10} rank {rank}: wall {wall * 1e3:.1f} ms, {waits * 1e3:.1f} of it in the schedule's "
+                  f"waits; CPU {total * 1e3:.1f} ms, compute {compute * 1e3:.1f}, rest {(total - compute) * 1e3:.1f}: "
+                  f"{top}")
     print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on "
           f"{len(os.sched_getaffinity(0))} cores")
     return 0
