@@ -5,7 +5,7 @@ runs forward and backward on it. Then the gradients are averaged: each rank pack
 flat buckets (25 MB, like DDP's), scaled by its share of the global batch (samples / global
 batch), and sums every bucket over the ranks with `ring_allreduce`
 (trainers/common/collectives.py): reduce-scatter, then all-gather, over world-size chunks,
-streamed in 1 MiB segments with non-blocking sends. Each rank then takes the same optimizer step, so the replicas stay
+with non-blocking sends. Each rank then takes the same optimizer step, so the replicas stay
 identical and the maths is `single`'s on the global batch.
 
 Unlike DDP, nothing overlaps: the ring starts after backward. `comm_s` is the whole

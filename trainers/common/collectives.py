@@ -5,13 +5,8 @@
   in N-1 steps each rank sends one chunk to its successor and adds the chunk it receives
   from its predecessor; afterwards rank p holds the complete sum of chunk (p+1) mod N.
   All-gather: N-1 more steps pass the complete chunks around. Each rank sends
-  2(N-1)/N x size bytes. The steps stream: chunks travel as segments of at most
-  SEGMENT_BYTES, and a segment received (and added to) is sent on at once while the next
-  ones are still on the wire. Receives are posted IN_FLIGHT segments ahead and sends are
-  non-blocking, so no rank blocks in a send while its successor blocks in one too. Why
-  segments: a gloo message larger than the socket buffer is written by gloo's one I/O thread,
-  which also reads, with a wait for the receiver to drain the socket at every buffer-full;
-  a segment whose receive is already posted is written at once by the sending thread.
+  2(N-1)/N x size bytes. Every step posts its send and its receive non-blocking and then
+  waits for both, so no rank can block in a send while its successor blocks in one too.
 - `ps_push` / `ps_pull`: a parameter server. Push: every worker sends its tensor to the
   server, which adds them in rank order (deterministic). Pull: the server sends its tensor
   to every worker. `ps_allreduce` = push + pull, the same result as `dist.all_reduce`.
@@ -38,8 +33,6 @@ if TYPE_CHECKING:
     from trainers.common.comm import CommMeter
 
 BUCKET_BYTES = 25 * 1024 * 1024  # as DDP's default bucket_cap_mb
-SEGMENT_BYTES = 1024 * 1024  # a ring message: well under a socket buffer (gloo's own ring uses 1 MiB)
-IN_FLIGHT = 8  # ring segments whose receive is posted ahead of the one being reduced
 
 
 def comm_device(device: torch.device) -> torch.device:
@@ -70,13 +63,8 @@ def _scratch(slot: int, like: torch.Tensor, numel: int) -> torch.Tensor:
     return buf[:numel]
 
 
-def _segments(view: torch.Tensor, segment_numel: int) -> list[torch.Tensor]:
-    """`view` cut into consecutive pieces of at most `segment_numel` elements (none if empty)."""
-    return list(view.split(segment_numel)) if view.numel() else []
-
-
 def ring_allreduce(tensor: torch.Tensor, ranks: Sequence[int] | None = None,
-                   meter: CommMeter | None = None, segment_bytes: int = SEGMENT_BYTES) -> int:
+                   meter: CommMeter | None = None) -> int:
     """Sum a contiguous tensor in place over `ranks` (global ranks in ring order; default all).
     Only the ranks in `ranks` call it; the others may run their own rings meanwhile.
 
@@ -96,75 +84,36 @@ def ring_allreduce(tensor: torch.Tensor, ranks: Sequence[int] | None = None,
     succ, pred = ring[(pos + 1) % n], ring[(pos - 1) % n]
     flat = tensor.view(-1)
     sizes = split_sizes(flat.numel(), n)
-    seg = max(1, segment_bytes // flat.element_size())
-    chunks = [_segments(c, seg) for c in flat.split(sizes)]
-    window = min(IN_FLIGHT, max(1, sum(len(c) for c in chunks)))
-    scratch = [_scratch(i, flat, min(seg, max(sizes))) for i in range(window)]
+    offsets = [sum(sizes[:i]) for i in range(n)]
+    chunks = [flat[o:o + s] for o, s in zip(offsets, sizes, strict=True)]
+    scratch = _scratch(0, flat, max(sizes))
     # The step is paced by the slower of its two messages: delay it if either crosses nodes.
     crossing_peer = None
     if meter is not None:
         crossing_peer = succ if _crosses(meter, dist.get_rank(), succ) else pred
-    # Steps t < n-1 reduce-scatter, the others all-gather. What a rank receives in step t is what
-    # it sends in step t+1 (with its own part added, while reducing): chunk pos-t-1, then pos-t
-    # (mod n) in the gather. So the ring streams: each received segment is added and sent on at
-    # once, while the next ones are on the wire. Receives are posted `window` segments ahead
-    # (gloo writes a message only once its receive is posted: this bounds the bytes in flight).
-    steps = 2 * (n - 1)
-    recv_of = [(pos - t - 1) % n if t < n - 1 else (pos - t + n - 1) % n for t in range(steps)]
-    order = [(t, j) for t in range(steps) for j in range(len(chunks[recv_of[t]]))]
-    # What this rank sends, in order: its own chunk, then each received segment but the last
-    # step's, forwarded (the successor receives exactly this sequence). A send is posted once its
-    # data is complete and it is at most `window` ahead of this rank's receives, so it mostly
-    # finds its receive posted on the other side and gloo writes it at once.
-    outbox: list[tuple[tuple[int, int], torch.Tensor]] = [((0, j), p) for j, p in enumerate(chunks[pos])]
-    place = {key: i for i, (key, _) in enumerate(outbox)}
-    sends: dict[tuple[int, int], dist.Work] = {}  # posted and not yet waited for (a wait counts once)
-    posted, sent = 0, 0
-
-    def post_sends(upto: int) -> None:
-        nonlocal posted, sent
-        while posted < min(upto, len(outbox)):
-            key, piece = outbox[posted]
-            sends[key] = dist.isend(piece, succ)
-            posted, sent = posted + 1, sent + _nbytes(piece)
-
-    def post_recv(k: int) -> dist.Work:
-        t, j = order[k]
-        piece = chunks[recv_of[t]][j]
-        if t < n - 1:
-            return dist.irecv(scratch[k % window][:piece.numel()], pred)
-        # The gather overwrites the segment reduce-scatter step t-(n-1) sent: that send must be done.
-        sent_by = (t - (n - 1), j)
-        post_sends(place[sent_by] + 1)
-        sends.pop(sent_by).wait()
-        return dist.irecv(piece, pred)
-
-    def emulate(t: int) -> None:  # the step's larger message, after its real transfer
-        if meter is not None:
-            c = recv_of[t]
-            meter.emulate(max(sizes[c], sizes[(c + 1) % n]) * flat.element_size(), 1, peer=crossing_peer)
-
-    recvs = {k: post_recv(k) for k in range(min(window, len(order)))}
-    post_sends(window)
-    for k, (t, j) in enumerate(order):
-        piece = chunks[recv_of[t]][j]
-        recvs.pop(k).wait()
-        if t < n - 1:
-            piece.add_(scratch[k % window][:piece.numel()])
-        if t < steps - 1:
-            place[(t + 1, j)] = len(outbox)
-            outbox.append(((t + 1, j), piece))
-        if k + window < len(order):
-            recvs[k + window] = post_recv(k + window)
-        post_sends(k + 1 + window)
-        if j == len(chunks[recv_of[t]]) - 1:
-            emulate(t)
-    post_sends(len(outbox))
-    for w in sends.values():
-        w.wait()
-    for t in range(steps):  # a step that received nothing (a tensor shorter than the ring) but sent
-        if not chunks[recv_of[t]] and chunks[(recv_of[t] + 1) % n]:
-            emulate(t)
+    sent = 0
+    for phase in ("reduce-scatter", "all-gather"):
+        for step in range(n - 1):
+            if phase == "reduce-scatter":
+                send_i, recv_i = (pos - step) % n, (pos - step - 1) % n
+                target = scratch[:sizes[recv_i]]
+            else:
+                send_i, recv_i = (pos + 1 - step) % n, (pos - step) % n
+                target = chunks[recv_i]
+            works = []
+            # Chunks are empty when the tensor is shorter than the ring; both ends know it, so both skip.
+            if sizes[send_i]:
+                works.append(dist.isend(chunks[send_i], succ))
+                sent += _nbytes(chunks[send_i])
+            if sizes[recv_i]:
+                works.append(dist.irecv(target, pred))
+            for w in works:
+                w.wait()
+            if phase == "reduce-scatter" and sizes[recv_i]:
+                chunks[recv_i].add_(target)
+            if meter is not None and works:
+                step_bytes = max(_nbytes(chunks[send_i]), _nbytes(chunks[recv_i]))
+                meter.emulate(step_bytes, 1, peer=crossing_peer)  # added after the real step
     return sent
 
 
