@@ -16,7 +16,7 @@ cores), as the simulate launcher does; by default the ranks float over every cor
 busbw is the all-reduce's bus bandwidth (what each rank's link must carry, as in
 nccl-tests); ps gets the same formula so every column compares times on one scale, though
 a server really carries (N-1) x size each way. Each run also checks that ring and ps give
-gloo's result. Ratios > 1 mean faster than gloo; the goal (issue 13) is ring >= 1.0 x gloo
+gloo's result. Ratios > 1 mean faster than gloo; the goal is ring >= 1.0 x gloo
 at 16 and 64 MiB, printed next to the ratio. Nothing is asserted about speed.
 """
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 BUCKET_BYTES = 25 * 1024 * 1024  # as DDP's default bucket_cap_mb
 # A ring step's message goes as pieces of at most this, all posted at once: gloo writes a message
 # larger than the socket buffer from its one I/O thread, which also reads, with a wait at every
-# buffer-full (bench.allreduce: 2 MiB pieces measured at least as fast as whole chunks, 4-64 MiB).
+# buffer-full (docs/benchmarks.md: 2 MiB pieces measured as fast or faster than whole chunks).
 PIECE_BYTES = 2 * 1024 * 1024
 
 
