@@ -51,6 +51,15 @@ def _check(rank: int, world: int, port: int) -> None:
                 if length >= world:  # every chunk non-empty: within a chunk's rounding of the formula
                     assert abs(sent_ring - ring_allreduce_bytes(nbytes, world)) <= 2 * x.element_size()
                 assert sent_ps == (nbytes if rank else (world - 1) * nbytes)
+        # Each ring step's message in several pieces (tiny ones), chunk lengths differing by one.
+        for length in (2, 9, 33):
+            x = torch.randn(length, generator=torch.Generator().manual_seed(length + 100 * rank))
+            want = x.clone()
+            dist.all_reduce(want)
+            sent = ring_allreduce(x, piece_bytes=8)
+            torch.testing.assert_close(x, want, msg=lambda m, n=length: f"ring in 8-byte pieces, length {n}: {m}")
+            if length >= world:
+                assert abs(sent - ring_allreduce_bytes(length * 4, world)) <= 2 * 4
         # A 2-D, non-flat-length tensor keeps its shape.
         m = torch.randn(3, 5, generator=torch.Generator().manual_seed(rank))
         want = m.clone()

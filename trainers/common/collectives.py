@@ -5,8 +5,9 @@
   in N-1 steps each rank sends one chunk to its successor and adds the chunk it receives
   from its predecessor; afterwards rank p holds the complete sum of chunk (p+1) mod N.
   All-gather: N-1 more steps pass the complete chunks around. Each rank sends
-  2(N-1)/N x size bytes. Every step posts its send and its receive non-blocking and then
-  waits for both, so no rank can block in a send while its successor blocks in one too.
+  2(N-1)/N x size bytes. Every step posts its send and its receive non-blocking (as pieces
+  of at most PIECE_BYTES) and then waits for all, so no rank can block in a send while its
+  successor blocks in one too.
 - `ps_push` / `ps_pull`: a parameter server. Push: every worker sends its tensor to the
   server, which adds them in rank order (deterministic). Pull: the server sends its tensor
   to every worker. `ps_allreduce` = push + pull, the same result as `dist.all_reduce`.
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from trainers.common.comm import CommMeter
 
 BUCKET_BYTES = 25 * 1024 * 1024  # as DDP's default bucket_cap_mb
+# A ring step's message goes as pieces of at most this, all posted at once: gloo writes a message
+# larger than the socket buffer from its one I/O thread, which also reads, with a wait at every
+# buffer-full (docs/benchmarks.md: 2 MiB pieces measured as fast or faster than whole chunks).
+PIECE_BYTES = 2 * 1024 * 1024
 
 
 def comm_device(device: torch.device) -> torch.device:
@@ -64,7 +69,7 @@ def _scratch(slot: int, like: torch.Tensor, numel: int) -> torch.Tensor:
 
 
 def ring_allreduce(tensor: torch.Tensor, ranks: Sequence[int] | None = None,
-                   meter: CommMeter | None = None) -> int:
+                   meter: CommMeter | None = None, piece_bytes: int = PIECE_BYTES) -> int:
     """Sum a contiguous tensor in place over `ranks` (global ranks in ring order; default all).
     Only the ranks in `ranks` call it; the others may run their own rings meanwhile.
 
@@ -87,6 +92,7 @@ def ring_allreduce(tensor: torch.Tensor, ranks: Sequence[int] | None = None,
     offsets = [sum(sizes[:i]) for i in range(n)]
     chunks = [flat[o:o + s] for o, s in zip(offsets, sizes, strict=True)]
     scratch = _scratch(0, flat, max(sizes))
+    piece = max(1, piece_bytes // flat.element_size())
     # The step is paced by the slower of its two messages: delay it if either crosses nodes.
     crossing_peer = None
     if meter is not None:
@@ -103,10 +109,10 @@ def ring_allreduce(tensor: torch.Tensor, ranks: Sequence[int] | None = None,
             works = []
             # Chunks are empty when the tensor is shorter than the ring; both ends know it, so both skip.
             if sizes[send_i]:
-                works.append(dist.isend(chunks[send_i], succ))
+                works += [dist.isend(part, succ) for part in chunks[send_i].split(piece)]
                 sent += _nbytes(chunks[send_i])
             if sizes[recv_i]:
-                works.append(dist.irecv(target, pred))
+                works += [dist.irecv(part, pred) for part in target.split(piece)]
             for w in works:
                 w.wait()
             if phase == "reduce-scatter" and sizes[recv_i]:
