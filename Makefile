@@ -94,7 +94,7 @@ help: ## list targets and variables
 	@echo "  SWEEP            sweep name under logs/ (timestamp)   DRY_RUN=1  validate, run nothing   NO_WAIT=1"
 	@echo "  SERIAL=1         Slurm: one job at a time (timings on the loopback cluster, whose nodes share cores)"
 	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX, LINK, SCALING (project); CLUSTER_NODES"
-	@echo "  (cluster-up); BENCH=all|allreduce|pipeline|memory|analysis_load|projection|plan, BENCH_ARGS (bench, e.g."
+	@echo "  (cluster-up); BENCH=all|allreduce|pipeline|memory|analysis_load|projection|plan|overhead|startup, BENCH_ARGS (bench, e.g."
 	@echo "  --quick); PYTEST_ARGS (test, test-fast)"
 	@echo "  plan: MODEL, NODES, PROCS, BATCH, CHUNKS, SCHEDULE, PRECISION, OPTIMIZER (adam), GPU_MEM (80GiB),"
 	@echo "  PLAN_ARGS (e.g. '--layers 32 --hidden 4096 --heads 32 --seq 2048 --vocab 32000' or '--params 7e9')"
@@ -130,7 +130,7 @@ plan: $(STAMP) ## memory fit per strategy and node count (MODEL or PLAN_ARGS, NO
 	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) --gpu-mem $(call q,$(GPU_MEM)) $(PLAN_ARGS)
 
 bench: $(STAMP) ## benchmarks, printed as ratios measured in one run (BENCH=name for one)
-	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load projection plan,$(BENCH)); do \
+	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load projection plan overhead startup,$(BENCH)); do \
 	  echo "== bench/$$b"; $(PY) -m bench.$$b $(BENCH_ARGS); done
 
 test: $(STAMP) ## every test: tests/unit, integration, slurm (Slurm tests need Slurm installed; fail in CI without)
