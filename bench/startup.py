@@ -36,7 +36,7 @@ from trainers.common.config import ExperimentConfig, validate
 
 GOAL_S = 1.5
 STRATEGIES = "single,ddp,ring,fsdp,pipeline"
-PHASES = ("interpreter", "import torch", "strategy imports", "data", "process group")
+PHASES = ("interpreter", "import torch", "strategy imports", "data", "process group")  # group: init + a barrier
 
 
 def config(strategy: str, steps: int) -> ExperimentConfig:
@@ -64,12 +64,14 @@ def measure(cfg: ExperimentConfig, run_dir: str) -> dict[str, float]:
 # ---- probes: one rank's start, phase by phase, in a fresh process ------------------------------
 
 def probe(strategy: str) -> None:
-    """Run as a fresh process (`--probe`): time each phase of a rank's start; print them."""
+    """Run as a fresh process (`--probe`): time each phase of a rank's start; print the wall
+    times, then the CPU times (this process's; on an idle machine the two would match)."""
     spawned = float(os.environ["TS_BENCH_SPAWNED"])
-    t = [time.time()]
+    t, cpu = [time.time()], [time.process_time()]
     import torch  # noqa: F401
 
     t.append(time.time())
+    cpu.append(time.process_time())
     import importlib
 
     importlib.import_module(f"trainers.{strategy}")
@@ -77,12 +79,18 @@ def probe(strategy: str) -> None:
     from trainers.common.data import load
 
     t.append(time.time())
+    cpu.append(time.process_time())
     cfg = config(strategy, 1)
     load(cfg.dataset, cfg.seed, cfg.data_dir, tokens=cfg.model == "transformer")
     t.append(time.time())
-    runtime._init_process_group(distenv.from_environ(), torch.device("cpu"), strategy)
+    cpu.append(time.process_time())
+    if runtime._init_process_group(distenv.from_environ(), torch.device("cpu"), strategy) != "none":
+        torch.distributed.barrier()  # a rank that left at once would reset its peer's half-made connections
     t.append(time.time())
-    print(" ".join(str(b - a) for a, b in zip([spawned, *t], t, strict=False)), flush=True)
+    cpu.append(time.process_time())
+    walls = [b - a for a, b in zip([spawned, *t], t, strict=False)]
+    cpus = [cpu[0]] + [b - a for a, b in zip(cpu, cpu[1:], strict=False)]
+    print(" ".join(str(v) for v in walls + cpus), flush=True)
     os._exit(0)
 
 
@@ -133,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s:>9} {cfgs[s].world_size:>5} {med['start']:>6.2f} {med['end']:>6.2f} "
               f"{statistics.median(fixed):>6.2f} {min(fixed):>5.2f}-{max(fixed):<5.2f}  {verdict:<12} | "
               f"     {med['to end record']:>10.2f} {med['end record to exit']:>9.2f}")
-    print("where the start goes (probes, slowest of the ranks started together; median, seconds):")
+    print("where the start goes (probes, slowest of the ranks started together; median, seconds; in brackets "
+          "the CPU seconds, what an idle machine would take):")
     print(f"{'strategy':>9} " + " ".join(f"{ph:>16}" for ph in PHASES) + f" {'rest of start':>14}")
+    n = len(PHASES)
     for s in strategies:
         med = [statistics.median(col) for col in zip(*phases[s], strict=True)]
-        rest = statistics.median(m["start"] for m in runs[s]) - sum(med)
-        print(f"{s:>9} " + " ".join(f"{v:>16.2f}" for v in med) + f" {rest:>14.2f}")
+        rest = statistics.median(m["start"] for m in runs[s]) - sum(med[:n])
+        print(f"{s:>9} " + " ".join(f"{w:>9.2f} [{c:4.2f}]" for w, c in zip(med[:n], med[n:], strict=True))
+              + f" {rest:>14.2f}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Structured per-rank log: `rank-<R>.jsonl`, one JSON object a line, flushed per record.
+"""Structured per-rank log: `rank-<R>.jsonl`, one JSON object a line, written (one `write`) per record.
 
 Opened in append mode: a restarted run adds to what is there and never truncates it.
 Every record carries `event`, `rank`, `node`, `time` (Unix seconds) and `attempt`; see docs/logs.md.
@@ -30,11 +30,11 @@ def _clean(value: Any) -> Any:
 
 def encode(record: dict[str, Any]) -> bytes:
     """One JSON line. orjson (about 1 us a step record; the stdlib takes 15-30) writes NaN and
-    inf as null itself; what it refuses (a numpy scalar, a huge int) goes through the stdlib."""
+    inf as null itself; what it refuses (a numpy float, an int beyond 64 bits) goes through the stdlib."""
     try:
         return orjson.dumps(record) + b"\n"
     except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return (json.dumps({k: _clean(v) for k, v in record.items()}, default=str) + "\n").encode()
+        return (json.dumps({k: _clean(v) for k, v in record.items()}) + "\n").encode()
 
 
 def current_attempt(env: Mapping[str, str] | None = None) -> int:
