@@ -14,9 +14,11 @@ The fixed cost of an experiment is what it spends around its steps:
 
 Goal: start + end at most 1.5 s (median over rounds). Then where the start goes, from probes
 in fresh processes started two at a time like the ranks (`--probe`): interpreter start, `import
-torch`, the strategy's other imports, the data set, the process group (torch.distributed's
-rendezvous and gloo's connections). The rest of the start (trainer build, config.json, the
-first step, the launcher's own work) is what is left of the measured start.
+torch`, the strategy's other imports, torch._dynamo (which torch imports at a rank's first
+optimizer call and in DDP's constructor), the data set, the process group (torch.distributed's
+rendezvous and gloo's connections), in wall and CPU seconds. The rest of the start (trainer
+build, config.json, the first step, the launcher's own work) is what is left of the measured
+start.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ from trainers.common.config import ExperimentConfig, validate
 
 GOAL_S = 1.5
 STRATEGIES = "single,ddp,ring,fsdp,pipeline"
-PHASES = ("interpreter", "import torch", "strategy imports", "data", "process group")  # group: init + a barrier
+# "torch._dynamo": imported by torch itself at a rank's first optimizer (torch.optim's methods
+# are wrapped in torch._disable_dynamo) and by DDP's constructor; pipelining imports it at once.
+PHASES = ("interpreter", "import torch", "strategy imports", "torch._dynamo", "data",
+          "process group")  # process group: init + a barrier
 
 
 def config(strategy: str, steps: int) -> ExperimentConfig:
@@ -77,6 +82,10 @@ def probe(strategy: str) -> None:
     importlib.import_module(f"trainers.{strategy}")
     from trainers.common import distenv, runtime
     from trainers.common.data import load
+
+    t.append(time.time())
+    cpu.append(time.process_time())
+    import torch._dynamo  # noqa: F401
 
     t.append(time.time())
     cpu.append(time.process_time())
