@@ -8,6 +8,7 @@ import socket
 import time
 
 import numpy as np
+import pytest
 
 from trainers.common import distenv, runtime
 from trainers.common.logwriter import RankLog, encode
@@ -32,7 +33,7 @@ def test_each_record_is_in_the_file_when_write_returns_and_appends(tmp_path):
         ("step", 0, "node0", 2, 0, None)
 
 
-def test_waiting_for_the_store_returns_once_it_listens_and_gives_up_at_the_timeout():
+def test_waiting_for_the_store_returns_once_it_listens_and_fails_at_the_timeout():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
@@ -40,6 +41,8 @@ def test_waiting_for_the_store_returns_once_it_listens_and_gives_up_at_the_timeo
         t0 = time.monotonic()
         runtime._await_store(distenv.DistEnv(1, 2, 1, 2, "node0", "127.0.0.1", port, "env"), 5.0)
         assert time.monotonic() - t0 < 1.0
-    t0 = time.monotonic()  # nothing listens now: it gives up after the timeout, without raising
-    runtime._await_store(distenv.DistEnv(1, 2, 1, 2, "node0", "127.0.0.1", port, "env"), 0.2)
+    t0 = time.monotonic()  # nothing listens now: it fails after the timeout, naming the address
+    with pytest.raises(RuntimeError, match=f"store at 127.0.0.1:{port} did not answer within 0.2 s"):
+        runtime._await_store(distenv.DistEnv(1, 2, 1, 2, "node0", "127.0.0.1", port, "env"), 0.2)
     assert 0.2 <= time.monotonic() - t0 < 2.0
+    runtime._await_store(distenv.DistEnv(0, 2, 0, 2, "node0", "127.0.0.1", port, "env"), 0.2)  # rank 0: no wait

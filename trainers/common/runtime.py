@@ -101,15 +101,18 @@ def _await_store(env: distenv.DistEnv, timeout_s: float) -> None:
 
     torch's TCPStore client backs off for up to seconds between its own tries, so a rank that
     finished importing before rank 0 lost 0.1-1.5 s here (measured on 2 cores). Past timeout_s
-    it goes on: init_process_group then fails with its own error, as before."""
+    it fails, as init_process_group would have after the same time, naming what it waited for."""
     if env.rank == 0:
         return
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         try:
             socket.create_connection((env.master_addr, env.master_port), timeout=1.0).close()
             return
-        except OSError:
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"rank 0's rendezvous store at {env.master_addr}:{env.master_port} did not "
+                                   f"answer within {timeout_s:g} s ({e})") from e
             time.sleep(0.01)
 
 
