@@ -109,7 +109,7 @@ help: ## list targets and variables
 	@echo "                 0.9 x the best any experiment of the sweep reached)"
 	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX, LINK, SCALING (project); SWEEP, NODES_MAX, LINK,"
 	@echo "  GPU_MEM (advise); CLUSTER_NODES"
-	@echo "  (cluster-up); BENCH=all|allreduce|pipeline|memory|analysis_load|projection|plan, BENCH_ARGS (bench, e.g."
+	@echo "  (cluster-up); BENCH=all|allreduce|pipeline|memory|analysis_load|projection|plan|overhead|startup, BENCH_ARGS (bench, e.g."
 	@echo "  --quick); PYTEST_ARGS (test, test-fast)"
 	@echo "  plan: MODEL, NODES, PROCS, BATCH, CHUNKS, SCHEDULE, PRECISION, OPTIMIZER (adam), GPU_MEM (80GiB),"
 	@echo "  PLAN_ARGS (e.g. '--layers 32 --hidden 4096 --heads 32 --seq 2048 --vocab 32000' or '--params 7e9')"
@@ -155,7 +155,7 @@ data: $(STAMP) ## download CIFAR-10 into DATA_DIR/cifar-10-batches-py with torch
 	$(PY) -m trainers.common.download --data-dir $(call q,$(or $(DATA_DIR),data))
 
 bench: $(STAMP) ## benchmarks, printed as ratios measured in one run (BENCH=name for one)
-	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load projection plan,$(BENCH)); do \
+	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load projection plan overhead startup,$(BENCH)); do \
 	  echo "== bench/$$b"; $(PY) -m bench.$$b $(BENCH_ARGS); done
 
 test: $(STAMP) ## every test: tests/unit, integration, slurm (Slurm tests need Slurm installed; fail in CI without)

@@ -14,7 +14,7 @@ import pytest
 from slurm import cluster, track
 from tests.helpers import ROOT, exp_id, records, sweep
 from tests.slurm.conftest import SHAPE, STATE_DIR
-from trainers.common import rundir
+from trainers.common import allocator, rundir
 
 pytestmark = pytest.mark.timeout(900)  # a job waits up to 240 s to end; the requeue test runs three 120-step jobs
 
@@ -69,6 +69,8 @@ def test_sbatch_ddp_on_two_nodes(slurm_env):
     assert len(nodes) == 2 and all(n.startswith("cn") for n in nodes)
     assert sorted(f for f in os.listdir(run_dir) if f.startswith("node-")) == sorted(f"node-{n}.out" for n in nodes)
     assert [r["step"] for r in records(run_dir, 0, "step")] == list(range(6))
+    ranks = rundir.read_json(os.path.join(run_dir, "config.json"))["meta"]["ranks"]  # srun's ranks chose it too
+    assert [r["allocator"]["mmap_threshold"] for r in ranks] == [allocator.MMAP_THRESHOLD] * 2
     first = records(run_dir, 0, "step")[0]["time"]
     print(f"\nsbatch -> first logged step: {first - t0:.1f} s")
 
