@@ -68,6 +68,8 @@ class Point:
     model: str = ""
     busy: float | None = None  # the ranks' mean CPU time per step / (step time x threads per rank)
     serial_s: float = 0.0  # own work of a rank that computes no samples (the ps server's update)
+    threads: int = 1  # torch threads per rank (the CPU plan: the cores shared among the node's ranks)
+    compute_sum_s: float | None = None  # staged: the stages' compute added up (the whole model's, on `threads`)
 
     @property
     def world(self) -> int:
@@ -124,10 +126,14 @@ def _point(exp: str, cfg: dict, meta: dict, steps: pd.DataFrame) -> Point | None
     cpu_all = g["cpu_s"].count() == g["cpu_s"].size()
     cpu = (g["cpu_s"].mean() / (step_max * threads))[cpu_all & (step_max > 0)]
     latency, bandwidth = _run_link(cfg, meta)
+    summed = steps[busy_rank].groupby("rank")["compute_s"].median()
+    staged_sum = float(summed.sum()) if registry.get(cfg["strategy"]).kind == "staged" and len(summed) == n_ranks \
+        else None
     return Point(cfg["strategy"], cfg["nodes"], cfg["procs_per_node"], cfg["global_batch"], cfg.get("chunks", 1),
                  cores, _q(list(step_max)), _q(list(computes)) if len(computes) else None, int(comm), int(samples),
                  latency, bandwidth, exp, cfg.get("model", ""),
-                 float(cpu.median()) if len(cpu) else None, _q(list(serial)) if len(serial) else 0.0)
+                 float(cpu.median()) if len(cpu) else None, _q(list(serial)) if len(serial) else 0.0,
+                 threads, staged_sum)
 
 
 def load_point(run_dir: str) -> Point | None:
@@ -219,9 +225,16 @@ class Fit:
     points: list[Point] = field(default_factory=list)
     busy: float = 1.0  # fraction of a step a rank keeps a core busy (measured where not contended)
     serial_s: float = 0.0  # ps: the server's update, on the path between the workers' push and pull
+    thread_gain: float = 0.0  # staged: compute on t threads costs t**-thread_gain of one thread's
 
     def contention(self, ranks_on_machine: int, cores: int) -> float:
         return contention(ranks_on_machine, cores, self.busy)
+
+    def slowdown(self, ranks_on_machine: int, cores: int) -> float:
+        """r of step_s: time sharing, and for staged strategies the threads each rank gets (their
+        A is one thread's; the CPU plan gives a rank cores // ranks threads)."""
+        threads = max(1, cores // max(ranks_on_machine, 1))
+        return self.contention(ranks_on_machine, cores) * threads ** -self.thread_gain
 
     def compute(self, world: int, batch: float, r: float) -> float:
         if self.strategy in PIPELINE:
@@ -302,10 +315,33 @@ def _shape(c0: float, s: float, batch: int) -> float:
     return c0 / (c0 + s * batch) if c0 + s * batch > 0 else 0.0
 
 
-def fit(points: list[Point], pooled_shape: float | None = None) -> Fit:
+def fit_thread_gain(points: list[Point]) -> float:
+    """g in "compute on t threads costs t**-g of one thread's", from staged runs that log each
+    stage's compute: their sum is the whole model's compute on that many threads (mp at N=1 runs
+    it on every core, at N=2 each stage on one). Only runs that did not share cores (W <= cores).
+    The median over strategies and thread pairs; 0 (threads change nothing) where none was measured."""
+    gains = []
+    by: dict[str, dict[int, list[float]]] = {}
+    for p in points:
+        if p.compute_sum_s and p.world <= p.cores:
+            by.setdefault(p.strategy, {}).setdefault(p.threads, []).append(p.compute_sum_s)
+    for runs in by.values():
+        ts = sorted(runs)
+        for lo, hi in zip(ts, ts[1:], strict=False):
+            ratio = statistics.median(runs[lo]) / statistics.median(runs[hi])
+            if ratio > 0:
+                gains.append(max(0.0, math.log(ratio) / math.log(hi / lo)))
+    return min(1.0, statistics.median(gains)) if gains else 0.0
+
+
+def fit(points: list[Point], pooled_shape: float | None = None, thread_gain: float = 0.0) -> Fit:
     strategy = points[0].strategy
     chunks = points[0].chunks
     busy = fit_busy(points)
+    if strategy in PIPELINE and registry.get(strategy).micro_batches:
+        # In a pipeline's steady state every stage computes at once: they share the cores fully.
+        # (Its measured busy fraction counts the bubble's idle slots, which the staged factor has.)
+        busy = 1.0
     if strategy in PIPELINE:
         # Staged strategies: fit A (the whole model's compute) and kappa together on the step time,
         # with the boundary's activation bytes from what the busiest stage sent (registry traffic).
@@ -313,7 +349,7 @@ def fit(points: list[Point], pooled_shape: float | None = None) -> Fit:
         boundary = statistics.median([p.comm_bytes / pattern(strategy, p.world) for p in multi]) if multi else 0.0
         rows = []
         for p in points:
-            r = contention(p.world, p.cores, busy)
+            r = contention(p.world, p.cores, busy) * p.threads ** -thread_gain  # A: one thread's compute
             factor, nbytes, hops = staged_terms(p.world, micro_batches(strategy, p.chunks), boundary)
             wire = (p.latency_s * hops + (nbytes / p.bandwidth if p.bandwidth > 0 else 0.0)) if p.nodes > 1 else 0.0
             rows.append((factor * r, nbytes * r, p.step_s - wire))
@@ -321,7 +357,8 @@ def fit(points: list[Point], pooled_shape: float | None = None) -> Fit:
         if solved is None or solved[0] <= 0 or solved[1] < 0:  # one point, or an edge: compute alone
             solved = (sum(u * y for u, _, y in rows) / sum(u * u for u, _, _ in rows), 0.0)
         a, kappa = solved
-        return Fit(strategy, 0.0, a / max(points[0].global_batch, 1), kappa, boundary, chunks, points, busy)
+        return Fit(strategy, 0.0, a / max(points[0].global_batch, 1), kappa, boundary, chunks, points, busy,
+                   thread_gain=thread_gain)
     c0, s = fit_compute(points, pooled_shape, busy)
     multi = [p for p in points if p.world > 1]
     pb = statistics.median([p.comm_bytes / pattern(strategy, p.world) for p in multi]) if multi else 0.0
@@ -352,14 +389,15 @@ def fit_all(points: list[Point]) -> dict[str, Fit]:
             if s > 0:
                 shapes.append(_shape(c0, s, pts[0].global_batch))
     pooled = statistics.median(shapes) if shapes else None
-    return {strategy: fit(pts, pooled) for strategy, pts in by.items()}
+    gain = fit_thread_gain([p for pts in by.values() for p in pts])
+    return {strategy: fit(pts, pooled, gain) for strategy, pts in by.items()}
 
 
 def predict_here(f: Fit, nodes: int, procs: int, cores: int, batch: int, latency_s: float = 0.0,
                  bandwidth: float = 0.0) -> float:
     """Step time of `nodes` simulated nodes on this machine (all ranks share its cores)."""
     world = nodes * procs
-    return f.step_s(world, batch, f.contention(world, cores), latency_s, bandwidth, nodes > 1)[0]
+    return f.step_s(world, batch, f.slowdown(world, cores), latency_s, bandwidth, nodes > 1)[0]
 
 
 def node_counts(max_nodes: int) -> list[int]:
@@ -376,7 +414,7 @@ def project(f: Fit, nodes: int, procs: int, cores: int, batch: int, scaling: str
             bandwidth: float) -> dict:
     """One CSV row: the cluster of `nodes` machines like this one, on the given link."""
     world = nodes * procs
-    r = f.contention(procs, cores)  # each node has its own cores
+    r = f.slowdown(procs, cores)  # each node has its own cores
     per_rank = batch / dp_size(f.strategy, procs) if scaling == "weak" else None
     gbatch = per_rank * dp_size(f.strategy, world) if per_rank is not None else batch
     step, comp, local, wire = f.step_s(world, gbatch, r, latency_s, bandwidth, nodes > 1)

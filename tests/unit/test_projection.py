@@ -79,8 +79,9 @@ SERIAL_S = 2e-4  # the ps server's update
 def _truth(strategy: str) -> pj.Fit:
     if strategy in pj.PIPELINE:  # pipelines: the whole model's compute A = s * B, no per-step part
         whole = TRUTH["c0"] + TRUTH["s"] * BATCH
+        busy = 1.0 if registry.get(strategy).micro_batches else BUSY  # a pipeline's stages compute at once
         return pj.Fit(strategy, 0.0, whole / BATCH, TRUTH["kappa"], TRUTH["param_bytes"], TRUTH["chunks"],
-                      busy=BUSY)
+                      busy=busy)
     serial = SERIAL_S if registry.get(strategy).computing_ranks == "workers" else 0.0
     return pj.Fit(strategy, TRUTH["c0"], TRUTH["s"], TRUTH["kappa"], TRUTH["param_bytes"], TRUTH["chunks"],
                   busy=BUSY, serial_s=serial)
@@ -91,7 +92,7 @@ def _write_run(sweep_dir: str, truth: pj.Fit, nodes: int, link: str = "10gbe") -
                            link=link, steps=STEPS, warmup=WARMUP, device="cpu")
     world, run_dir = cfg.world_size, os.path.join(sweep_dir, cfg.experiment_id())
     lat_us, gbps = LINKS[link] if nodes > 1 else (0.0, 0.0)
-    r = pj.contention(world, CORES, BUSY)
+    r = truth.contention(world, CORES)
     step, comp, _, _ = truth.step_s(world, BATCH, r, lat_us * 1e-6, gbps * 1e9 / 8, nodes > 1)
     comm_bytes = truth.param_bytes * pj.pattern(truth.strategy, world)
     assert comm_bytes == int(comm_bytes)  # the constants keep every figure whole
@@ -154,6 +155,18 @@ def test_held_out_node_count_is_predicted_from_the_others(written):
     assert set(checks) == set(pj.PROJECTED)
     for strategy, (n, measured, pred) in checks.items():
         assert n == 4 and pred == pytest.approx(measured, rel=0.01), strategy
+
+
+def test_thread_gain_from_the_stages_compute_summed():
+    """mp at N=1 runs the model on both cores' threads, at N=2 each stage on one: the stages' compute
+    added up, against N=1's, says what a thread is worth; runs sharing cores do not count."""
+    def point(nodes: int, threads: int, summed: float) -> pj.Point:
+        return pj.Point("mp", nodes, 1, 64, 1, 2, summed, summed, 0, 64, 0.0, 0.0, threads=threads,
+                        compute_sum_s=summed)
+    assert pj.fit_thread_gain([point(1, 2, 2e-3), point(2, 1, 3.6e-3)]) == pytest.approx(math.log2(1.8))
+    assert pj.fit_thread_gain([point(1, 2, 2e-3), point(4, 1, 9e-3)]) == 0.0  # W=4 > 2 cores: left out
+    f = pj.Fit("mp", 0.0, 1e-4, 0.0, 0.0, 1, thread_gain=1.0)
+    assert f.slowdown(1, 2) == pytest.approx(0.5) and f.slowdown(2, 2) == pytest.approx(1.0)
 
 
 def test_projection_command_on_the_written_sweep(written, capsys):
