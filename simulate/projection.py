@@ -180,12 +180,15 @@ def contention(ranks_on_machine: int, cores: int, busy: float = 1.0) -> float:
     return max(1.0, ranks_on_machine * busy / max(cores, 1))
 
 
-def comm_contention(strategy: str, r: float) -> float:
+def comm_contention(strategy: str, r: float, busy: float = 1.0) -> float:
     """How CPU time sharing slows the bottleneck rank's communication. In all-reduce and
-    sharded collectives every rank copies bytes at once, so they share the cores (r). A
-    parameter server's exchange is serial at the server while the workers wait blocked in a
-    receive: the server has a core to itself (1)."""
-    return 1.0 if registry.get(strategy).computing_ranks == "workers" else r
+    sharded collectives every rank copies bytes at once, so they share the cores fully: r
+    without the idle share `busy` of the step (r counts it), W / C where the ranks oversubscribe
+    the cores. A parameter server's exchange is serial at the server while the workers wait
+    blocked in a receive: the server has a core to itself (1)."""
+    if registry.get(strategy).computing_ranks == "workers":
+        return 1.0
+    return r / busy if r > 1.0 else r
 
 
 def link_s(strategy: str, world: int, chunks: int, nbytes: float, latency_s: float, bandwidth: float) -> float:
@@ -254,7 +257,8 @@ class Fit:
             wire = (latency_s * hops + (nbytes / bandwidth if bandwidth > 0 else 0.0)) if crosses_nodes else 0.0
             return comp + local + wire, comp, local, wire
         nbytes = self.param_bytes * pattern(self.strategy, world)
-        local = self.kappa * nbytes * comm_contention(self.strategy, r) + (self.serial_s * r if world > 1 else 0.0)
+        local = self.kappa * nbytes * comm_contention(self.strategy, r, self.busy) + \
+            (self.serial_s * r if world > 1 else 0.0)
         wire = link_s(self.strategy, world, self.chunks, nbytes, latency_s, bandwidth) if crosses_nodes else 0.0
         return comp + local + wire, comp, local, wire
 
@@ -368,7 +372,7 @@ def fit(points: list[Point], pooled_shape: float | None = None, thread_gain: flo
     for p in multi:
         r = tmp.contention(p.world, p.cores)
         _, comp, serial_part, wire = tmp.step_s(p.world, p.global_batch, r, p.latency_s, p.bandwidth, p.nodes > 1)
-        x = pb * pattern(strategy, p.world) * comm_contention(strategy, r)
+        x = pb * pattern(strategy, p.world) * comm_contention(strategy, r, busy)
         num += (p.step_s - comp - serial_part - wire) * x  # kappa is 0 in tmp: its local comm is the serial part
         den += x * x
     tmp.kappa = max(num / den, 0.0) if den > 0 else 0.0
