@@ -181,14 +181,16 @@ def contention(ranks_on_machine: int, cores: int, busy: float = 1.0) -> float:
 
 
 def comm_contention(strategy: str, r: float, busy: float = 1.0) -> float:
-    """How CPU time sharing slows the bottleneck rank's communication. In all-reduce and
-    sharded collectives every rank copies bytes at once, so they share the cores fully: r
-    without the idle share `busy` of the step (r counts it), W / C where the ranks oversubscribe
-    the cores. A parameter server's exchange is serial at the server while the workers wait
-    blocked in a receive: the server has a core to itself (1)."""
-    if registry.get(strategy).computing_ranks == "workers":
+    """How CPU time sharing slows the bottleneck rank's communication. Replicas all-reduce their
+    gradients after the backward pass, every rank copying at once: they share the cores fully,
+    r without the idle share `busy` of the step (r counts it), where the ranks oversubscribe the
+    cores. Sharded strategies overlap their gathers with compute: r, as measured. A parameter
+    server's exchange is serial at the server while the workers wait blocked in a receive: the
+    server has a core to itself (1)."""
+    traits = registry.get(strategy)
+    if traits.computing_ranks == "workers":
         return 1.0
-    return r / busy if r > 1.0 else r
+    return r / busy if r > 1.0 and traits.kind == "replicas" else r
 
 
 def link_s(strategy: str, world: int, chunks: int, nbytes: float, latency_s: float, bandwidth: float) -> float:
