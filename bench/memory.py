@@ -15,7 +15,7 @@ import argparse
 import sys
 import tempfile
 
-from bench.pipeline import run_and_read
+from bench.runs import run_and_read
 from trainers.common import registry
 
 

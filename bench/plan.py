@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 from analysis import plan
-from bench.pipeline import run_and_read
+from bench.runs import run_and_read
 from trainers.common import registry
 from trainers.common.config import MODELS, ExperimentConfig, validate
 
