@@ -27,7 +27,7 @@ from trainers.common.balance import balance_by_params
 from trainers.common.comm import CommMeter
 from trainers.common.config import ConfigError
 from trainers.common.models import build_model, param_counts, split_stages
-from trainers.common.trainer import Trainer, autocast, loss_fn, make_optimizer, optimizer_state_bytes, tensor_bytes
+from trainers.common.trainer import ModuleState, Trainer, autocast, loss_fn, make_optimizer
 
 if TYPE_CHECKING:
     from trainers.common.runtime import Context
@@ -117,7 +117,7 @@ class P2P:
         return t
 
 
-class StageTrainer(Trainer):
+class StageTrainer(ModuleState, Trainer):
     """One rank, one stage. `stage_ranks[i]` is the global rank running stage i of this rank's
     pipeline (for hybrid, the ranks of this rank's replica)."""
 
@@ -201,17 +201,6 @@ class StageTrainer(Trainer):
         return (loss_sum / count, correct / count) if self.is_last else None
 
     # ---- state -----------------------------------------------------------------
-    def state_bytes(self) -> tuple[int, int, int]:
-        return (tensor_bytes(self.module.parameters()), tensor_bytes(p.grad for p in self.params),
-                optimizer_state_bytes(self.optimizer))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-
     def global_state(self) -> dict[str, torch.Tensor]:
         """This stage's state_dict under the whole model's names ('<block>.<rest>', as in single)."""
         out = {}

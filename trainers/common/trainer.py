@@ -130,7 +130,27 @@ class Trainer:
         return None
 
 
-class ReplicaTrainer(Trainer):
+class ModuleState:
+    """State of a rank that holds `module` (its parameters `params`) and `optimizer` over them:
+    its bytes, and its checkpoint (the replicas' whole model; a stage's own blocks)."""
+
+    module: nn.Module
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+
+    def state_bytes(self) -> tuple[int, int, int]:
+        return (tensor_bytes(self.module.parameters()), tensor_bytes(p.grad for p in self.params),
+                optimizer_state_bytes(self.optimizer))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class ReplicaTrainer(ModuleState, Trainer):
     """Every rank holds the whole model and an optimizer over it (single, ddp, ring, ps, zero).
 
     Subclasses implement `reduce_gradients` (and may wrap `self.model`). The maths of a step
@@ -168,17 +188,6 @@ class ReplicaTrainer(Trainer):
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float] | None:
         return evaluate_model(self.module, x, y, self.ctx)
-
-    def state_bytes(self) -> tuple[int, int, int]:
-        return (tensor_bytes(self.module.parameters()), tensor_bytes(p.grad for p in self.params),
-                optimizer_state_bytes(self.optimizer))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
     def full_parameters(self) -> dict[str, torch.Tensor] | None:
         return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
