@@ -90,11 +90,11 @@ help: ## list targets and variables
 	@echo
 	@echo "Sweep variables (make sweep VAR=value ...; empty = the sweep file's, else bin/sweep's default; ./bin/sweep --help)."
 	@echo "A comma list is a sweep axis: the grid is the product of every list (LAYOUTS pairs NODES with PROCS)."
-	@echo "  CONFIG           sweep file, e.g. sweeps/layouts.yaml (keys: these variables in lower case)"
+	@echo "  CONFIG           sweep file, e.g. sweeps/layouts-precision.yaml (keys: these variables in lower case)"
 	@echo "  NODES            node counts (1,2)             STRATEGIES  strategies or all (ddp)"
 	@echo "  LAYOUTS          NODESxPROCS list, e.g. 1x4,4x1 (instead of NODES x PROCS)   PROCS  ranks per node (1)"
 	@echo "  BACKEND          auto|simulate|slurm|submitit (auto)"
-	@echo "  MODEL            mlp|cnn|resnet18|resnet50|transformer (mlp)"
+	@echo "  MODEL            mlp|cnn|resnet18|resnet50|transformer, or module:function (mlp)"
 	@echo "  DATASET          synthetic|digits|cifar10 (synthetic)   DATA_SIZE  training samples used (0 = all)"
 	@echo "  STEPS / EPOCHS   training length (20 steps)    BATCH   global batch (64)"
 	@echo "  CHUNKS           micro-batches (4)             SCHEDULE  gpipe|1f1b (1f1b)"
