@@ -414,11 +414,3 @@ def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None
         written.append(PlotFile(spec, png, svg))
     return written, skipped
 
-
-
-if __name__ == "__main__":  # the entry point is analysis.cli; this module only draws
-    import sys
-
-    from analysis import cli
-
-    sys.exit(cli.run(["plots", *sys.argv[1:]]))

@@ -102,11 +102,3 @@ def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> s
     os.replace(path + ".tmp", path)
     return path
 
-
-
-if __name__ == "__main__":  # the entry point is analysis.cli; this module only draws
-    import sys
-
-    from analysis import cli
-
-    sys.exit(cli.run(["report", *sys.argv[1:]]))
