@@ -349,9 +349,7 @@ def build(sweep_dir: str, link: str, max_nodes: int, gpu_mem: int, target_acc: f
         raise ConfigError(f"no COMPLETED experiment in {sweep_dir}: nothing to advise on")
     a = analyse(load_sweep(sweep_dir), target_acc)
     s = a.summary
-    done = s[s["state"] == "COMPLETED"] if not s.empty else s
-    if done.empty:
-        raise ConfigError(f"no COMPLETED experiment in {sweep_dir}: nothing to advise on")
+    done = s[s["state"] == "COMPLETED"]  # not empty: its state comes from the status.json read above
     cfg = (a.data.configs.get(str(done["experiment"].iloc[0])) or {}).get("config") or {}
     memory = memory_check(profiler(cfg["model"], cfg.get("dataset", "synthetic"), cfg.get("precision", "fp32")),
                           cfg, gpu_mem) if profiler is not None and cfg.get("model") else None

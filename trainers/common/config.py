@@ -46,7 +46,9 @@ FAULT_RE = re.compile(r"^(raise|kill)@(\d+):(\d+)$")
 
 
 # fp16's loss scaling exists for GPU kernels; a run without a GPU is refused (device auto: by the trainer).
-FP16_ON_CPU = "invalid precision fp16 on device cpu: fp16 (with loss scaling) is for GPUs; on CPU use bf16"
+def fp16_on_cpu(device: str = "cpu") -> str:
+    """The refusal of fp16 without a GPU; `device`: how the device was chosen."""
+    return f"invalid precision fp16 on device {device}: fp16 (with loss scaling) is for GPUs; on CPU use bf16"
 
 
 class ConfigError(ValueError):
@@ -268,7 +270,7 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
         _require(getattr(c, name) >= 0, f"invalid {name} {getattr(c, name)!r}: must be >= 0")
     _require(c.steps > 0 or c.epochs > 0, "invalid steps 0: give --steps >= 1 or --epochs >= 1")
     _require(c.lr > 0, f"invalid lr {c.lr!r}: must be > 0")
-    _require(c.precision != "fp16" or c.device != "cpu", FP16_ON_CPU)
+    _require(c.precision != "fp16" or c.device != "cpu", fp16_on_cpu())
     _require(0 < c.memory_fraction <= 1 or c.memory_fraction == -1.0,
              f"invalid memory_fraction {c.memory_fraction!r}: must be in (0, 1] (leave it out for an even split)")
     _require(c.latency_us >= 0 or c.latency_us == -1.0, f"invalid latency_us {c.latency_us!r}: must be >= 0")

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from trainers.common import allocator, checkpoint, distenv, gpu, registry, rundir
-from trainers.common.config import FP16_ON_CPU, ConfigError, ExperimentConfig, parse_trainer_args, validate
+from trainers.common.config import ConfigError, ExperimentConfig, fp16_on_cpu, parse_trainer_args, validate
 from trainers.common.data import Dataset, GlobalBatches, load
 from trainers.common.logwriter import RankLog, current_attempt
 from trainers.common.trainer import Trainer
@@ -195,7 +195,7 @@ def setup(cfg: ExperimentConfig, argv: list[str] | None = None,
     run_dir = _run_dir(cfg)
     device = _pick_device(cfg, env)
     if cfg.precision == "fp16" and device.type == "cpu":  # device auto found no GPU (validation: cpu)
-        raise ConfigError(FP16_ON_CPU.replace("device cpu", "device auto (no GPU on this node)"))
+        raise ConfigError(fp16_on_cpu("auto (no GPU on this node)"))
     if "TS_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["TS_THREADS"]))
     log = RankLog(run_dir, env.rank, env.node)
@@ -364,7 +364,7 @@ def main(build: Callable[[Context], Trainer], strategy: str, argv: list[str] | N
         return 2
     ctx: Context | None = None
     try:
-        ctx = setup(cfg, heap=heap)
+        ctx = setup(cfg, argv, heap=heap)
         trainer = build(ctx)
         for note in trainer.notes:
             ctx.say(f"note: {note}")
