@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := bin/_py
 VENV := .venv
-STAMP := $(VENV)/.stamp
+STAMP := $(VENV)/.ready
 
 # ---- sweep variables (docs/sweeps.md) ---------------------------------------
 # Each is a key of a sweep file in lower case (CONFIG=sweeps/x.yaml); one set here overrides the file's.
@@ -114,10 +114,13 @@ help: ## list targets and variables
 	@echo "  plan: MODEL, NODES, PROCS, BATCH, CHUNKS, SCHEDULE, PRECISION, OPTIMIZER (adam), GPU_MEM (80GiB),"
 	@echo "  PLAN_ARGS (e.g. '--layers 32 --hidden 4096 --heads 32 --seq 2048 --vocab 32000' or '--params 7e9')"
 
+# The one way the repository gets on the path, for every launch path (simulate, srun, submitit,
+# torchrun, the tests): a .pth file in the .venv naming this checkout. Nothing sets PYTHONPATH.
 $(STAMP): requirements.txt
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/python -c 'import os, site; open(os.path.join(site.getsitepackages()[0], "torchswitch.pth"), "w").write(os.getcwd() + "\n")'
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create/refresh .venv from requirements.txt
@@ -139,7 +142,7 @@ compare: $(STAMP) ## compare sweep A against B; non-zero on regression (TOLERANC
 	$(PY) -m analysis.cli compare $(call q,$(A)) $(call q,$(B)) $(call opt,--tolerances,$(TOLERANCES))
 
 project: $(STAMP) ## scaling projection of SWEEP to NODES_MAX nodes on LINK
-	$(PY) -m simulate.projection $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX)) \
+	$(PY) -m analysis.projection $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX)) \
 	  $(call opt,--scaling,$(SCALING)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS))
 
 advise: $(STAMP) ## the answer: best strategy per node count of SWEEP, measured and projected to NODES_MAX on LINK
@@ -152,7 +155,7 @@ plan: $(STAMP) ## memory fit per strategy and node count (MODEL or PLAN_ARGS, NO
 	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) --gpu-mem $(call q,$(GPU_MEM)) $(PLAN_ARGS)
 
 data: $(STAMP) ## download CIFAR-10 into DATA_DIR/cifar-10-batches-py with torchvision (DATA_DIR=data; needs internet)
-	$(PY) -m trainers.common.download --data-dir $(call q,$(or $(DATA_DIR),data))
+	$(PY) -m sweeper.download --data-dir $(call q,$(or $(DATA_DIR),data))
 
 bench: $(STAMP) ## benchmarks, printed as ratios measured in one run (BENCH=name for one)
 	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load projection plan overhead startup,$(BENCH)); do \

@@ -3,7 +3,7 @@
     bin/advise [--sweep NAME] [--link 10gbe] [--max-nodes 1024] [--gpu-mem 80GiB]   # `make advise`
 
 Rows: one per node count measured in the sweep (`source: measured`), one per larger node count
-projected up to --max-nodes on --link (`source: projected`, simulate/projection.py). In a row:
+projected up to --max-nodes on --link (`source: projected`, analysis/projection.py). In a row:
 
 - best: the highest throughput (samples/s, median over repeats) among the strategies that can run
   at that layout and fit in --gpu-mem (analysis/plan.py); runner_up and margin = best / runner-up - 1.
@@ -33,11 +33,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis import AnalysisError
-from analysis.load import LOGS, completed, find_sweep, load_sweep
+from analysis.load import completed, find_sweep, load_sweep
 from analysis.metrics import Analysis, analyse
 from analysis.plan import GIB, ModelShape, Options, parse_size, plan_one, positive_int
-from trainers.common import registry
-from trainers.common.config import LINKS, MODEL_BLOCKS, ConfigError, _OneLineParser
+from contract import registry
+from contract.errors import ConfigError, OneLineParser
+from contract.paths import LOGS
+from contract.tables import LINKS, MODEL_BLOCKS
 
 PARTS = ("compute", "comm", "bubble")
 BOUND = {"compute": "compute-bound: compute is {share:.0%} of its step",
@@ -184,7 +186,7 @@ def _not_here(s: pd.DataFrame, strategy: str, nodes: int) -> str:
 
 @dataclass
 class Projected:
-    """The projection as the answer needs it (bin/advise builds it with simulate.projection)."""
+    """The projection as the answer needs it (bin/advise builds it with analysis.projection)."""
     rows: list[dict]  # projection.csv rows: strategy, nodes, world_size, global_batch, throughput, step_s,
     #                   compute_s, bubble_s, local_comm_s, link_s, note
     errors: dict[str, float]  # held-out relative error per checked strategy
@@ -379,8 +381,8 @@ def build(sweep_dir: str, link: str, max_nodes: int, gpu_mem: int, target_acc: f
             "check": check, "rows": rows}
 
 
-def parser() -> _OneLineParser:
-    p = _OneLineParser(prog="bin/advise", description=__doc__.splitlines()[0])
+def parser() -> OneLineParser:
+    p = OneLineParser(prog="bin/advise", description=__doc__.splitlines()[0])
     p.add_argument("--sweep", default="", help="sweep name under --logs (default: the latest)")
     p.add_argument("--logs", default=LOGS)
     p.add_argument("--link", default="10gbe", help=f"link of the projected cluster: {', '.join(LINKS)}")

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis import AnalysisError
-from analysis.load import LOGS, find_sweep, load_sweep
+from analysis.load import find_sweep, load_sweep
 from analysis.metrics import Analysis, analyse
+from contract.paths import LOGS
 
 SUMMARY_COLUMNS = [
     "experiment", "strategy", "nodes", "procs_per_node", "world_size", "global_batch", "chunks", "schedule",

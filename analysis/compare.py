@@ -19,8 +19,9 @@ import sys
 import pandas as pd
 
 from analysis import AnalysisError
-from analysis.load import LOGS, find_sweep, load_sweep
+from analysis.load import find_sweep, load_sweep
 from analysis.metrics import analyse
+from contract.paths import LOGS
 
 DEFAULT_TOLERANCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tolerances.json")
 # metric -> True when higher is better

@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from trainers.common.registry import NAMES as STRATEGIES  # noqa: E402
-from trainers.common.registry import names  # noqa: E402
+from contract.registry import NAMES as STRATEGIES  # noqa: E402
+from contract.registry import names  # noqa: E402
 
 if TYPE_CHECKING:
     from analysis.metrics import Analysis

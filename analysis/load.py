@@ -5,7 +5,7 @@ a missing rank file, a missing config.json/status.json or a FAILED experiment ea
 row of `problems`, and every good record is kept. Only a bad sweep *name* is an error
 (`AnalysisError`, exit 2 in the commands).
 
-The one reader of run directories for analysis (the commands, simulate/projection.py, bench/):
+The one reader of run directories for analysis (the commands, analysis/projection.py, bench/):
 `load_sweep` for a sweep, `load_run` for one experiment directory. Every attempt of a run (a
 restart after a failure, an interrupt, a requeue) appends to the same rank files; only the
 last attempt's records are kept (by each record's `attempt`, else split at `start` records),
@@ -43,8 +43,7 @@ except ImportError:  # pragma: no cover - an environment without it
     except ImportError:
         _fast_loads = json.loads
 
-LOGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs")  # the default logs dir
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # same rule as trainers.common.config.check_name
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # same rule as contract.config.check_name
 ID_RE = re.compile(r"^(?P<strategy>[a-z]+)-n(?P<nodes>\d+)-p(?P<procs>\d+)-b(?P<batch>\d+)(?:-c(?P<chunks>\d+))?"
                    r".*-r(?P<repeat>\d+)$")
 STEP_FIELDS = ("step", "epoch", "samples", "step_s", "compute_s", "comm_s", "comm_bytes", "loss", "mem_bytes",
@@ -430,7 +429,7 @@ def _config_from_id(exp_id: str, listed: dict) -> dict:
 def _derived(cfg: dict) -> tuple[int, int]:
     """(pipeline stages, data-parallel size), from the one place that defines them when it parses."""
     try:
-        from trainers.common.config import ExperimentConfig  # torch-free
+        from contract.config import ExperimentConfig  # torch-free
 
         c = ExperimentConfig.from_dict(cfg)
         return c.pipeline_stages, c.dp_size

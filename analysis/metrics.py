@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import SweepData
-from trainers.common import registry
-from trainers.common.config import TRAIN_SAMPLES, ExperimentConfig
+from contract import registry
+from contract.config import ExperimentConfig
+from contract.tables import TRAIN_SAMPLES
 
 CONFIG_KEY = ["sweep", "strategy", "nodes", "procs_per_node", "global_batch", "chunks", "schedule", "model",
               "dataset", "precision", "link"]  # always in a configuration's key; identity settings are added

@@ -5,7 +5,7 @@
     bin/plan --params 7e9 --optimizer adam --json
 
 Per rank (the busiest one of its layout), in bytes:
-- parameters, gradients, optimizer state: the registry's `held` (trainers/common/registry.py),
+- parameters, gradients, optimizer state: the registry's `held` (contract/registry.py),
   which follows what the trainers hold: autocast keeps fp32 weights, gradients and optimizer
   state; ZeroRedundancyOptimizer shards the optimizer state only; FSDP2 shards all three;
   staged strategies hold their stage (the blocks split by parameter count, as the trainers do).
@@ -32,9 +32,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainers.common import registry
-from trainers.common.balance import balance_by_params
-from trainers.common.config import DATASETS, MODELS, OPTIMIZERS, PRECISIONS, SCHEDULES, ConfigError, _OneLineParser
+from contract import registry
+from contract.balance import balance_by_params
+from contract.errors import ConfigError, OneLineParser
+from contract.tables import DATASETS, MODELS, OPTIMIZERS, PRECISIONS, SCHEDULES
 
 UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -215,7 +216,7 @@ def table(shape: ModelShape, rows: list[dict], o: Options) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog="bin/plan", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="bin/plan", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="", help=f"one of the project's models: {', '.join(MODELS)}")
     p.add_argument("--dataset", default="synthetic", help="input shape for --model (default: synthetic)")
     for name in ("layers", "hidden", "heads", "seq", "vocab"):

@@ -28,7 +28,7 @@ from analysis.figures import legend as _legend  # noqa: E402
 from analysis.figures import varying as _varying  # noqa: E402
 from analysis.metrics import Analysis  # noqa: E402
 from analysis.views import VIEW_PLOTS  # noqa: E402
-from trainers.common.registry import NAMES as STRATEGIES  # noqa: E402
+from contract.registry import NAMES as STRATEGIES  # noqa: E402
 
 MIB = 2**20
 OVERSUB = "oversubscribed: more ranks than cores"

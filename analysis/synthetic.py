@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from trainers.common import registry
-from trainers.common.config import ExperimentConfig
+from contract import registry
+from contract.config import ExperimentConfig
 
 
 def _config(strategy: str, nodes: int, procs: int, batch: int, chunks: int, steps: int, repeat: int = 0,

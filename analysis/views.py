@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from analysis.figures import DASHES, MARKERS, PlotSpec, colour, figure, legend, series_label, setting_text, varying
 from analysis.metrics import Analysis, train_samples
-from trainers.common.config import ExperimentConfig
+from contract.config import ExperimentConfig
 
 MIB = 2**20
 CHOICES = {f.name: list(f.metadata["choices"]) for f in dataclasses.fields(ExperimentConfig) if "choices" in f.metadata}

@@ -36,8 +36,8 @@ import time
 from analysis.cache import CACHE_DIR
 from analysis.load import load_sweep
 from analysis.synthetic import write_sweep
+from contract.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOAL_RATIO, GOAL_SECOND_S, GOAL_PEAK_GIB = 2.0, 5.0, 4.0
 
 

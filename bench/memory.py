@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 from bench.runs import run_and_read
-from trainers.common import registry
+from contract import registry
 
 
 def formula_bytes(strategy: str, params: int, n: int) -> float:

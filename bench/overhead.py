@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from analysis.load import load_run
+from contract.config import ExperimentConfig, validate
 from trainers import single
 from trainers.common import allocator, runtime
-from trainers.common.config import ExperimentConfig, validate
 from trainers.common.data import GlobalBatches, data_spec, load
 from trainers.common.logwriter import RankLog
 from trainers.common.models import build_model

@@ -45,12 +45,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from contract.config import ExperimentConfig, validate
+from contract.errors import ConfigError
 from simulate.launcher import free_port, plan_cpus
 from trainers.common import distenv
-from trainers.common.config import ConfigError, ExperimentConfig, validate
+from trainers.common.context import Context
 from trainers.common.data import GlobalBatches, load
 from trainers.common.logwriter import RankLog
-from trainers.common.runtime import Context
 from trainers.common.stages import StageTrainer
 from trainers.common.trainer import loss_fn
 

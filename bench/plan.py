@@ -17,8 +17,9 @@ import tempfile
 
 from analysis import plan
 from bench.runs import run_and_read
-from trainers.common import registry
-from trainers.common.config import MODELS, ExperimentConfig, validate
+from contract import registry
+from contract.config import ExperimentConfig, validate
+from contract.tables import MODELS
 
 
 def layouts(strategy: str, ranks: list[int]) -> list[tuple[int, int]]:

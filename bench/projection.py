@@ -30,12 +30,14 @@ import subprocess
 import sys
 import tempfile
 
+from analysis import projection as pj
 from analysis.load import parse_rank_file
-from simulate import projection as pj
-from trainers.common import registry
-from trainers.common.config import LINKS, ConfigError, ExperimentConfig
+from contract import registry
+from contract.config import ExperimentConfig
+from contract.errors import ConfigError
+from contract.paths import ROOT
+from contract.tables import LINKS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODES = (1, 2, 4)
 
 

@@ -6,8 +6,8 @@ import os
 import sys
 
 from analysis.load import SweepData, load_run
+from contract.config import ExperimentConfig, validate
 from simulate.launcher import run_experiment
-from trainers.common.config import ExperimentConfig, validate
 
 
 def run_and_read(work: str, name: str, **kw) -> SweepData:

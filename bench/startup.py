@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from trainers.common.config import ExperimentConfig, validate
+from contract.config import ExperimentConfig, validate
 
 # analysis.load (pandas) and simulate.launcher are imported where used: a probe process must
 # start with what a rank imports and nothing more.

@@ -1,6 +1,6 @@
 """The `simulate` backend: run a sweep's experiments one after another on this machine.
 
-`SimulateBackend` implements trainers/common/backends.py's interface; the books (sweep.json,
+`SimulateBackend` implements sweeper/backends.py's interface; the books (sweep.json,
 status.json, resume, summary, interrupts) are kept there. On SIGINT/SIGTERM the launcher
 stops every rank of the running experiment (SIGTERM, then SIGKILL) and writes CANCELLED
 before the interrupt reaches `backends.run`.
@@ -13,8 +13,8 @@ import sys
 import time
 
 from simulate.launcher import plan_cpus, run_experiment
-from trainers.common.backends import Backend, Book
-from trainers.common.grid import Experiment
+from sweeper.backends import Backend, Book
+from sweeper.grid import Experiment
 
 
 def _progress_printer(number: str, exp_id: str):

@@ -29,11 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainers.common import gpu, rundir
-from trainers.common.config import ExperimentConfig
-from trainers.common.grid import gpu_count
+from contract import rundir
+from contract.config import ExperimentConfig
+from contract.paths import ROOT
+from sweeper.grid import gpu_count
+from trainers.common import gpu
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRACE_S = 5.0  # after one rank fails, how long the others get to notice on their own
 CANCEL_GRACE_S = 3.0  # on an interrupt of the sweep: SIGTERM, then SIGKILL after this long
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -263,7 +264,7 @@ def _spawn(cfg, extra_env, plan, gplan, attempt, port, names, outs, locks, argv,
                "LOCAL_WORLD_SIZE": str(ppn), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "TS_NODE": node, "TS_ATTEMPT": str(attempt), "TS_EMULATE_LINK": "1",
                "TS_THREADS": str(plan.threads), "OMP_NUM_THREADS": str(plan.threads),
-               "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "PYTHONUNBUFFERED": "1",
+               "PYTHONUNBUFFERED": "1",
                "TS_CPU_OVERSUBSCRIBED": "1" if plan.oversubscribed else "0"}
         if gplan:
             env["CUDA_VISIBLE_DEVICES"] = gplan.per_rank[rank]

@@ -11,7 +11,7 @@ submitit: the same experiments through submitit's SlurmExecutor, one job array p
 ranks meet through submitit's TorchDistributedEnvironment. Without Slurm: LocalExecutor,
 one experiment after the other.
 
-Both implement trainers/common/backends.py's interface (`make_backend`); the books
+Both implement sweeper/backends.py's interface (`make_backend`); the books
 (sweep.json, status.json, resume, identity check, summary, interrupts) are kept there.
 Each job numbers its attempts after the experiment's earlier ones (TS_ATTEMPT_BASE in the
 job's environment; trainers/common/logwriter.current_attempt).
@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from contract import rundir
+from contract.errors import ConfigError
+from contract.paths import ROOT
 from slurm import render, track
-from trainers.common import rundir
-from trainers.common.backends import Backend, Book, SubmitError, stop_processes_under
-from trainers.common.config import ConfigError
-from trainers.common.grid import Experiment
+from sweeper.backends import Backend, Book, SubmitError, stop_processes_under
+from sweeper.grid import Experiment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLL_S = 2.0
 ARRAY_PARALLELISM = 4
 MISSING = ("Slurm does not answer (sbatch/squeue): on this machine start the loopback cluster with "

@@ -24,9 +24,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from trainers.common.config import ConfigError, check_name
+from contract.config import check_name
+from contract.errors import ConfigError
+from contract.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DIR = os.path.join(ROOT, ".cluster")
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scontrol", "sinfo")
 MISSING = ("Slurm is not installed (missing: {missing}). On Debian/Ubuntu: "

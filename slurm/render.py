@@ -22,8 +22,9 @@ import sys
 
 import jinja2
 
-from trainers.common import registry
-from trainers.common.config import STRATEGIES, ConfigError, ExperimentConfig, check_name
+from contract import registry
+from contract.config import STRATEGIES, ExperimentConfig, check_name
+from contract.errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATES = os.path.join(HERE, "templates")

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from contract.paths import ROOT
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def run_rank(spec: RankSpec) -> int:
     else:  # LocalExecutor: every task on this machine; name the simulated nodes as simulate/ does
         node = f"node{env_d.rank // spec.procs_per_node}"
         env["TS_NODE"] = node
-    env.update({"PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1", "TS_THREADS": str(spec.threads),
+    env.update({"PYTHONUNBUFFERED": "1", "TS_THREADS": str(spec.threads),
                 "OMP_NUM_THREADS": str(spec.threads)})
     for var in ("TS_ATTEMPT", "TS_EMULATE_LINK"):
         env.pop(var, None)

@@ -18,8 +18,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from trainers.common import rundir
-from trainers.common.config import ConfigError, check_name
+from contract import rundir
+from contract.config import check_name
+from contract.errors import ConfigError
 
 JOBS_FILE = "slurm-jobs.json"  # in the sweep folder: experiment id -> Slurm job id
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",

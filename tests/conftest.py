@@ -8,13 +8,10 @@
 """
 
 import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from contract.paths import ROOT
 
 KIND_MARKERS = {"integration": pytest.mark.integration, "slurm": pytest.mark.slurm}
 

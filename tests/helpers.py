@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 from analysis.load import parse_rank_file
-from trainers.common.config import ExperimentConfig, validate
+from contract.config import ExperimentConfig, validate
+from contract.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
 
 

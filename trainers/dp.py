@@ -14,8 +14,9 @@ import sys
 import torch
 from torch import nn
 
-from trainers.common.config import ConfigError
-from trainers.common.runtime import Context, main
+from contract.errors import ConfigError
+from trainers.common.context import Context
+from trainers.common.runtime import main
 from trainers.common.trainer import ReplicaTrainer
 
 

@@ -25,7 +25,8 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 from trainers.common.comm import CommMeter
-from trainers.common.runtime import Context, main
+from trainers.common.context import Context
+from trainers.common.runtime import main
 from trainers.common.trainer import ReplicaTrainer, StepResult, make_optimizer
 
 

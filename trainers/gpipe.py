@@ -21,7 +21,8 @@ import threading
 import torch
 from torchgpipe import GPipe
 
-from trainers.common.runtime import Context, main
+from trainers.common.context import Context
+from trainers.common.runtime import main
 from trainers.common.stages import resolve_balance
 from trainers.common.trainer import ReplicaTrainer, autocast, evaluate_model
 

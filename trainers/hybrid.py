@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 
 from trainers.common.comm import ring_allreduce_bytes
-from trainers.common.runtime import Context, main
+from trainers.common.context import Context
+from trainers.common.runtime import main
 from trainers.pipeline import PipelineTrainer
 
 

@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from trainers.common.runtime import Context, main
+from trainers.common.context import Context
+from trainers.common.runtime import main
 from trainers.common.stages import StageTrainer
 from trainers.common.trainer import StepResult, autocast, loss_fn
 

@@ -28,7 +28,8 @@ import sys
 import torch
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
-from trainers.common.runtime import Context, main
+from trainers.common.context import Context
+from trainers.common.runtime import main
 from trainers.common.stages import StageTrainer
 from trainers.common.trainer import StepResult, autocast, loss_fn
 

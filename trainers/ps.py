@@ -28,7 +28,8 @@ import torch
 
 from trainers.common.collectives import Buckets, comm_device, ps_pull, ps_push
 from trainers.common.comm import CommMeter
-from trainers.common.runtime import Context, main
+from trainers.common.context import Context
+from trainers.common.runtime import main
 from trainers.common.trainer import ReplicaTrainer, StepResult, autocast, flat_grads, loss_fn
 
 SERVER = 0

@@ -21,7 +21,8 @@ import time
 
 from trainers.common.collectives import Buckets, comm_device, ring_allreduce
 from trainers.common.comm import CommMeter
-from trainers.common.runtime import Context, main
+from trainers.common.context import Context
+from trainers.common.runtime import main
 from trainers.common.trainer import ReplicaTrainer, flat_grads
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from trainers.common.runtime import Context, main
+from trainers.common.context import Context
+from trainers.common.runtime import main
 from trainers.common.trainer import ReplicaTrainer
 
 

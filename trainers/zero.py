@@ -17,7 +17,8 @@ from typing import Any
 
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
-from trainers.common.runtime import Context, main
+from trainers.common.context import Context
+from trainers.common.runtime import main
 from trainers.common.trainer import optimizer_class, optimizer_state_bytes
 from trainers.ddp import DDPTrainer
 

@@ -7,8 +7,8 @@ are checked in process in tests/unit/test_link.py).
 
 from __future__ import annotations
 
+from contract.tables import LINKS
 from tests.helpers import records, run_local
-from trainers.common.config import LINKS
 
 
 def _steps(run, world: int) -> list[dict]:

@@ -12,9 +12,9 @@ import os
 import subprocess
 import sys
 
+from contract.config import ExperimentConfig
 from slurm import render
 from tests.helpers import ROOT
-from trainers.common.config import ExperimentConfig
 from trainers.common.distenv import port_for_job
 
 

@@ -19,7 +19,7 @@ def _one_line_exit_2(proc: subprocess.CompletedProcess, needle: str) -> None:
 
 
 def test_trainers_and_sweep_exit_2_on_bad_input(tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = dict(os.environ)
     # More stages than blocks (the trainer's own command line), then dp without 2 GPUs (found at run time).
     mp = subprocess.run([sys.executable, "-m", "trainers.mp", "--nodes", "8"], capture_output=True, text=True,
                         cwd=ROOT, env=env, timeout=120)

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from contract.config import ExperimentConfig
+from sweeper import grid
 from tests.helpers import ROOT, exp_id, records, sweep
-from trainers.common import grid
-from trainers.common.config import ExperimentConfig
 
 pytestmark = pytest.mark.timeout(600)  # the module's sweep (8 experiments) runs in the first test's setup
 
@@ -136,7 +136,7 @@ def test_a_rank_that_fails_in_setup_still_logs_its_error(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         env = dict(os.environ, RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(taken.getsockname()[1]), PYTHONPATH=ROOT)
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(taken.getsockname()[1]))
         proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-m", "trainers.ddp", "--nodes", "2",
                                "--steps", "2", "--device", "cpu", "--run-dir", str(tmp_path)],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -23,7 +23,7 @@ def test_torchrun_two_procs_without_a_layout(tmp_path) -> None:
     proc = subprocess.run([*torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "trainers.ddp",
                            "--steps", "3", "--global-batch", "32", "--run-dir", str(run_dir)],
                           capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, "PYTHONPATH": ROOT})
+                          env=os.environ)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     with open(run_dir / "config.json") as f:
         meta = json.load(f)

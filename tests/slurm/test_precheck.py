@@ -13,10 +13,10 @@ import time
 
 import pytest
 
+from contract import rundir
+from contract.config import ExperimentConfig
 from slurm import launch, render, track
 from tests.helpers import ROOT
-from trainers.common import rundir
-from trainers.common.config import ExperimentConfig
 
 
 def test_check_names_the_bad_value():

@@ -11,10 +11,11 @@ import time
 
 import pytest
 
+from contract import rundir
 from slurm import cluster, track
 from tests.helpers import ROOT, exp_id, records, sweep
 from tests.slurm.conftest import SHAPE, STATE_DIR
-from trainers.common import allocator, rundir
+from trainers.common import allocator
 
 pytestmark = pytest.mark.timeout(900)  # a job waits up to 240 s to end; the requeue test runs three 120-step jobs
 

@@ -10,9 +10,12 @@ import re
 import pytest
 import torch
 
+from contract import registry
+from contract.config import ExperimentConfig
+from contract.errors import ConfigError
 from tests.helpers import ROOT
-from trainers.common import allocator, distenv, registry, runtime
-from trainers.common.config import ConfigError, ExperimentConfig
+from trainers.common import allocator, distenv, runtime
+from trainers.common.context import Context
 
 
 class _MallInfo2(ctypes.Structure):
@@ -72,7 +75,7 @@ def test_every_strategy_starts_through_runtime_main(strategy):
 def test_config_json_records_each_ranks_state(tmp_path):
     cfg = ExperimentConfig(run_dir=str(tmp_path))
     env = distenv.DistEnv(0, 1, 0, 1, "node0", "127.0.0.1", 0, "single")
-    ctx = runtime.Context(cfg, env, torch.device("cpu"), None, None, None, str(tmp_path), 1)
+    ctx = Context(cfg, env, torch.device("cpu"), None, None, None, str(tmp_path), 1)
     state = allocator.AllocatorState("glibc 2.36", allocator.MMAP_THRESHOLD, allocator.TRIM_THRESHOLD)
     runtime._write_runtime_meta(ctx, "none", state)
     with open(tmp_path / "config.json") as f:

@@ -1,4 +1,4 @@
-"""Any setting as a sweep axis (trainers/common/grid.py): parsing comma lists and YAML lists,
+"""Any setting as a sweep axis (sweeper/grid.py): parsing comma lists and YAML lists,
 the product over any axes, layouts side by side, ids that stay unique and complete, and the
 data_size setting (config validation, identity, the first-N subset in trainers/common/data.py)."""
 
@@ -12,8 +12,10 @@ import random
 import pytest
 import torch
 
-from trainers.common import grid
-from trainers.common.config import TRAIN_SAMPLES, ConfigError, ExperimentConfig, identity_diff, validate
+from contract.config import ExperimentConfig, identity_diff, validate
+from contract.errors import ConfigError
+from contract.tables import TRAIN_SAMPLES
+from sweeper import grid
 from trainers.common.data import first_samples, load
 
 # Two values of every axis (a test fails when an axis is added without values here: its ids

@@ -10,9 +10,11 @@ import pickletools
 
 import pytest
 
+from contract import cifarfiles
+from contract.config import ExperimentConfig, validate
+from contract.errors import ConfigError
+from contract.tables import TRAIN_SAMPLES
 from tests import fake_cifar
-from trainers.common import cifarfiles
-from trainers.common.config import TRAIN_SAMPLES, ConfigError, ExperimentConfig, validate
 from trainers.common.data import load
 
 

@@ -6,8 +6,11 @@ import dataclasses
 
 import pytest
 
-from trainers.common import grid, registry
-from trainers.common.config import NOT_IDENTITY, TRAIN_SAMPLES, ConfigError, ExperimentConfig, check_name, validate
+from contract import registry
+from contract.config import NOT_IDENTITY, ExperimentConfig, check_name, validate
+from contract.errors import ConfigError
+from contract.tables import TRAIN_SAMPLES
+from sweeper import grid
 from trainers.common.data import GlobalBatches, split_sizes
 from trainers.common.models import balance_by_params
 

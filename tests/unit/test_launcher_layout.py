@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainers.common.config import ConfigError, ExperimentConfig
+from contract.config import ExperimentConfig
+from contract.errors import ConfigError
 from trainers.common.distenv import from_environ
 from trainers.common.runtime import _launcher_layout, _layout_given
 

@@ -3,7 +3,7 @@ counts, lazy ones inside functions too. The rules:
 
 1. trainers/ never imports analysis, simulate, slurm, bench, bin or tests: the trainers run on
    the cluster's nodes and depend on nothing above them.
-2. analysis/ takes from trainers/ only the torch-free modules trainers.common.config, registry,
+2. analysis/ takes from trainers/ only the torch-free modules contract.config, registry,
    grid, rundir and balance (and usermodel, cifarfiles, which validation uses), and never imports
    torch, simulate, slurm, bench or tests: it reads log files anywhere, without torch.
 3. Those torch-free modules import no torch and, inside trainers/, only each other.
@@ -20,9 +20,9 @@ import pytest
 from tests.helpers import ROOT
 from tests.unit.test_registry import python_sources
 
-TORCH_FREE = ("trainers.common.config", "trainers.common.registry", "trainers.common.grid",
-              "trainers.common.rundir", "trainers.common.balance", "trainers.common.usermodel",
-              "trainers.common.cifarfiles")
+TORCH_FREE = ("contract.config", "contract.registry", "sweeper.grid",
+              "contract.rundir", "contract.balance", "contract.usermodel",
+              "contract.cifarfiles")
 SOURCES = python_sources() + [os.path.relpath(os.path.join(d, f), ROOT)
                               for top in ("tests", "bench") for d, _, fs in os.walk(os.path.join(ROOT, top))
                               for f in fs if f.endswith(".py")]
@@ -75,7 +75,7 @@ def _violations(rule) -> dict[str, list[str]]:
 
 def test_sources_are_found():
     assert {"trainers/ddp.py", "analysis/plots.py", "bin/sweep", "tests/helpers.py"} <= set(SOURCES)
-    assert "trainers.common.registry" in imports("analysis/metrics.py")
+    assert "contract.registry" in imports("analysis/metrics.py")
 
 
 def test_trainers_import_nothing_above_them():

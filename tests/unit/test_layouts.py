@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainers.common.config import MODEL_BLOCKS, ConfigError, ExperimentConfig, parse_trainer_args, validate
+from contract.config import ExperimentConfig, parse_trainer_args, validate
+from contract.errors import ConfigError
+from contract.tables import MODEL_BLOCKS
 from trainers.common.data import TOKEN_LEN, TOKEN_VOCAB, DataSpec, synthetic
 from trainers.common.models import balance_by_params, build_model, param_counts
 

@@ -11,8 +11,9 @@ import types
 
 import pytest
 
+from contract.config import ExperimentConfig
+from contract.tables import LINKS
 from trainers.common.comm import CommMeter, Link
-from trainers.common.config import LINKS, ExperimentConfig
 
 
 def _meter(rank: int, nodes: int, procs: int, link: str, monkeypatch, emulate: bool = True, **kw) -> CommMeter:

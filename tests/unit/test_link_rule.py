@@ -6,8 +6,8 @@ import inspect
 import time
 import types
 
+from contract.config import ExperimentConfig
 from trainers.common.comm import CommMeter, Link
-from trainers.common.config import ExperimentConfig
 
 
 def test_wire_time_is_added_after_a_slow_real_transfer(monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from analysis import plan
-from trainers.common import registry
+from contract import registry
 from trainers.common.activations import planned_and_saved
 
 SEVEN_B = ["--layers", "32", "--hidden", "4096", "--heads", "32", "--seq", "2048", "--vocab", "32000",

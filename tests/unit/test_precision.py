@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainers.common.config import ConfigError, ExperimentConfig, validate
+from contract.config import ExperimentConfig, validate
+from contract.errors import ConfigError
 
 
 def test_fp16_on_cpu_is_refused_in_one_line() -> None:

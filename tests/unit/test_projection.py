@@ -1,4 +1,4 @@
-"""Scaling projection (simulate/projection.py), in process: the model's algebra, and the fit on
+"""Scaling projection (analysis/projection.py), in process: the model's algebra, and the fit on
 sweeps written in the real on-disk format from known constants, which it must recover.
 
 How well the model predicts a held-out node count on this machine is a measurement, not a test:
@@ -13,9 +13,10 @@ import os
 
 import pytest
 
-from simulate import projection as pj
-from trainers.common import registry
-from trainers.common.config import LINKS, ExperimentConfig
+from analysis import projection as pj
+from contract import registry
+from contract.config import ExperimentConfig
+from contract.tables import LINKS
 
 
 def _point(strategy: str, nodes: int, f: pj.Fit, cores: int = 2, batch: int = 64) -> pj.Point:

@@ -1,4 +1,4 @@
-"""`make project` (simulate.projection) bad input: one line on stderr, exit 2, nothing written;
+"""`make project` (analysis.projection) bad input: one line on stderr, exit 2, nothing written;
 and a sweep of fewer than three node counts says its projection is not checked."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-import simulate.projection as pj
+import analysis.projection as pj
 from analysis.synthetic import write_sweep
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-import simulate.projection as pj
+import analysis.projection as pj
 from analysis.synthetic import write_sweep
 
 

@@ -1,4 +1,4 @@
-"""The strategy registry (trainers/common/registry.py) is the one list of strategies.
+"""The strategy registry (contract/registry.py) is the one list of strategies.
 
 - README.md and docs/strategies.md each contain registry.markdown_table() verbatim, as one block.
 - The projection's traffic model is the registry's (pattern/messages = comm_bytes/comm_messages).
@@ -15,8 +15,8 @@ import os
 
 import pytest
 
+from contract import registry
 from tests.helpers import ROOT
-from trainers.common import registry
 
 DOCS = ("README.md", os.path.join("docs", "strategies.md"))
 
@@ -24,18 +24,18 @@ DOCS = ("README.md", os.path.join("docs", "strategies.md"))
 @pytest.mark.parametrize("doc", DOCS)
 def test_docs_carry_the_registry_table(doc):
     """The doc contains the table exactly once, character for character, as `python -m
-    trainers.common.registry` prints it (header, separator, one row per strategy in registry order)."""
+    contract.registry` prints it (header, separator, one row per strategy in registry order)."""
     path = os.path.join(ROOT, doc)
     assert os.path.exists(path), f"{doc} is missing"
     with open(path) as f:
         text = f.read()
     table = registry.markdown_table()
-    assert text.count(table) == 1, f"{doc} must contain `python -m trainers.common.registry`'s table once"
+    assert text.count(table) == 1, f"{doc} must contain `python -m contract.registry`'s table once"
 
 
 @pytest.mark.parametrize("strategy", registry.names(projected=True))
 def test_projection_traffic_is_the_registrys(strategy):
-    from simulate import projection as pj
+    from analysis import projection as pj
 
     s = registry.get(strategy)
     for world in (1, 2, 3, 4, 8, 64, 1024):
@@ -46,14 +46,14 @@ def test_projection_traffic_is_the_registrys(strategy):
 
 
 def test_projection_covers_the_projected_strategies():
-    from simulate import projection as pj
+    from analysis import projection as pj
 
     assert pj.PROJECTED == registry.names(projected=True) and set(pj.PIPELINE) <= set(pj.PROJECTED)
     assert all(registry.get(s).kind == "staged" for s in pj.PIPELINE)
 
 
 # Modules whose constants may list strategies (imported, so computed lists count as well as literal ones).
-MODULES = ("trainers.common.config", "trainers.common.grid", "trainers.common.registry", "simulate.projection",
+MODULES = ("contract.config", "sweeper.grid", "contract.registry", "analysis.projection",
            "simulate.launcher", "simulate.backend", "analysis.load", "analysis.metrics", "analysis.plots",
            "analysis.synthetic", "analysis.compare", "slurm.render", "slurm.track", "slurm.backend")
 
@@ -123,7 +123,7 @@ def literal_strategy_lists(source: str, path: str = "<source>") -> list[tuple[in
 
 def test_no_strategy_lists_outside_the_registry():
     sources = python_sources()
-    assert "trainers/common/registry.py" in sources and "bin/sweep" in sources
+    assert "contract/registry.py" in sources and "bin/sweep" in sources
     bad = {}
     for path in sources:
         if path == os.path.join("trainers", "common", "registry.py") or path in KNOWN:
@@ -132,7 +132,7 @@ def test_no_strategy_lists_outside_the_registry():
             found = literal_strategy_lists(f.read(), path)
         if found:
             bad[path] = found
-    assert not bad, f"strategy lists outside trainers/common/registry.py (ask registry.names(...)): {bad}"
+    assert not bad, f"strategy lists outside contract/registry.py (ask registry.names(...)): {bad}"
 
 
 def test_the_scan_finds_a_list():

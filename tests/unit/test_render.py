@@ -9,9 +9,10 @@ import os
 
 import pytest
 
+from contract.config import STRATEGIES, ExperimentConfig
+from contract.errors import ConfigError
 from slurm import cluster, render, track
 from tests.helpers import ROOT
-from trainers.common.config import STRATEGIES, ConfigError, ExperimentConfig
 
 GOLDEN = os.path.join(ROOT, "tests", "golden", "ddp-n2-experiment.sbatch")
 SETTINGS_START, SETTINGS_END = "# ---- trainer settings", "mark() {"

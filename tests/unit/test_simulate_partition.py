@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from contract.errors import ConfigError
 from simulate.launcher import plan_cpus, plan_gpus
 from trainers.common import gpu
-from trainers.common.config import ConfigError
 
 
 def test_gpu_plan_spreads_nodes(monkeypatch):

@@ -8,9 +8,10 @@ import signal
 
 import pytest
 
-from trainers.common import backends, rundir
-from trainers.common.config import ExperimentConfig
-from trainers.common.grid import Experiment
+from contract import rundir
+from contract.config import ExperimentConfig
+from sweeper import backends, sweepdir
+from sweeper.grid import Experiment
 from trainers.common.logwriter import RankLog, current_attempt
 
 
@@ -20,7 +21,7 @@ def exp(**kw) -> Experiment:
 
 
 def ran(path, e: Experiment, state="COMPLETED", identity=True) -> str:
-    run_dir = rundir.prepare_experiment(str(path), e, "simulate", "x")
+    run_dir = sweepdir.prepare_experiment(str(path), e, "simulate", "x")
     if not identity:  # a run from before config.json had "identity"
         doc = json.loads(open(os.path.join(run_dir, "config.json")).read())
         doc.pop("identity")
@@ -34,7 +35,7 @@ def test_a_run_with_other_settings_under_the_same_id_is_refused_in_one_line(tmp_
     old = exp(model="mlp")
     ran(tmp_path, old, identity=identity)
     new = Experiment(old.id, ExperimentConfig(strategy="ddp", model="cnn"))  # same id, other settings
-    line = rundir.identity_conflict(str(tmp_path), "x", [new])
+    line = sweepdir.identity_conflict(str(tmp_path), "x", [new])
     assert line is not None and "\n" not in line
     assert line.startswith(f"sweep x already holds {old.id} run with other settings (model: 'mlp' -> 'cnn')")
     assert line.endswith(f"remove {tmp_path / old.id}")
@@ -43,27 +44,27 @@ def test_a_run_with_other_settings_under_the_same_id_is_refused_in_one_line(tmp_
 def test_same_settings_or_no_run_is_no_conflict(tmp_path):
     e = exp(model="cnn", steps=7)
     ran(tmp_path, e)
-    assert rundir.identity_conflict(str(tmp_path), "x", [e]) is None
+    assert sweepdir.identity_conflict(str(tmp_path), "x", [e]) is None
     # a directory where nothing ran (prepared, PENDING, no rank file) holds no run to protect
     other = exp(lr=0.2)
-    rundir.prepare_experiment(str(tmp_path), other, "simulate", "x")
+    sweepdir.prepare_experiment(str(tmp_path), other, "simulate", "x")
     rundir.write_json(str(tmp_path / other.id / "status.json"), {"state": "PENDING", "attempts": 0})
     changed = Experiment(other.id, ExperimentConfig(strategy="ddp", lr=0.2, seed=3))
-    assert rundir.identity_conflict(str(tmp_path), "x", [changed]) is None
+    assert sweepdir.identity_conflict(str(tmp_path), "x", [changed]) is None
     (tmp_path / other.id / "rank-0.jsonl").write_text("{}\n")  # ...but once a rank wrote, it is a run
-    assert "seed: 0 -> 3" in rundir.identity_conflict(str(tmp_path), "x", [changed])
+    assert "seed: 0 -> 3" in sweepdir.identity_conflict(str(tmp_path), "x", [changed])
 
 
 def test_settings_outside_the_identity_are_no_conflict(tmp_path):
     e = exp()
     ran(tmp_path, e)
     again = Experiment(e.id, ExperimentConfig(strategy="ddp", checkpoint_every=5, data_dir="elsewhere"))
-    assert rundir.identity_conflict(str(tmp_path), "x", [again]) is None
+    assert sweepdir.identity_conflict(str(tmp_path), "x", [again]) is None
 
 
 def test_config_json_has_one_writer_that_keeps_config_identity_and_merges_meta(tmp_path):
     e = exp(model="cnn")
-    run_dir = rundir.prepare_experiment(str(tmp_path), e, "simulate", "x", {"cpu_plan": {"a": 1}})
+    run_dir = sweepdir.prepare_experiment(str(tmp_path), e, "simulate", "x", {"cpu_plan": {"a": 1}})
     rundir.update_config(run_dir, {"torch": "2.x"}, ExperimentConfig(strategy="ddp"), keep_config=True)
     doc = json.loads(open(os.path.join(run_dir, "config.json")).read())
     assert doc["identity"] == e.config.identity() and doc["config"]["model"] == "cnn"
@@ -78,9 +79,9 @@ def grid(**kw) -> dict:
 def test_sweep_json_is_the_union_of_invocations_and_lists_only_present_runs(tmp_path):
     path = str(tmp_path)
     first = [exp(), exp(nodes=2)]
-    rundir.write_sweep(path, "x", "simulate", grid(nodes="1,2"), first)
+    sweepdir.write_sweep(path, "x", "simulate", grid(nodes="1,2"), first)
     second = [exp(model="cnn")]
-    rundir.write_sweep(path, "x", "simulate", grid(model="cnn"), second)
+    sweepdir.write_sweep(path, "x", "simulate", grid(model="cnn"), second)
     doc = json.loads((tmp_path / "sweep.json").read_text())
     ids = [e["id"] for e in doc["experiments"]]
     assert ids == [first[0].id, first[1].id, second[0].id]
@@ -91,7 +92,7 @@ def test_sweep_json_is_the_union_of_invocations_and_lists_only_present_runs(tmp_
     # a removed run leaves sweep.json; an invocation with no run left goes too
     for e in first:
         os.rename(tmp_path / e.id, tmp_path / f"gone-{e.id}")
-    rundir.write_sweep(path, "x", "simulate", grid(model="cnn"), second)
+    sweepdir.write_sweep(path, "x", "simulate", grid(model="cnn"), second)
     doc = json.loads((tmp_path / "sweep.json").read_text())
     assert [e["id"] for e in doc["experiments"]] == [second[0].id]
     assert len(doc["invocations"]) == 2 and doc["grid"] == grid(model="cnn")
@@ -103,7 +104,7 @@ def test_sweep_json_from_before_invocations_is_taken_over(tmp_path):
     rundir.write_json(str(tmp_path / "sweep.json"), {"sweep": "x", "grid": grid(), "created": "then",
                                                      "experiments": [old.describe()]})
     new = exp(model="cnn")
-    rundir.write_sweep(str(tmp_path), "x", "simulate", grid(model="cnn"), [new])
+    sweepdir.write_sweep(str(tmp_path), "x", "simulate", grid(model="cnn"), [new])
     doc = json.loads((tmp_path / "sweep.json").read_text())
     assert [e["id"] for e in doc["experiments"]] == [old.id, new.id] and doc["created"] == "then"
     assert "model" not in doc["grid"] and len(doc["invocations"]) == 2

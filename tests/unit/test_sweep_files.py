@@ -1,4 +1,4 @@
-"""Sweep files (trainers/common/sweepfile.py, bin/sweep --config): every file of sweeps/ dry-runs,
+"""Sweep files (sweeper/sweepfile.py, bin/sweep --config): every file of sweeps/ dry-runs,
 bad files get one line and exit 2 with nothing written, the command line overrides the file,
 the resolved grid reaches sweep.json and every setting config.json. In process: bin/sweep's
 main() is called, never launched."""
@@ -14,9 +14,9 @@ import re
 import pytest
 
 import simulate.backend
+from sweeper import grid, sweepfile
+from sweeper.backends import Backend
 from tests.helpers import ROOT
-from trainers.common import grid, sweepfile
-from trainers.common.backends import Backend
 
 GPU_ONLY = {"gpu-shared.yaml"}
 FILES = sweepfile.available()

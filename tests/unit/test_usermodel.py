@@ -1,4 +1,4 @@
-"""MODEL=module:function (trainers/common/usermodel.py): a bad reference is refused in one line,
+"""MODEL=module:function (contract/usermodel.py): a bad reference is refused in one line,
 at validation where it can be told without torch (the module, the function), at build
 (models.build_blocks) for what the function returns. Runs: tests/integration/test_user_model.py."""
 
@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-from trainers.common.config import ConfigError, ExperimentConfig, layout, validate
+from contract.config import ExperimentConfig, layout, validate
+from contract.errors import ConfigError
 from trainers.common.data import data_spec
 from trainers.common.models import build_model
 
@@ -120,7 +121,7 @@ def test_user_model_weights_come_from_the_seed() -> None:
 
 
 def test_the_trainer_flag_takes_any_reference() -> None:
-    from trainers.common.config import parse_trainer_args
+    from contract.config import parse_trainer_args
 
     cfg = parse_trainer_args(["--model", "examples.my_model:build"], "single")
     assert cfg.model == "examples.my_model:build"

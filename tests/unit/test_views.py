@@ -19,7 +19,7 @@ from analysis.plots import make_plots
 from analysis.report import write_report
 from analysis.synthetic import write_experiment, write_sweep
 from analysis.views import BATCH, DATA_SIZE, LAYOUT, PRECISION, VIEW_PLOTS, comparisons
-from trainers.common.config import TRAIN_SAMPLES
+from contract.tables import TRAIN_SAMPLES
 
 VIEWS = {s.name: s for s in VIEW_PLOTS}
 

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 if TYPE_CHECKING:
-    from trainers.common.runtime import Context
+    from trainers.common.context import Context
     from trainers.common.trainer import Trainer
 
 PREEMPT_EXIT = 3  # exit status of a rank that checkpointed on the time-limit warning

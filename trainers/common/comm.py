@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from trainers.common.runtime import Context
+    from trainers.common.context import Context
 
 
 def ring_allreduce_bytes(nbytes: int, world: int) -> int:

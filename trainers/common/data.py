@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainers.common import cifarfiles
-from trainers.common.config import TRAIN_SAMPLES
+from contract import cifarfiles
+from contract.tables import TRAIN_SAMPLES
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import os
 import re
 from typing import Any
 
-from trainers.common.config import ConfigError
+from contract.errors import ConfigError
 
 HEADROOM = 0.9  # share of a GPU's memory the ranks on it get together by default
 AUTO = -1.0  # memory_fraction value meaning "even split"

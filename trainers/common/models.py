@@ -14,9 +14,9 @@ import math
 import torch
 from torch import nn
 
-from trainers.common import usermodel
-from trainers.common.balance import balance_by_params  # noqa: F401 - where the tests import it from
-from trainers.common.config import ConfigError
+from contract import usermodel
+from contract.balance import balance_by_params  # noqa: F401 - where the tests import it from
+from contract.errors import ConfigError
 from trainers.common.data import DataSpec
 
 

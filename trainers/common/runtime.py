@@ -19,50 +19,22 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import NoReturn
 
 import torch
 import torch.distributed as dist
 
-from trainers.common import allocator, checkpoint, distenv, gpu, registry, rundir
-from trainers.common.config import ConfigError, ExperimentConfig, fp16_on_cpu, parse_trainer_args, validate
-from trainers.common.data import Dataset, GlobalBatches, load
+from contract import registry, rundir
+from contract.config import ExperimentConfig, fp16_on_cpu, parse_trainer_args, validate
+from contract.errors import ConfigError
+from trainers.common import allocator, checkpoint, distenv, gpu
+from trainers.common.context import Context
+from trainers.common.data import GlobalBatches, load
 from trainers.common.logwriter import RankLog, current_attempt
 from trainers.common.trainer import Trainer
 
 # A collective that waits longer than this on a dead peer fails instead of hanging.
 COLLECTIVE_TIMEOUT_S = float(os.environ.get("TS_COLLECTIVE_TIMEOUT", "120"))
-
-
-@dataclass
-class Context:
-    cfg: ExperimentConfig
-    env: distenv.DistEnv
-    device: torch.device
-    data: Dataset
-    batches: GlobalBatches
-    log: RankLog
-    run_dir: str
-    attempt: int
-    notes: list[str] = field(default_factory=list)
-    memory_fraction: float | None = None  # this rank's cap on its GPU (simulated nodes sharing one)
-
-    @property
-    def rank(self) -> int:
-        return self.env.rank
-
-    @property
-    def world_size(self) -> int:
-        return self.env.world_size
-
-    def say(self, message: str) -> None:
-        """A line for the node's human-readable output."""
-        print(f"[rank {self.rank} {self.env.node}] {message}", flush=True)
-
-    def sync_device(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
 
 def peak_memory_bytes(device: torch.device) -> int:

@@ -23,14 +23,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainers.common.balance import balance_by_params
+from contract.balance import balance_by_params
+from contract.errors import ConfigError
 from trainers.common.comm import CommMeter
-from trainers.common.config import ConfigError
 from trainers.common.models import build_model, param_counts, split_stages
 from trainers.common.trainer import ModuleState, Trainer, autocast, loss_fn, make_optimizer
 
 if TYPE_CHECKING:
-    from trainers.common.runtime import Context
+    from trainers.common.context import Context
 
 EVAL_TAG = 7  # evaluation traffic never matches a training message (torch.distributed.pipelining uses 0)
 

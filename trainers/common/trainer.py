@@ -18,7 +18,7 @@ from torch import nn
 from trainers.common.models import build_model, has_batchnorm
 
 if TYPE_CHECKING:
-    from trainers.common.runtime import Context
+    from trainers.common.context import Context
 
 
 @dataclass

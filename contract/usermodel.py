@@ -22,7 +22,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from trainers.common.config import MODELS, ConfigError
+from contract.errors import ConfigError
+from contract.tables import MODELS
 
 REFERENCE = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)$")
 

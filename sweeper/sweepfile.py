@@ -19,10 +19,9 @@ from typing import Any
 
 import yaml
 
-from trainers.common.config import ConfigError
+from contract.errors import ConfigError
+from contract.paths import SWEEP_FILES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SWEEPS = os.path.join(ROOT, "sweeps")
 # bin/sweep destinations whose key (the make variable) is spelt otherwise.
 KEY_NAMES = {"strategy": "strategies", "global_batch": "batch", "procs_per_node": "procs", "time_limit": "time"}
 # Where a setting came from; a later source overrides an earlier one.
@@ -108,7 +107,7 @@ def resolve(given: Mapping[str, Any], config: str | None, converters: Mapping[st
     return values, sources
 
 
-def available(folder: str = SWEEPS) -> list[tuple[str, str]]:
+def available(folder: str = SWEEP_FILES) -> list[tuple[str, str]]:
     """The sweep files of `folder`: (path, what it answers: its first comment line)."""
     out = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:

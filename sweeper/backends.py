@@ -15,8 +15,8 @@ without this process: sbatch, submitit on Slurm).
 `run()` keeps the books once for every backend:
   1. the identity check: an experiment directory that holds a run made with other settings
      (config.json "identity") stops the sweep with exit 2 and one line, before anything is
-     written (rundir.identity_conflict);
-  2. sweep.json, the union of every invocation under this sweep name (rundir.sweep_doc);
+     written (sweepdir.identity_conflict);
+  2. sweep.json, the union of every invocation under this sweep name (sweepdir.sweep_doc);
   3. skipped experiments; resume: COMPLETED experiments are not run again;
   4. config.json and a fresh PENDING status.json (attempts and history kept) for each
      experiment a backend starts (`Book.prepare`);
@@ -42,8 +42,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from trainers.common import rundir
-from trainers.common.grid import Experiment
+from contract import rundir
+from sweeper import sweepdir
+from sweeper.grid import Experiment
 
 
 class Interrupted(BaseException):
@@ -115,7 +116,7 @@ class Book:
 
     def prepare(self, exp: Experiment, meta: dict | None = None) -> str:
         """config.json (with identity) and a fresh PENDING status.json that keeps attempts and history."""
-        run_dir = rundir.prepare_experiment(self.path, exp, self.backend, self.name, meta)
+        run_dir = sweepdir.prepare_experiment(self.path, exp, self.backend, self.name, meta)
         old = self.status(exp.id)
         doc = {"state": "PENDING", "attempts": int(old.get("attempts", 0) or 0), "backend": self.backend}
         if old.get("history"):
@@ -208,7 +209,7 @@ def run(backend: Backend, book: Book) -> int:
 
 def _run(backend: Backend, book: Book) -> int:
     runnable = book.runnable
-    conflict = rundir.identity_conflict(book.path, book.name, book.experiments)
+    conflict = sweepdir.identity_conflict(book.path, book.name, book.experiments)
     if conflict is None:
         conflict = backend.preflight(book, runnable)
     if conflict is not None:
@@ -220,10 +221,10 @@ def _run(backend: Backend, book: Book) -> int:
             print(f"  skipped {exp.id}: {exp.skipped}")
     if book.args.dry_run:
         return backend.dry_run(book, runnable)
-    rundir.write_sweep(book.path, book.name, book.backend, vars(book.args), book.experiments)
+    sweepdir.write_sweep(book.path, book.name, book.backend, vars(book.args), book.experiments)
     for exp in book.experiments:
         if exp.skipped:
-            rundir.mark_skipped(book.path, exp)
+            sweepdir.mark_skipped(book.path, exp)
     states: dict[str, str] = {}
     todo = []
     for exp in runnable:

@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.common.config import NOT_IDENTITY, ConfigError, ExperimentConfig, layout, validate
-from trainers.common.registry import NAMES as STRATEGIES
+from contract.config import NOT_IDENTITY, ExperimentConfig, layout, validate
+from contract.errors import ConfigError
+from contract.registry import NAMES as STRATEGIES
 
 FIELD_TYPES = {f.name: type(f.default) for f in dataclasses.fields(ExperimentConfig)}
 # Settings a sweep can vary: every identity setting but the repeat (its own, outer loop) and the

@@ -1,6 +1,6 @@
 """`make data`: download CIFAR-10 (python version) with torchvision into DATA_DIR/cifar-10-batches-py.
 
-    bin/_py -m trainers.common.download --data-dir data
+    bin/_py -m sweeper.download --data-dir data
 
 Needs internet. Without it: one line on stderr saying what failed and where the files go, exit 1.
 """
@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 
-from trainers.common import cifarfiles
+from contract import cifarfiles
 
 ARCHIVE = "cifar-10-python.tar.gz"  # what torchvision downloads into the data dir, then unpacks
 TIMEOUT_S = 30  # a network that drops packets fails after this, instead of hanging

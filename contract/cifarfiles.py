@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from trainers.common.config import ConfigError
+from contract.errors import ConfigError
 
 FOLDER = "cifar-10-batches-py"
 TEST_FILE = "test_batch"

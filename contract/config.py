@@ -13,33 +13,23 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainers.common import registry
-from trainers.common.registry import NAMES as STRATEGIES
-
-MODELS = ("mlp", "cnn", "resnet18", "resnet50", "transformer")
-# Blocks in each model's nn.Sequential (trainers/common/models.py; tests/unit/test_layouts.py
-# checks the table), so "more stages than blocks" fails here, before anything starts.
-MODEL_BLOCKS = {"mlp": 6, "cnn": 6, "resnet18": 10, "resnet50": 18, "transformer": 6}
-BALANCE_KEYWORDS = ("params", "time")  # --balance by parameter count (default) / measured time
-DATASETS = ("synthetic", "digits", "cifar10")
-# Training samples of each data set (trainers/common/data.py builds them; a test checks the table),
-# so a global batch larger than the data set fails at validation, not inside every rank.
-TRAIN_SAMPLES = {"synthetic": 2048, "digits": 1500, "cifar10": 50000}
-SCHEDULES = ("gpipe", "1f1b")
-PRECISIONS = ("fp32", "bf16", "fp16")
-OPTIMIZERS = ("sgd", "adam")
-DEVICES = ("auto", "cpu", "cuda")
-GPIPE_CHECKPOINTS = ("always", "except_last", "never")
-
-# Interconnect presets: (one-way latency in microseconds, bandwidth in Gbit/s).
-# Figures are typical vendor/measured numbers for a single link, not a promise.
-LINKS: dict[str, tuple[float, float]] = {
-    "loopback": (0.0, 0.0),  # 0 bandwidth = not emulated
-    "10gbe": (25.0, 10.0),
-    "100gbe": (5.0, 100.0),
-    "ib-hdr": (1.5, 200.0),
-    "nvlink": (1.0, 2400.0),
-}
+from contract import cifarfiles, registry, usermodel
+from contract.errors import OneLineParser, require
+from contract.registry import NAMES as STRATEGIES
+from contract.tables import (
+    BALANCE_KEYWORDS,
+    DATASETS,
+    DEVICES,
+    GPIPE_CHECKPOINTS,
+    LINKS,
+    MODEL_BLOCKS,
+    MODELS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    TRAIN_SAMPLES,
+    link_figures,
+)
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 FAULT_RE = re.compile(r"^(raise|kill)@(\d+):(\d+)$")
@@ -49,10 +39,6 @@ FAULT_RE = re.compile(r"^(raise|kill)@(\d+):(\d+)$")
 def fp16_on_cpu(device: str = "cpu") -> str:
     """The refusal of fp16 without a GPU; `device`: how the device was chosen."""
     return f"invalid precision fp16 on device {device}: fp16 (with loss scaling) is for GPUs; on CPU use bf16"
-
-
-class ConfigError(ValueError):
-    """Bad user input. The message is one line naming the bad value."""
 
 
 def _f(default: Any, flag: str, help: str, **kw: Any) -> Any:
@@ -119,8 +105,6 @@ class ExperimentConfig:
         """Training samples of the whole data set: for cifar10 what its files hold where they are
         (a partial file set is another experiment), else the table's figure."""
         if self.dataset == "cifar10":
-            from trainers.common import cifarfiles  # torch-free; imports this module
-
             if not cifarfiles.missing(self.data_dir):
                 return cifarfiles.train_samples(self.data_dir)
         return TRAIN_SAMPLES[self.dataset]
@@ -132,11 +116,11 @@ class ExperimentConfig:
 
     @property
     def link_latency_us(self) -> float:
-        return self.latency_us if self.latency_us >= 0 else LINKS[self.link][0]
+        return link_figures(self.link, self.latency_us, self.bandwidth_gbps)[0]
 
     @property
     def link_bandwidth_gbps(self) -> float:
-        return self.bandwidth_gbps if self.bandwidth_gbps >= 0 else LINKS[self.link][1]
+        return link_figures(self.link, self.latency_us, self.bandwidth_gbps)[1]
 
     def fault_spec(self) -> tuple[str, int, int] | None:
         m = FAULT_RE.match(self.fault)
@@ -147,7 +131,7 @@ class ExperimentConfig:
         if not self.balance or self.balance in BALANCE_KEYWORDS:
             return []
         items = self.balance.split(",")
-        _require(all(b.strip().isdigit() for b in items), f"invalid balance {self.balance!r}: use a comma "
+        require(all(b.strip().isdigit() for b in items), f"invalid balance {self.balance!r}: use a comma "
                  f"list of block counts, e.g. 3,3, or one of {', '.join(BALANCE_KEYWORDS)}")
         return [int(b) for b in items]
 
@@ -240,14 +224,9 @@ def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a) if a[k] != b[k]]
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
 def check_name(kind: str, value: str) -> str:
     """A name that reaches paths and shells: letters, digits, '.', '_', '-'; no '..'."""
-    _require(bool(SAFE_NAME.match(value)) and ".." not in value,
+    require(bool(SAFE_NAME.match(value)) and ".." not in value,
              f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-' only (no '/', '..' or spaces)")
     return value
 
@@ -260,37 +239,35 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
                           ("device", DEVICES), ("link", tuple(LINKS)),
                           ("gpipe_checkpoint", GPIPE_CHECKPOINTS)):
         value = getattr(c, name)
-        _require(value in choices, f"unknown {name} {value!r}: choose from {', '.join(choices)}")
-    from trainers.common import cifarfiles, usermodel  # torch-free; imported here as they import this module
-
+        require(value in choices, f"unknown {name} {value!r}: choose from {', '.join(choices)}")
     usermodel.check(c.model)  # a built-in name, or module:function (its function's blocks: at build)
     for name in ("nodes", "procs_per_node", "global_batch", "chunks"):
-        _require(getattr(c, name) >= 1, f"invalid {name} {getattr(c, name)!r}: must be >= 1")
+        require(getattr(c, name) >= 1, f"invalid {name} {getattr(c, name)!r}: must be >= 1")
     for name in ("data_size", "steps", "epochs", "warmup", "checkpoint_every", "seed", "repeat", "stages"):
-        _require(getattr(c, name) >= 0, f"invalid {name} {getattr(c, name)!r}: must be >= 0")
-    _require(c.steps > 0 or c.epochs > 0, "invalid steps 0: give --steps >= 1 or --epochs >= 1")
-    _require(c.lr > 0, f"invalid lr {c.lr!r}: must be > 0")
-    _require(c.precision != "fp16" or c.device != "cpu", fp16_on_cpu())
-    _require(0 < c.memory_fraction <= 1 or c.memory_fraction == -1.0,
+        require(getattr(c, name) >= 0, f"invalid {name} {getattr(c, name)!r}: must be >= 0")
+    require(c.steps > 0 or c.epochs > 0, "invalid steps 0: give --steps >= 1 or --epochs >= 1")
+    require(c.lr > 0, f"invalid lr {c.lr!r}: must be > 0")
+    require(c.precision != "fp16" or c.device != "cpu", fp16_on_cpu())
+    require(0 < c.memory_fraction <= 1 or c.memory_fraction == -1.0,
              f"invalid memory_fraction {c.memory_fraction!r}: must be in (0, 1] (leave it out for an even split)")
-    _require(c.latency_us >= 0 or c.latency_us == -1.0, f"invalid latency_us {c.latency_us!r}: must be >= 0")
-    _require(c.bandwidth_gbps > 0 or c.bandwidth_gbps == -1.0,
+    require(c.latency_us >= 0 or c.latency_us == -1.0, f"invalid latency_us {c.latency_us!r}: must be >= 0")
+    require(c.bandwidth_gbps > 0 or c.bandwidth_gbps == -1.0,
              f"invalid bandwidth_gbps {c.bandwidth_gbps!r}: must be > 0 Gbit/s (leave it out for the link "
              "preset's; LINK=loopback emulates nothing)")
     # cifar10: refused without its files, else their count (TRAIN_SAMPLES has the full set's)
     samples = cifarfiles.train_samples(c.data_dir) if c.dataset == "cifar10" else TRAIN_SAMPLES[c.dataset]
-    _require(c.data_size <= samples, f"invalid data_size {c.data_size}: larger than the {samples} training "
+    require(c.data_size <= samples, f"invalid data_size {c.data_size}: larger than the {samples} training "
              f"samples of dataset {c.dataset} (0: all of them)")
-    _require(c.global_batch <= (c.data_size or samples), f"invalid global_batch {c.global_batch}: larger than the "
+    require(c.global_batch <= (c.data_size or samples), f"invalid global_batch {c.global_batch}: larger than the "
              + (f"data_size {c.data_size} (one step takes a whole global batch)" if c.data_size
                 else f"{samples} training samples of dataset {c.dataset}"))
     if c.fault:
         spec = c.fault_spec()
-        _require(spec is not None, f"invalid fault {c.fault!r}: use raise@RANK:STEP or kill@RANK:STEP")
+        require(spec is not None, f"invalid fault {c.fault!r}: use raise@RANK:STEP or kill@RANK:STEP")
         assert spec is not None
-        _require(spec[1] < c.world_size, f"invalid fault {c.fault!r}: rank {spec[1]} >= world size {c.world_size}")
+        require(spec[1] < c.world_size, f"invalid fault {c.fault!r}: rank {spec[1]} >= world size {c.world_size}")
     if c.model == "transformer":
-        _require(c.dataset == "synthetic", f"invalid dataset {c.dataset!r} for transformer: it needs "
+        require(c.dataset == "synthetic", f"invalid dataset {c.dataset!r} for transformer: it needs "
                  "token data (dataset synthetic)")
     if check_layout:
         _validate_layout(c)
@@ -305,29 +282,29 @@ def layout(c: ExperimentConfig, gpus: int | None = None) -> registry.Layout:
 def _validate_layout(c: ExperimentConfig) -> None:
     traits = c.traits
     refusal = traits.refusal(layout(c))
-    _require(refusal is None, f"invalid layout for {c.strategy}: {refusal}")
+    require(refusal is None, f"invalid layout for {c.strategy}: {refusal}")
     if traits.computing_ranks == "workers":
-        _require(c.global_batch >= c.dp_size, f"invalid global_batch {c.global_batch}: {c.strategy} needs at "
+        require(c.global_batch >= c.dp_size, f"invalid global_batch {c.global_batch}: {c.strategy} needs at "
                  f"least one sample per worker ({c.dp_size})")
     elif c.dp_size > 1:
-        _require(c.global_batch % c.dp_size == 0, f"invalid global_batch {c.global_batch}: not divisible by "
+        require(c.global_batch % c.dp_size == 0, f"invalid global_batch {c.global_batch}: not divisible by "
                  f"the {c.dp_size} data-parallel ranks of {c.strategy}")
     if traits.kind == "staged":
         k, w = c.pipeline_stages, c.world_size
         if traits.stage_replicas:
-            _require(w % k == 0, f"invalid stages {k} for {c.strategy}: must divide the world size {w}")
+            require(w % k == 0, f"invalid stages {k} for {c.strategy}: must divide the world size {w}")
         elif traits.max_world is None:  # one stage per rank
-            _require(k == w, f"invalid stages {k} for {c.strategy}: one stage per rank, world size is {w}")
+            require(k == w, f"invalid stages {k} for {c.strategy}: one stage per rank, world size is {w}")
         bal = c.balance_list() if c.balance else []
         if bal:
-            _require(len(bal) == k and all(b >= 1 for b in bal),
+            require(len(bal) == k and all(b >= 1 for b in bal),
                      f"invalid balance {c.balance!r}: need {k} positive block counts")
             blocks = MODEL_BLOCKS.get(c.model, sum(bal))  # a module:function model's: checked once built
-            _require(sum(bal) == blocks, f"invalid balance {c.balance!r}: covers {sum(bal)} blocks, "
+            require(sum(bal) == blocks, f"invalid balance {c.balance!r}: covers {sum(bal)} blocks, "
                      f"model {c.model} has {blocks}")
     if traits.micro_batches:
         per_replica = c.global_batch // c.dp_size
-        _require(per_replica % c.chunks == 0, f"invalid global_batch {c.global_batch}: not divisible by "
+        require(per_replica % c.chunks == 0, f"invalid global_batch {c.global_batch}: not divisible by "
                  f"chunks x data-parallel ranks ({c.chunks} x {c.dp_size})")
 
 
@@ -346,13 +323,8 @@ def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -
                                 help=f"{help_} (default: {f.default!r})")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse prints usage; we print one line, exit 2
-        raise ConfigError(message)
-
-
 def parse_trainer_args(argv: list[str] | None, strategy: str) -> ExperimentConfig:
-    parser = _OneLineParser(prog=f"trainers.{strategy}", description=f"torchswitch trainer: {strategy}")
+    parser = OneLineParser(prog=f"trainers.{strategy}", description=f"torchswitch trainer: {strategy}")
     add_arguments(parser)
     ns = parser.parse_args(argv)
     ns.strategy = strategy

@@ -1,6 +1,6 @@
 """Scaling projection: fit a step-time model per strategy on a sweep's runs, predict 1..1024 nodes.
 
-    python -m simulate.projection --sweep NAME [--logs DIR] [--link 10gbe] [--max-nodes 1024]
+    python -m analysis.projection --sweep NAME [--logs DIR] [--link 10gbe] [--max-nodes 1024]
 
 Reads the sweep through analysis.load (the COMPLETED experiments; each rank file's last
 attempt) and writes logs/<sweep>/projection.csv and logs/<sweep>/plots/projection.png.
@@ -42,8 +42,11 @@ from analysis import AnalysisError
 from analysis.advise import Projected
 from analysis.load import SweepData, completed, find_sweep, load_run, load_sweep, read_json
 from analysis.plan import positive_int
-from trainers.common import registry
-from trainers.common.config import LINKS, MODEL_BLOCKS, ConfigError, _OneLineParser, check_name
+from contract import registry
+from contract.config import check_name
+from contract.errors import ConfigError, OneLineParser
+from contract.paths import LOGS
+from contract.tables import LINKS, MODEL_BLOCKS
 
 PROJECTED = registry.names(projected=True)
 PIPELINE = tuple(s for s in PROJECTED if registry.get(s).kind == "staged")  # one stage per rank
@@ -579,10 +582,9 @@ def for_advice(sweep_dir: str, link: str, max_nodes: int) -> Projected:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _OneLineParser(prog="simulate.projection", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="analysis.projection", description=__doc__.split("\n\n")[0])
     p.add_argument("--sweep", default="", help="sweep name under --logs (default: the latest)")
-    p.add_argument("--logs", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                                 "logs"))
+    p.add_argument("--logs", default=LOGS)
     p.add_argument("--link", default="10gbe", help=f"link to project on: {', '.join(LINKS)}")
     p.add_argument("--latency-us", default="-1", help="override the link's latency")
     p.add_argument("--bandwidth-gbps", default="-1", help="override the link's bandwidth")

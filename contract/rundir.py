@@ -1,0 +1,137 @@
+"""The run directory contract (docs/logs.md): paths, config.json, status.json, states. Torch-free.
+
+Shared by every backend so a sweep looks the same whether it ran on Slurm or here.
+
+config.json has one writer, `update_config`: {"config": the experiment's settings,
+"identity": ExperimentConfig.identity() (every result-changing setting), "meta": what the
+backend, the launcher and rank 0 know (each merges its part)}.
+
+The sweep-level files (sweep.json, submission) are sweeper/sweepdir.py's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+from typing import Any
+
+from contract.config import ExperimentConfig, check_name
+from contract.paths import LOGS, ROOT
+
+FINAL_STATES = ("COMPLETED", "FAILED", "TIMEOUT", "PREEMPTED", "CANCELLED", "SKIPPED")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def default_sweep_name() -> str:
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def sweep_dir(name: str, logs: str = LOGS) -> str:
+    return os.path.join(logs, check_name("sweep name", name))
+
+
+def write_json(path: str, doc: Any) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def status_of(run_dir: str) -> str | None:
+    return read_json(os.path.join(run_dir, "status.json")).get("state")
+
+
+def update_config(run_dir: str, meta: dict | None = None, cfg: ExperimentConfig | None = None, *,
+                  fresh: bool = False, keep_config: bool = False) -> dict:
+    """The one writer of config.json: merge `meta` into its "meta"; with `cfg`, write "config"
+    and "identity" (unless `keep_config` and they are there already); `fresh` starts over."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "config.json")
+    doc = {} if fresh else read_json(path)
+    if cfg is not None and not (keep_config and isinstance(doc.get("config"), dict)):
+        doc["config"] = {**cfg.to_dict(), "run_dir": cfg.run_dir or run_dir}
+        doc["identity"] = cfg.identity()
+    elif "identity" not in doc and isinstance(doc.get("config"), dict):
+        ident = _identity_of(doc["config"])
+        if ident is not None:
+            doc["identity"] = ident
+    if not isinstance(doc.get("meta"), dict):
+        doc["meta"] = {}
+    doc["meta"].update(meta or {})
+    write_json(path, doc)
+    return doc
+
+
+def update_status(run_dir: str, **fields: Any) -> dict:
+    """Merge fields into status.json (attempts and history stay)."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "status.json")
+    doc = read_json(path)
+    doc.update(fields)
+    write_json(path, doc)
+    return doc
+
+
+def _identity_of(config: dict) -> dict | None:
+    try:
+        return ExperimentConfig.from_dict(config).identity()
+    except Exception:  # noqa: BLE001 - a config this version cannot read has no identity to compare
+        return None
+
+
+def stored_identity(run_dir: str) -> dict | None:
+    """The identity of the run in `run_dir`: config.json's "identity", for older runs derived
+    from its "config"; None when the directory holds no run (nothing ran or was submitted)."""
+    status = read_json(os.path.join(run_dir, "status.json"))
+    ran = status.get("state") not in (None, "SKIPPED", "PENDING") or bool(status.get("job_id")) or (
+        os.path.isdir(run_dir) and any(n.startswith("rank-") and n.endswith(".jsonl") for n in os.listdir(run_dir)))
+    if not ran:
+        return None
+    doc = read_json(os.path.join(run_dir, "config.json"))
+    if isinstance(doc.get("identity"), dict):
+        return doc["identity"]
+    return _identity_of(doc["config"]) if isinstance(doc.get("config"), dict) else None
+
+
+def last_error(run_dir: str) -> str | None:
+    """The first `error` record of any rank (the root cause, not the peers' fallout)."""
+    errors: list[tuple[float, str]] = []
+    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
+        if not (name.startswith("rank-") and name.endswith(".jsonl")):
+            continue
+        with open(os.path.join(run_dir, name), errors="replace") as f:
+            for line in f:
+                if '"error"' not in line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("event") == "error":
+                    errors.append((rec.get("time", 0.0), f"rank {rec.get('rank')}: {rec.get('message')}"))
+    return min(errors)[1] if errors else None
+
+
+def failure_line(run_dir: str, exp_id: str) -> str:
+    status = read_json(os.path.join(run_dir, "status.json"))
+    state = status.get("state", "UNKNOWN")
+    detail = last_error(run_dir)
+    if detail is None and status.get("failed_ranks"):
+        detail = "exit codes " + ", ".join(f"rank {r}: {c}" for r, c in status["failed_ranks"].items())
+    return f"{state} {exp_id}: {detail or status.get('reason') or 'no error record'} (logs: {run_dir})"

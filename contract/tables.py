@@ -1,0 +1,40 @@
+"""The tables every side reads: models, data sets, choices, and the interconnect presets.
+
+Each fact here once: the config validates against these, the trainers build from them, the
+planner and the projection read them.
+"""
+
+from __future__ import annotations
+
+MODELS = ("mlp", "cnn", "resnet18", "resnet50", "transformer")
+# Blocks in each model's nn.Sequential (trainers/common/models.py; tests/unit/test_layouts.py
+# checks the table), so "more stages than blocks" fails at validation, before anything starts.
+MODEL_BLOCKS = {"mlp": 6, "cnn": 6, "resnet18": 10, "resnet50": 18, "transformer": 6}
+BALANCE_KEYWORDS = ("params", "time")  # --balance by parameter count (default) / measured time
+DATASETS = ("synthetic", "digits", "cifar10")
+# Training samples of each data set (trainers/common/data.py builds them; a test checks the table),
+# so a global batch larger than the data set fails at validation, not inside every rank.
+TRAIN_SAMPLES = {"synthetic": 2048, "digits": 1500, "cifar10": 50000}
+SCHEDULES = ("gpipe", "1f1b")
+PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("auto", "cpu", "cuda")
+GPIPE_CHECKPOINTS = ("always", "except_last", "never")
+
+# Interconnect presets: (one-way latency in microseconds, bandwidth in Gbit/s).
+# Figures are typical vendor/measured numbers for a single link, not a promise.
+LINKS: dict[str, tuple[float, float]] = {
+    "loopback": (0.0, 0.0),  # 0 bandwidth = not emulated
+    "10gbe": (25.0, 10.0),
+    "100gbe": (5.0, 100.0),
+    "ib-hdr": (1.5, 200.0),
+    "nvlink": (1.0, 2400.0),
+}
+UNSET = -1.0  # --latency-us / --bandwidth-gbps left out: the preset's figure
+
+
+def link_figures(link: str, latency_us: float = UNSET, bandwidth_gbps: float = UNSET) -> tuple[float, float]:
+    """(latency in us, bandwidth in Gbit/s) of `link`, each overridden where given (>= 0).
+    The one conversion of a link preset and its overrides; bandwidth 0 means not emulated."""
+    preset_lat, preset_bw = LINKS[link]
+    return (latency_us if latency_us >= 0 else preset_lat, bandwidth_gbps if bandwidth_gbps >= 0 else preset_bw)
