@@ -23,6 +23,11 @@ EPOCHS ?=
 BATCH ?=
 CHUNKS ?=
 SCHEDULE ?=
+SYNC_EVERY ?=
+OUTER ?=
+OUTER_LR ?=
+SYNC_OPTIM ?=
+STALENESS ?=
 PRECISION ?=
 OPTIMIZER ?=
 PARTITION ?=
@@ -73,6 +78,8 @@ SWEEP_FLAGS = $(call opt,--config,$(CONFIG)) $(call opt,--nodes,$(NODES)) $(call
   $(call opt,--data-size,$(DATA_SIZE)) $(call opt,--steps,$(STEPS)) $(call opt,--epochs,$(EPOCHS)) \
   $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
   $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) \
+  $(call opt,--sync-every,$(SYNC_EVERY)) $(call opt,--outer,$(OUTER)) $(call opt,--outer-lr,$(OUTER_LR)) \
+  $(call opt,--sync-optim,$(SYNC_OPTIM)) $(call opt,--staleness,$(STALENESS)) \
   $(call opt,--partition,$(PARTITION)) $(call opt,--account,$(ACCOUNT)) $(call opt,--time-limit,$(TIME)) \
   $(call opt,--link,$(LINK)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS)) \
   $(call opt,--memory-fraction,$(MEMORY_FRACTION)) $(call opt,--checkpoint-every,$(CHECKPOINT_EVERY)) $(call opt,--fault,$(FAULT)) \
@@ -99,6 +106,9 @@ help: ## list targets and variables
 	@echo "  STEPS / EPOCHS   training length (20 steps)    BATCH   global batch (64)"
 	@echo "  CHUNKS           micro-batches (4)             SCHEDULE  gpipe|1f1b (1f1b)"
 	@echo "  PRECISION        fp32|bf16|fp16 (fp32)         OPTIMIZER  sgd|adam (sgd)"
+	@echo "  SYNC_EVERY       localsgd: steps between averages (1)   SYNC_OPTIM  keep|average optimizer state (keep)"
+	@echo "  OUTER OUTER_LR   localsgd: sgd|nesterov (DiLoCo) outer step on the averaged change (sgd, 1 = averaging)"
+	@echo "  STALENESS        asyncps: server versions a worker's parameters may lag (0 = ps's maths)"
 	@echo "  LINK             loopback|10gbe|100gbe|ib-hdr|nvlink   LATENCY_US BANDWIDTH_GBPS  override the link"
 	@echo "  MEMORY_FRACTION  GPU share per rank (even split)       CHECKPOINT_EVERY  steps between checkpoints (0)"
 	@echo "  PARTITION ACCOUNT TIME   Slurm placement"

@@ -25,8 +25,10 @@ from contract.tables import (
     MODEL_BLOCKS,
     MODELS,
     OPTIMIZERS,
+    OUTER_OPTIMIZERS,
     PRECISIONS,
     SCHEDULES,
+    SYNC_OPTIM,
     TRAIN_SAMPLES,
     link_figures,
 )
@@ -66,6 +68,13 @@ class ExperimentConfig:
     precision: str = _f("fp32", "--precision", "autocast precision", choices=PRECISIONS)
     optimizer: str = _f("sgd", "--optimizer", "optimizer", choices=OPTIMIZERS)
     lr: float = _f(0.05, "--lr", "learning rate")
+    sync_every: int = _f(1, "--sync-every", "localsgd: local steps between two averages of the replicas (H)")
+    outer: str = _f("sgd", "--outer", "localsgd: outer optimizer on the averaged change (nesterov: DiLoCo)",
+                    choices=OUTER_OPTIMIZERS)
+    outer_lr: float = _f(1.0, "--outer-lr", "localsgd: outer learning rate (sgd at 1: plain averaging)")
+    sync_optim: str = _f("keep", "--sync-optim", "localsgd: optimizer state kept per replica or averaged too",
+                         choices=SYNC_OPTIM)
+    staleness: int = _f(0, "--staleness", "asyncps: server versions a worker's parameters may lag (0: ps)")
     seed: int = _f(0, "--seed", "seed: same seed, same weights and data order on every strategy")
     repeat: int = _f(0, "--repeat", "repetition index (part of the experiment id)")
     warmup: int = _f(2, "--warmup", "steps flagged as warm-up and left out of timing summaries")
@@ -150,6 +159,8 @@ class ExperimentConfig:
                 continue
             if f.name in ("stages", "balance", "gpipe_checkpoint") and traits.kind != "staged":
                 continue
+            if f.name in OWN_SETTINGS and f.name not in traits.settings:
+                continue
             out[f.name] = getattr(self, f.name)
         whole = self.dataset_samples
         if out["data_size"] in (0, whole):  # the whole training set, named or not, is one experiment; and
@@ -200,12 +211,15 @@ class ExperimentConfig:
 
 # Settings that change nothing a run measures: where files go, when to checkpoint.
 NOT_IDENTITY = ("run_dir", "save_params", "checkpoint_every", "data_dir")
+# Settings only some strategies take (registry: Strategy.settings); left out of the others' identity.
+OWN_SETTINGS = frozenset(name for s in registry.REGISTRY.values() for name in s.settings)
 # Always in the id, in its first part.
 ID_FIXED = ("strategy", "nodes", "procs_per_node", "global_batch", "chunks", "schedule", "repeat")
 # Short prefixes for numbers in ids; a word value (cnn, adam, 10gbe) stands for itself.
 ID_PREFIX = {"data_size": "d", "steps": "s", "epochs": "e", "lr": "lr", "seed": "seed", "warmup": "w", "stages": "k",
              "balance": "bal", "latency_us": "lat", "bandwidth_gbps": "bw", "memory_fraction": "mf",
-             "gpipe_checkpoint": "ckpt", "fault": "fault"}
+             "gpipe_checkpoint": "ckpt", "fault": "fault", "sync_every": "h", "outer": "outer",
+             "outer_lr": "olr", "sync_optim": "optim", "staleness": "stale"}
 
 
 def _id_token(name: str, value: Any) -> str:
@@ -237,17 +251,22 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
     for name, choices in (("strategy", STRATEGIES), ("dataset", DATASETS),
                           ("schedule", SCHEDULES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                           ("device", DEVICES), ("link", tuple(LINKS)),
-                          ("gpipe_checkpoint", GPIPE_CHECKPOINTS)):
+                          ("gpipe_checkpoint", GPIPE_CHECKPOINTS), ("outer", OUTER_OPTIMIZERS),
+                          ("sync_optim", SYNC_OPTIM)):
         value = getattr(c, name)
         require(value in choices, f"unknown {name} {value!r}: choose from {', '.join(choices)}")
     usermodel.check(c.model)  # a built-in name, or module:function (its function's blocks: at build)
-    for name in ("nodes", "procs_per_node", "global_batch", "chunks"):
+    for name in ("nodes", "procs_per_node", "global_batch", "chunks", "sync_every"):
         require(getattr(c, name) >= 1, f"invalid {name} {getattr(c, name)!r}: must be >= 1")
-    for name in ("data_size", "steps", "epochs", "warmup", "checkpoint_every", "seed", "repeat", "stages"):
+    for name in ("data_size", "steps", "epochs", "warmup", "checkpoint_every", "seed", "repeat", "stages",
+                 "staleness"):
         require(getattr(c, name) >= 0, f"invalid {name} {getattr(c, name)!r}: must be >= 0")
     require(c.steps > 0 or c.epochs > 0, "invalid steps 0: give --steps >= 1 or --epochs >= 1")
     require(c.lr > 0, f"invalid lr {c.lr!r}: must be > 0")
+    require(c.outer_lr > 0, f"invalid outer_lr {c.outer_lr!r}: must be > 0")
     require(c.precision != "fp16" or c.device != "cpu", fp16_on_cpu())
+    require(c.precision != "fp16" or c.traits.loss_scaling, f"invalid precision fp16 for {c.strategy}: its "
+             "workers step on parameters of other server versions, without one loss scale; use bf16")
     require(0 < c.memory_fraction <= 1 or c.memory_fraction == -1.0,
              f"invalid memory_fraction {c.memory_fraction!r}: must be in (0, 1] (leave it out for an even split)")
     require(c.latency_us >= 0 or c.latency_us == -1.0, f"invalid latency_us {c.latency_us!r}: must be >= 0")

@@ -12,8 +12,9 @@ state whatever the compute precision, so precision does not change these figures
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 KINDS = ("one-process", "replicas", "sharded", "staged")
 FP32 = 4  # bytes per parameter, gradient or optimizer-state element (autocast keeps fp32 storage)
@@ -78,6 +79,13 @@ class Strategy:
     buffers: Callable[[int, int, float], float] = field(default=lambda n, unit, boundary: 0.0)
     stage_replicas: bool = False  # staged: ranks beyond the stages form data-parallel replicas (hybrid)
     default_stages: Callable[[int, int], int] = field(default=lambda nodes, procs: nodes * procs)
+    loss_scaling: bool = True  # takes fp16 (GradScaler's loss scaling)
+    settings: tuple[str, ...] = ()  # config settings only this strategy takes (the others' identity leaves them out)
+    # Whether a step computes single's update on the global batch (BatchNorm aside), given the settings
+    # (a config's fields, as a mapping; a missing one reads as its default). False: judge it by accuracy.
+    maths: Callable[[Mapping[str, Any]], bool] = field(default=lambda settings: True)
+    # Payloads of `traffic` sent per step, averaged over steps (localsgd: one average every H steps).
+    syncs: Callable[[Mapping[str, Any]], float] = field(default=lambda settings: 1.0)
 
     # ---- layout -------------------------------------------------------------------------
     def stages(self, nodes: int, procs: int, requested: int = 0) -> int:
@@ -154,8 +162,12 @@ class Strategy:
             return micro * min(chunks, stages), 0.0
         return float(replica_batch), 0.0
 
-    def comm_bytes(self, world: int, p_bytes: float) -> float:
-        return self.traffic(world) * p_bytes if world > 1 else 0.0
+    def same_maths(self, settings: Mapping[str, Any] | None = None) -> bool:
+        """True when a step is single's step on the global batch at these settings."""
+        return self.maths(settings or {})
+
+    def comm_bytes(self, world: int, p_bytes: float, settings: Mapping[str, Any] | None = None) -> float:
+        return self.traffic(world) * p_bytes * self.syncs(settings or {}) if world > 1 else 0.0
 
     def comm_messages(self, world: int, chunks: int = 1) -> int:
         return self.messages(world, chunks) if world > 1 else 0
@@ -185,6 +197,19 @@ def _allreduce(w: int) -> float:
     return 2 * (w - 1) / w  # ring all-reduce: reduce-scatter + all-gather
 
 
+def _localsgd_maths(s: Mapping[str, Any]) -> bool:
+    """Averaging parameters after every step (H 1, no outer step) is DDP's update for SGD, momentum
+    included (the average of the replicas' momenta follows DDP's, it is linear); not for Adam."""
+    return (int(s.get("sync_every", 1)) == 1 and s.get("outer", "sgd") == "sgd"
+            and float(s.get("outer_lr", 1.0)) == 1.0 and s.get("optimizer", "sgd") == "sgd")
+
+
+def _localsgd_syncs(s: Mapping[str, Any]) -> float:
+    """One average of the parameters every H steps, and of the optimizer state's tensors with them."""
+    states = OPTIMIZER_STATES[str(s.get("optimizer", "sgd"))] if s.get("sync_optim", "keep") == "average" else 0
+    return (1 + states) / max(int(s.get("sync_every", 1)), 1)
+
+
 def _stage(w: int) -> float:
     """A middle stage sends a boundary's activation forward and a gradient back; with 2 stages, one of them."""
     return 1.0 if w <= 2 else 2.0
@@ -206,6 +231,18 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
     Strategy("ring", "replicas", "ring all-reduce written here: reduce-scatter + all-gather after backward",
              "any", sbatch_nodes=2, projected=True, traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
              batchnorm_note="rank", buffers=lambda n, unit, boundary: FP32 * n),  # flat gradient buckets
+    Strategy("localsgd", "replicas", "local SGD / DiLoCo: replicas step on their own slice and average "
+             "parameters every H steps, optionally through an outer optimizer", "any", sbatch_nodes=2,
+             traffic=_allreduce, messages=lambda w, m: 2 * (w - 1), batchnorm_note="rank",
+             buffers=lambda n, unit, boundary: FP32 * n,  # flat parameter buckets (DiLoCo: + the last sync's copy)
+             settings=("sync_every", "outer", "outer_lr", "sync_optim"), maths=_localsgd_maths,
+             syncs=_localsgd_syncs),
+    Strategy("asyncps", "replicas", "asynchronous parameter server: workers push and pull without waiting "
+             "for each other, parameters at most S server versions stale", "any", sbatch_nodes=2,
+             traffic=lambda w: w - 1.0, messages=lambda w, m: 2, min_world=2, computing_ranks="workers",
+             batchnorm_note="rank", buffers=lambda n, unit, boundary: 2 * FP32 * n, settings=("staleness",),
+             loss_scaling=False,
+             maths=lambda s: int(s.get("staleness", 0)) == 0),
     Strategy("zero", "sharded", "DDP + ZeroRedundancyOptimizer: optimizer state sharded over ranks", "any",
              sbatch_nodes=2, projected=True, traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
              batchnorm_note="rank", shards=("optim",), buffers=lambda n, unit, boundary: FP32 * n),

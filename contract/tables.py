@@ -20,6 +20,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 GPIPE_CHECKPOINTS = ("always", "except_last", "never")
+OUTER_OPTIMIZERS = ("sgd", "nesterov")  # localsgd's outer step on the averaged change (DiLoCo: nesterov)
+SYNC_OPTIM = ("keep", "average")  # localsgd: each replica keeps its optimizer state, or it is averaged too
 
 # Interconnect presets: (one-way latency in microseconds, bandwidth in Gbit/s).
 # Figures are typical vendor/measured numbers for a single link, not a promise.

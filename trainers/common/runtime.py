@@ -273,7 +273,8 @@ def train(ctx: Context, trainer: Trainer) -> dict[str, float]:
         warm = step - start_step < cfg.warmup
         ctx.log.write("step", step=step, epoch=epoch, samples=out.samples, step_s=step_s,
                       compute_s=compute_s, comm_s=out.comm_s, comm_bytes=out.comm_bytes, loss=out.loss,
-                      mem_bytes=peak_memory_bytes(ctx.device), cpu_s=cpu_s, warmup=warm)
+                      mem_bytes=peak_memory_bytes(ctx.device), cpu_s=cpu_s, warmup=warm,
+                      **({"staleness": out.staleness} if out.staleness is not None else {}))
         if not warm:
             timed_s, timed_samples = timed_s + step_s, timed_samples + out.samples
         if step % report_every == 0 or step == total - 1:

@@ -28,6 +28,7 @@ class StepResult:
     comm_s: float | None = None  # None where communication cannot be separated from compute
     comm_bytes: int = 0  # bytes this rank sent
     compute_s: float | None = None  # None: the loop derives step_s - comm_s when comm_s is known
+    staleness: int | None = None  # server versions this step's parameters lagged (asyncps workers; else None)
 
 
 def loss_fn(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
