@@ -114,17 +114,16 @@ class AsyncPSTrainer(ReplicaTrainer):
         start, sent = time.perf_counter(), 0
         target = self.version + 1
         while self.version < target:
-            step = self.version
-            if self.counts.get(step, 0) == self.workers:
-                self._update(step)
-                sent += self._answer()
-            else:
-                sent += self._receive()
+            if self.counts.get(self.version, 0) < self.workers:
+                self._receive()
+            if self.counts.get(self.version, 0) == self.workers:
+                self._update(self.version)  # before answering: the push that completes a sum gets its update
+            sent += self._answer()
         return StepResult(None, 0, time.perf_counter() - start, sent)
 
-    def _receive(self) -> int:
-        """One push from whichever worker sends first: add it into its step's sum; answer its pull
-        at once if the parameters are recent enough for it."""
+    def _receive(self) -> None:
+        """One push from whichever worker sends first, added into its step's sum at once; its pull waits
+        in `waiting` until the parameters are recent enough for it."""
         worker = dist.recv(self.header, tag=PUSH)  # any source
         step = int(self.header)
         for b in self.grad_buckets.buffers:
@@ -136,7 +135,6 @@ class AsyncPSTrainer(ReplicaTrainer):
             total.add_(b)
         self.counts[step] = self.counts.get(step, 0) + 1
         self.waiting.append((worker, step + 1 - self.staleness))
-        return self._answer()
 
     def _update(self, step: int) -> None:
         """Step `step`'s complete sum, divided by the global batch, is single's gradient: one optimizer step."""
