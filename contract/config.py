@@ -218,7 +218,7 @@ ID_FIXED = ("strategy", "nodes", "procs_per_node", "global_batch", "chunks", "sc
 # Short prefixes for numbers in ids; a word value (cnn, adam, 10gbe) stands for itself.
 ID_PREFIX = {"data_size": "d", "steps": "s", "epochs": "e", "lr": "lr", "seed": "seed", "warmup": "w", "stages": "k",
              "balance": "bal", "latency_us": "lat", "bandwidth_gbps": "bw", "memory_fraction": "mf",
-             "gpipe_checkpoint": "ckpt", "fault": "fault", "sync_every": "h", "outer": "outer",
+             "gpipe_checkpoint": "ckpt", "fault": "fault", "sync_every": "h",
              "outer_lr": "olr", "sync_optim": "optim", "staleness": "stale"}
 
 

@@ -21,13 +21,15 @@ from trainers.common.data import first_samples, load
 # Two values of every axis (a test fails when an axis is added without values here: its ids
 # must be shown unique too).
 VALUES = {
-    "strategy": ["ddp", "pipeline", "hybrid", "zero", "ps"], "nodes": [1, 2], "procs_per_node": [1, 2],
+    "strategy": ["ddp", "pipeline", "hybrid", "zero", "ps", "localsgd", "asyncps"], "nodes": [1, 2],
+    "procs_per_node": [1, 2],
     "model": ["mlp", "cnn"], "dataset": ["synthetic", "digits"], "data_size": [0, 512, 1500], "steps": [5, 20],
     "epochs": [0, 1], "global_batch": [64, 128], "chunks": [2, 4], "schedule": ["gpipe", "1f1b"], "stages": [0, 2],
     "gpipe_checkpoint": ["never", "always"], "precision": ["fp32", "bf16"], "optimizer": ["sgd", "adam"],
     "lr": [0.05, 1e-06, 1e06], "seed": [0, 1], "warmup": [2, 0], "device": ["auto", "cpu"],
     "link": ["loopback", "10gbe"], "latency_us": [-1.0, 2.5], "bandwidth_gbps": [-1.0, 40.0],
-    "memory_fraction": [-1.0, 0.25], "fault": ["", "raise@0:1"],
+    "memory_fraction": [-1.0, 0.25], "fault": ["", "raise@0:1"], "sync_every": [1, 4], "outer": ["sgd", "nesterov"],
+    "outer_lr": [1.0, 0.7], "sync_optim": ["keep", "average"], "staleness": [0, 2],
 }
 
 
@@ -117,7 +119,7 @@ def test_ids_are_unique_and_complete_over_every_axis():
     across all of them: an id never names two identities, and distinct identities get distinct ids."""
     seen: dict[str, str] = {}
     names = list(VALUES)
-    for group in (names[:8], names[8:16], names[16:]):
+    for group in (names[i:i + 8] for i in range(0, len(names), 8)):
         axes = {"strategy": VALUES["strategy"], **{n: VALUES[n] for n in group}}
         for values in itertools.product(*axes.values()):
             cfg = dataclasses.replace(ExperimentConfig(), **dict(zip(axes, values, strict=True)))
