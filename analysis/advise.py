@@ -11,6 +11,14 @@ projected up to --max-nodes on --link (`source: projected`, analysis/projection.
   repeat the margin is unconfirmed (`confirmed: false`). A projected margin is a tie when it is
   within the projection's held-out error of the two, unconfirmed where there was no check.
 - best_time_to_target: the first to reach the target validation accuracy (measured rows only).
+- ranked_by: `throughput`, or `time_to_target` where a candidate's maths differs from single's
+  (the registry's same_maths: localsgd off H 1, DiLoCo, asyncps with staleness): a faster step
+  that needs more epochs is no win by itself, so such a row ranks by the median time to the target
+  validation accuracy, and each why compares steps, epochs and time to target ("steps 1.8x faster,
+  reaches 0.95 after 1.4x the epochs: 1.3x faster to target"); with no run at the target the row
+  has no best ("cannot judge: no run reached the target"). A strategy's configurations that differ
+  in its own settings (localsgd's H, outer step) are candidates of their own, e.g.
+  `localsgd[sync_every=4]`.
 - why, for every other strategy: cannot run at this layout (the registry's reason), does not fit in
   memory (the planner's bytes per rank), else which part of its step costs it most against the
   best, per sample: communication-bound (its communication share of the step), bubble-bound, or
@@ -37,6 +45,7 @@ from analysis.load import completed, find_sweep, load_sweep
 from analysis.metrics import Analysis, analyse
 from analysis.plan import GIB, ModelShape, Options, parse_size, plan_one, positive_int
 from contract import registry
+from contract.config import ExperimentConfig
 from contract.errors import ConfigError, OneLineParser
 from contract.paths import LOGS
 from contract.tables import LINKS, MODEL_BLOCKS
@@ -58,6 +67,14 @@ class Candidate:
     per_sample: dict[str, float]  # seconds per sample of each part of PARTS
     oversubscribed: bool = False
     time_to_target_s: float | None = None
+    same_maths: bool = True  # registry: its step is single's on the global batch
+    epochs_to_target: float | None = None
+    target_range: tuple[float, float] | None = None  # min..max time to target over repeats
+    label: str = ""  # the strategy and its own settings off their defaults; empty: the strategy
+
+    @property
+    def key(self) -> str:
+        return self.label or self.strategy
 
     @property
     def step_share(self) -> dict[str, float]:
@@ -70,6 +87,7 @@ class Inputs:
     """What the rows are made of, per node count: candidates and the strategies that cannot run there."""
     candidates: dict[int, dict[str, Candidate]] = field(default_factory=dict)
     refused: dict[int, dict[str, str]] = field(default_factory=dict)
+    target_acc: float | None = None  # the validation accuracy time to target is measured at
 
 
 MemoryCheck = Callable[[str, int, int], str | None]  # (strategy, nodes, global batch) -> why it cannot, or None
@@ -85,30 +103,81 @@ def why_loses(loser: Candidate, best: Candidate) -> str:
     return f"{BOUND[part].format(share=loser.step_share.get(part, 0.0))}; {slower:.2f}x the best's time per sample"
 
 
-def rank_row(nodes: int, source: str, candidates: dict[str, Candidate], refused: dict[str, str]) -> dict:
+def _ratio(r: float) -> str:
+    return f"{r:.1f}x" if abs(r - 1) >= 0.05 else f"{r:.2f}x"
+
+
+def against(c: Candidate, ref: Candidate, target: float | None) -> str:
+    """`c` against `ref` by steps, epochs and time to the target: "steps 1.8x faster, reaches 0.95
+    after 1.4x the epochs: 1.3x faster to target"."""
+    speed = c.throughput / ref.throughput if ref.throughput > 0 else math.inf
+    steps = f"steps {_ratio(speed)} faster" if speed >= 1 else f"steps {_ratio(1 / speed)} slower"
+    acc = f"{target:.2f}" if target is not None else "the target"
+    if c.time_to_target_s is None:
+        return f"{steps}, but does not reach {acc} (every repeat must)"
+    epochs = (f" after {_ratio(c.epochs_to_target / ref.epochs_to_target)} the epochs"
+              if c.epochs_to_target and ref.epochs_to_target else "")
+    gain = ref.time_to_target_s / c.time_to_target_s if ref.time_to_target_s and c.time_to_target_s > 0 else 1.0
+    to = f"{_ratio(gain)} faster to target" if gain >= 1 else f"{_ratio(1 / gain)} slower to target"
+    return f"{steps}, reaches {acc}{epochs}: {to}"
+
+
+def _rank_by_target(row: dict, order: list[Candidate], target: float | None) -> None:
+    """Fill `row` for candidates whose maths differs: ranked by time to the target accuracy."""
+    row["ranked_by"] = "time_to_target"
+    reached = sorted((c for c in order if c.time_to_target_s is not None), key=lambda c: c.time_to_target_s)
+    if not reached:
+        row["why"] = {c.key: "cannot judge: no run reached the target" for c in order}
+        return
+    best = reached[0]
+    row["best"] = row["best_time_to_target"] = best.key
+    fastest = order[0]  # by throughput: what the best is judged against
+    ref = fastest if fastest is not best else (reached[1] if len(reached) > 1 else None)
+    row["best_why"] = f"against {ref.key}: {against(best, ref, target)}" if ref is not None else ""
+    if len(reached) > 1:
+        second = reached[1]
+        row["runner_up"] = second.key
+        row["margin"] = second.time_to_target_s / best.time_to_target_s - 1 if best.time_to_target_s > 0 else math.inf
+        row["confirmed"] = best.confirmed and second.confirmed
+        row["tie"] = bool(row["confirmed"] and best.target_range and second.target_range
+                          and best.target_range[1] >= second.target_range[0])
+    for c in order:
+        if c is best:
+            continue
+        tied = row["tie"] and c.key == row["runner_up"]
+        row["why"][c.key] = ("tie with the best: the margin is within the spread between repeats" if tied
+                             else against(c, best, target))
+
+
+def rank_row(nodes: int, source: str, candidates: dict[str, Candidate], refused: dict[str, str],
+             target: float | None = None) -> dict:
     """One row of the answer (see the module docstring)."""
     order = sorted(candidates.values(), key=lambda c: -c.throughput)
     row: dict = {"nodes": nodes, "source": source, "best": None, "runner_up": None, "margin": None, "tie": False,
-                 "confirmed": False, "best_time_to_target": None,
-                 "throughput": {c.strategy: c.throughput for c in order},
+                 "confirmed": False, "best_time_to_target": None, "ranked_by": "throughput",
+                 "throughput": {c.key: c.throughput for c in order},
                  "oversubscribed": any(c.oversubscribed for c in order), "why": {}}
     if not order:
         row["why"] = dict(refused)
         return row
+    if not all(c.same_maths for c in order):
+        _rank_by_target(row, order, target)
+        row["why"].update(refused)
+        return row
     best = order[0]
-    row["best"] = best.strategy
+    row["best"] = best.key
     if len(order) > 1:
         second = order[1]
-        row["runner_up"] = second.strategy
+        row["runner_up"] = second.key
         row["margin"] = best.throughput / second.throughput - 1 if second.throughput > 0 else math.inf
         row["confirmed"] = best.confirmed and second.confirmed
         row["tie"] = row["confirmed"] and best.low <= second.high
     reached = [c for c in order if c.time_to_target_s is not None]
     if reached:
-        row["best_time_to_target"] = min(reached, key=lambda c: c.time_to_target_s).strategy
+        row["best_time_to_target"] = min(reached, key=lambda c: c.time_to_target_s).key
     for c in order[1:]:
-        tied = row["tie"] and c.strategy == row["runner_up"]
-        row["why"][c.strategy] = ("tie with the best: the margin is within the spread between repeats"
+        tied = row["tie"] and c.key == row["runner_up"]
+        row["why"][c.key] = ("tie with the best: the margin is within the spread between repeats"
                                   if tied and source == "measured" else
                                   "tie with the best: the margin is within the projection's held-out error"
                                   if tied else why_loses(c, best))
@@ -117,7 +186,7 @@ def rank_row(nodes: int, source: str, candidates: dict[str, Candidate], refused:
 
 
 def answer(inputs: Inputs, sources: dict[int, str]) -> list[dict]:
-    return [rank_row(n, sources[n], inputs.candidates.get(n, {}), inputs.refused.get(n, {}))
+    return [rank_row(n, sources[n], inputs.candidates.get(n, {}), inputs.refused.get(n, {}), inputs.target_acc)
             for n in sorted(sources)]
 
 
@@ -130,28 +199,55 @@ def _median(values: pd.Series) -> float:
 
 def measured(a: Analysis, memory: MemoryCheck | None = None) -> Inputs:
     """Candidates and refusals at every node count of the sweep (analysis.metrics' tables)."""
-    out = Inputs()
+    out = Inputs(target_acc=a.target_acc)
     s = a.summary
     if s.empty:
         return out
     ok = s[(s["state"] == "COMPLETED") & s["samples_per_s"].notna()]
     strategies = list(dict.fromkeys(s["strategy"]))
     for nodes in sorted({int(n) for n in s["nodes"]}):
-        here, refused = {}, {}
+        here: dict[str, Candidate] = {}
+        refused = {}
         for (_, g) in ok[ok["nodes"] == nodes].groupby(a.config_key, dropna=False):
             c = _candidate(g)
-            if c.strategy not in here or c.throughput > here[c.strategy].throughput:  # its best configuration
-                here[c.strategy] = c
+            if c.key not in here or _better(c, here[c.key]):  # its best configuration
+                here[c.key] = c
         for strategy in strategies:
-            why = _not_here(s, strategy, nodes) if strategy not in here else None
+            present = any(c.strategy == strategy for c in here.values())
+            why = _not_here(s, strategy, nodes) if not present else None
             if why is None and memory is not None:
                 batch = int(s[(s["strategy"] == strategy) & (s["nodes"] == nodes)]["global_batch"].iloc[0])
                 why = memory(strategy, nodes, batch)
             if why:
                 refused[strategy] = why
-                here.pop(strategy, None)
+                here = {k: c for k, c in here.items() if c.strategy != strategy}
         out.candidates[nodes], out.refused[nodes] = here, refused
     return out
+
+
+def _better(c: Candidate, other: Candidate) -> bool:
+    """Of two configurations under one key: the faster to target where maths differs, else the faster step."""
+    if not (c.same_maths and other.same_maths) and (c.time_to_target_s or other.time_to_target_s):
+        return other.time_to_target_s is None or (c.time_to_target_s is not None
+                                                    and c.time_to_target_s < other.time_to_target_s)
+    return c.throughput > other.throughput
+
+
+def _settings(row: pd.Series) -> dict:
+    """A summary row's settings, without the empty cells of settings its strategy does not take."""
+    return {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def _label(strategy: str, settings: dict) -> str:
+    """The strategy, with its own settings (registry: Strategy.settings) that are off their defaults."""
+    defaults = ExperimentConfig()
+    own = [f"{k}={_plain(settings[k])}" for k in registry.get(strategy).settings
+           if k in settings and settings[k] != getattr(defaults, k)]
+    return f"{strategy}[{','.join(own)}]" if own else ""
+
+
+def _plain(v: object) -> object:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 def _candidate(g: pd.DataFrame) -> Candidate:
@@ -164,9 +260,17 @@ def _candidate(g: pd.DataFrame) -> Candidate:
         parts["compute"] = _median(g["median_step_s"])
     thr = g["samples_per_s"]
     ttt = g["time_to_target_s"].dropna()
-    return Candidate(str(g["strategy"].iloc[0]), float(thr.median()), float(thr.min()), float(thr.max()),
+    all_reached = len(ttt) == len(g)
+    strategy = str(g["strategy"].iloc[0])
+    settings = _settings(g.iloc[0])
+    epochs = g["epochs_to_target"].dropna() if "epochs_to_target" in g else pd.Series(dtype=float)
+    return Candidate(strategy, float(thr.median()), float(thr.min()), float(thr.max()),
                      len(thr) >= 2, {k: v / batch for k, v in parts.items()}, bool(g["oversubscribed"].any()),
-                     float(ttt.median()) if len(ttt) == len(g) else None)
+                     float(ttt.median()) if all_reached else None,
+                     same_maths=registry.get(strategy).same_maths(settings),
+                     epochs_to_target=float(epochs.median()) if all_reached and len(epochs) else None,
+                     target_range=(float(ttt.min()), float(ttt.max())) if all_reached else None,
+                     label=_label(strategy, settings))
 
 
 def _not_here(s: pd.DataFrame, strategy: str, nodes: int) -> str:
@@ -261,6 +365,9 @@ def table(rows: list[dict], check: str) -> str:
         flag = " (oversubscribed)" if r["oversubscribed"] else ""
         lines.append(f"{r['nodes']:>5} {r['source']:<9} {r['best'] or '-':<9} {r['runner_up'] or '-':<9} "
                      f"{margin:>8}  {verdict:<11} {r['best_time_to_target'] or '-'}{flag}")
+        if r.get("ranked_by") == "time_to_target":
+            lines.append(f"{'':>16}ranked by time to the target accuracy (the maths differs from single's)"
+                         + (f"; {r['best']} {r['best_why']}" if r.get("best_why") else ""))
         for s, why in r["why"].items():
             lines.append(f"{'':>16}{s}: {why}")
         for s, err in (r.get("projection_error") or {}).items():

@@ -1,0 +1,91 @@
+"""`make advise` judges strategies whose maths differs from single's (localsgd off H 1, DiLoCo, asyncps
+with staleness) by the time to the target accuracy, never by throughput alone (analysis/advise.py's
+ranking functions), and keeps a strategy's own settings apart (localsgd H=4 vs H=16)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis import advise
+from analysis.advise import Candidate
+
+
+def cand(strategy: str, throughput: float, ttt: float | None, epochs: float | None, same: bool = True,
+         label: str = "", repeats: tuple[float, float] | None = None) -> Candidate:
+    return Candidate(strategy, throughput, throughput, throughput, repeats is not None,
+                     {"compute": 1 / throughput, "comm": 0.0, "bubble": 0.0}, time_to_target_s=ttt, same_maths=same,
+                     epochs_to_target=epochs, target_range=repeats or ((ttt, ttt) if ttt is not None else None),
+                     label=label)
+
+
+def test_a_faster_step_that_needs_more_epochs_loses_on_time_to_target():
+    ddp = cand("ddp", 100.0, ttt=10.0, epochs=2)
+    lsgd = cand("localsgd", 180.0, ttt=13.0, epochs=4, same=False, label="localsgd[sync_every=16]")
+    row = advise.rank_row(2, "measured", {c.key: c for c in (ddp, lsgd)}, {}, target=0.95)
+    assert row["ranked_by"] == "time_to_target"
+    assert row["best"] == "ddp" and row["runner_up"] == "localsgd[sync_every=16]"
+    assert row["throughput"]["localsgd[sync_every=16]"] > row["throughput"]["ddp"]  # higher, and still loses
+    assert row["margin"] == 13.0 / 10.0 - 1
+    assert row["why"]["localsgd[sync_every=16]"] == "steps 1.8x faster, reaches 0.95 after 2.0x the epochs: " \
+                                                    "1.3x slower to target"
+    assert "localsgd[sync_every=16]" in row["best_why"] and "1.3x faster to target" in row["best_why"]
+
+
+def test_a_loose_strategy_that_reaches_the_target_first_wins():
+    ddp = cand("ddp", 100.0, ttt=14.0, epochs=2)
+    lsgd = cand("localsgd", 180.0, ttt=10.0, epochs=2.8, same=False, label="localsgd[sync_every=4]")
+    row = advise.rank_row(2, "measured", {c.key: c for c in (ddp, lsgd)}, {}, target=0.95)
+    assert row["best"] == "localsgd[sync_every=4]"
+    assert row["best_why"] == ("against ddp: steps 1.8x faster, reaches 0.95 after 1.4x the epochs: "
+                               "1.4x faster to target")
+    assert row["why"]["ddp"].endswith("1.4x slower to target")
+
+
+def test_no_run_at_the_target_cannot_be_judged():
+    ddp = cand("ddp", 100.0, None, None)
+    aps = cand("asyncps", 150.0, None, None, same=False, label="asyncps[staleness=2]")
+    row = advise.rank_row(4, "measured", {c.key: c for c in (ddp, aps)}, {"ps": "cannot run at this layout: x"}, 0.9)
+    assert row["best"] is None and row["runner_up"] is None
+    assert row["why"] == {"ddp": "cannot judge: no run reached the target",
+                          "asyncps[staleness=2]": "cannot judge: no run reached the target",
+                          "ps": "cannot run at this layout: x"}
+    assert "cannot judge: no run reached the target" in advise.table([row], "")
+
+
+def test_one_that_misses_the_target_ranks_after_those_that_reach_it():
+    ddp = cand("ddp", 100.0, ttt=10.0, epochs=2)
+    aps = cand("asyncps", 300.0, ttt=None, epochs=None, same=False, label="asyncps[staleness=4]")
+    row = advise.rank_row(2, "measured", {c.key: c for c in (ddp, aps)}, {}, target=0.95)
+    assert row["best"] == "ddp" and row["runner_up"] is None
+    assert row["why"]["asyncps[staleness=4]"] == "steps 3.0x faster, but does not reach 0.95 (every repeat must)"
+
+
+def test_overlapping_repeats_to_target_tie():
+    ddp = cand("ddp", 100.0, ttt=10.0, epochs=2, repeats=(9.0, 12.0))
+    lsgd = cand("localsgd", 150.0, ttt=11.0, epochs=3, same=False, label="localsgd[sync_every=4]", repeats=(10.5, 11.5))
+    row = advise.rank_row(2, "measured", {c.key: c for c in (ddp, lsgd)}, {}, target=0.9)
+    assert row["best"] == "ddp" and row["confirmed"] and row["tie"]
+    assert row["why"]["localsgd[sync_every=4]"].startswith("tie with the best")
+
+
+def test_same_maths_rows_still_rank_by_throughput():
+    ddp, ring = cand("ddp", 100.0, ttt=12.0, epochs=2), cand("ring", 90.0, ttt=10.0, epochs=2)
+    row = advise.rank_row(2, "measured", {"ddp": ddp, "ring": ring}, {}, target=0.9)
+    assert row["ranked_by"] == "throughput" and row["best"] == "ddp" and row["best_time_to_target"] == "ring"
+
+
+def test_a_strategys_own_settings_make_candidates_of_their_own():
+    def group(strategy: str, **settings) -> pd.DataFrame:
+        row = {"strategy": strategy, "global_batch": 32, "compute_s": 0.01, "comm_s": 0.0, "other_s": 0.0,
+               "bubble_s": 0.0, "median_step_s": 0.01, "samples_per_s": 3200.0, "oversubscribed": False,
+               "time_to_target_s": 5.0, "epochs_to_target": 2.0, "optimizer": "sgd", "sync_every": float("nan"),
+               "outer": float("nan"), "outer_lr": float("nan"), "staleness": float("nan"), **settings}
+        return pd.DataFrame([row])
+
+    c = advise._candidate(group("localsgd", sync_every=4.0, outer="nesterov", outer_lr=0.7, sync_optim="keep"))
+    assert c.key == "localsgd[sync_every=4,outer=nesterov,outer_lr=0.7]" and not c.same_maths
+    plain = advise._candidate(group("localsgd", sync_every=1.0, outer="sgd", outer_lr=1.0, sync_optim="keep"))
+    assert plain.key == "localsgd" and plain.same_maths
+    assert advise._candidate(group("ddp")).key == "ddp"
+    stale = advise._candidate(group("asyncps", staleness=2.0))
+    assert stale.key == "asyncps[staleness=2]" and not stale.same_maths and stale.epochs_to_target == 2.0
