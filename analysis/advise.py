@@ -42,7 +42,7 @@ import pandas as pd
 
 from analysis import AnalysisError
 from analysis.load import completed, find_sweep, load_sweep
-from analysis.metrics import Analysis, analyse
+from analysis.metrics import Analysis, analyse, same_maths, settings_of
 from analysis.plan import GIB, ModelShape, Options, parse_size, plan_one, positive_int
 from contract import registry
 from contract.config import ExperimentConfig
@@ -233,11 +233,6 @@ def _better(c: Candidate, other: Candidate) -> bool:
     return c.throughput > other.throughput
 
 
-def _settings(row: pd.Series) -> dict:
-    """A summary row's settings, without the empty cells of settings its strategy does not take."""
-    return {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-
-
 def _label(strategy: str, settings: dict) -> str:
     """The strategy, with its own settings (registry: Strategy.settings) that are off their defaults."""
     defaults = ExperimentConfig()
@@ -262,12 +257,12 @@ def _candidate(g: pd.DataFrame) -> Candidate:
     ttt = g["time_to_target_s"].dropna()
     all_reached = len(ttt) == len(g)
     strategy = str(g["strategy"].iloc[0])
-    settings = _settings(g.iloc[0])
+    settings = settings_of(g.iloc[0])
     epochs = g["epochs_to_target"].dropna() if "epochs_to_target" in g else pd.Series(dtype=float)
     return Candidate(strategy, float(thr.median()), float(thr.min()), float(thr.max()),
                      len(thr) >= 2, {k: v / batch for k, v in parts.items()}, bool(g["oversubscribed"].any()),
                      float(ttt.median()) if all_reached else None,
-                     same_maths=registry.get(strategy).same_maths(settings),
+                     same_maths=same_maths(g.iloc[0]),
                      epochs_to_target=float(epochs.median()) if all_reached and len(epochs) else None,
                      target_range=(float(ttt.min()), float(ttt.max())) if all_reached else None,
                      label=_label(strategy, settings))

@@ -330,6 +330,16 @@ def _series_key(row: pd.Series, key: list[str]) -> tuple:
     return tuple(row[k] for k in key if k not in drop)
 
 
+def settings_of(row: pd.Series) -> dict:
+    """A summary row's settings, without the empty cells of settings its strategy does not take."""
+    return {k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))}
+
+
+def same_maths(row: pd.Series) -> bool:
+    """Whether this experiment's step is single's on the global batch (registry: Strategy.same_maths)."""
+    return registry.get(str(row["strategy"])).same_maths(settings_of(row))
+
+
 def default_target(curves: pd.DataFrame) -> float | None:
     acc = curves["val_acc"].dropna() if not curves.empty else pd.Series(dtype=float)
     return round(float(acc.max()) * TARGET_FRACTION, 4) if len(acc) else None

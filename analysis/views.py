@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.figures import DASHES, MARKERS, PlotSpec, colour, figure, legend, series_label, setting_text, varying
-from analysis.metrics import Analysis, train_samples
+from analysis.metrics import Analysis, same_maths, train_samples
 from contract.config import ExperimentConfig
 
 MIB = 2**20
@@ -171,6 +171,38 @@ def plot_precision(a: Analysis) -> Figure | str:
                                 ("final_loss", "final training loss", 1.0)], "Precision")
 
 
+def plot_wall_time(a: Analysis) -> Figure | str:
+    """Loss and validation accuracy against wall time, every configuration on one figure: where the
+    maths differs (localsgd, asyncps), faster steps are worth what they buy in accuracy per second."""
+    m = a.measured
+    if m.empty or a.curves["val_acc"].dropna().empty:
+        return "no epoch record has a validation accuracy"
+    if all(m.apply(same_maths, axis=1)):
+        return "every experiment does the maths of single (the loss and accuracy plots compare them)"
+    first = m[m["repeat"] == m.groupby(a.config_key, dropna=False)["repeat"].transform("min")]
+    shown = varying(first, [k for k in a.config_key if k != "nodes"])
+    steps = a.per_step.assign(experiment=a.per_step["experiment"].astype(str))
+    fig, (loss_ax, acc_ax) = figure(f"Loss and validation accuracy against wall time — {a.data.name}", ncols=2)
+    seen: dict[str, int] = {}
+    for _, row in first.iterrows():
+        n = seen[row["strategy"]] = seen.get(row["strategy"], -1) + 1  # a strategy's configurations: one dash each
+        kw = {"color": colour(row["strategy"]), "ls": DASHES[n % len(DASHES)],
+              "label": f"{series_label(row, shown)} n{row['nodes']}"}
+        loss = steps[(steps["experiment"] == row["experiment"]) & steps["loss"].notna()]
+        loss_ax.plot(loss["t_since_start"], loss["loss"], lw=1.2, **kw)
+        acc = a.curves[(a.curves["experiment"] == row["experiment"]) & a.curves["val_acc"].notna()]
+        acc_ax.plot(acc["t_since_start"], acc["val_acc"], marker="o", ms=3, **kw)
+    if a.target_acc is not None:
+        acc_ax.axhline(a.target_acc, color="grey", ls=":", label=f"target {a.target_acc:.3f}")
+    loss_ax.set_ylabel("training loss (mean over the global batch)")
+    acc_ax.set_ylabel("validation accuracy (fraction)")
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("wall-clock time since start (s)")
+        ax.grid(alpha=0.3)
+    legend(acc_ax)
+    return fig
+
+
 VIEW_PLOTS = [
     PlotSpec("batch", "Throughput vs batch", "Global samples/s against the global batch, every other setting "
              "equal (bars: min-max over repeats); right: epochs to the target accuracy.", plot_batch),
@@ -182,4 +214,8 @@ VIEW_PLOTS = [
              "(where the strategy times it).", plot_layouts),
     PlotSpec("precision", "Precision", "fp32 against bf16/fp16 autocast, every other setting equal: "
              "throughput, peak memory per rank and the final training loss.", plot_precision),
+    PlotSpec("wall_time", "Loss and accuracy against wall time", "Every strategy's training loss and validation "
+             "accuracy against wall-clock time (first repeat of each configuration; dotted: the target), drawn "
+             "where a strategy's maths differs from single's (localsgd, asyncps): what its faster steps buy.",
+             plot_wall_time),
 ]

@@ -4,10 +4,16 @@ ranking functions), and keeps a strategy's own settings apart (localsgd H=4 vs H
 
 from __future__ import annotations
 
+import json
+import os
+
 import pandas as pd
 
-from analysis import advise
+from analysis import advise, synthetic
 from analysis.advise import Candidate
+from analysis.load import load_sweep
+from analysis.metrics import analyse, same_maths
+from analysis.views import plot_wall_time
 
 
 def cand(strategy: str, throughput: float, ttt: float | None, epochs: float | None, same: bool = True,
@@ -89,3 +95,31 @@ def test_a_strategys_own_settings_make_candidates_of_their_own():
     assert advise._candidate(group("ddp")).key == "ddp"
     stale = advise._candidate(group("asyncps", staleness=2.0))
     assert stale.key == "asyncps[staleness=2]" and not stale.same_maths and stale.epochs_to_target == 2.0
+
+
+def _loose_sweep(logs: str) -> str:
+    """A synthetic sweep of ddp and localsgd at 2 nodes; localsgd's config.json then says H = 4."""
+    path = synthetic.write_sweep(logs, "loose", strategies=("ddp", "localsgd"), nodes=(2,), steps=30, repeats=2)
+    for exp in os.listdir(path):
+        cfg_path = os.path.join(path, exp, "config.json")
+        if exp.startswith("localsgd-") and os.path.isfile(cfg_path):
+            doc = json.load(open(cfg_path))
+            doc["config"]["sync_every"] = doc["identity"]["sync_every"] = 4
+            json.dump(doc, open(cfg_path, "w"))
+    return path
+
+
+def test_a_sweep_with_localsgd_is_judged_by_accuracy_and_drawn_against_wall_time(tmp_path):
+    a = analyse(load_sweep(_loose_sweep(str(tmp_path))))
+    assert sorted(a.summary.apply(same_maths, axis=1)) == [False, False, True, True]
+    row = advise.answer(advise.measured(a), {2: "measured"})[0]
+    assert row["ranked_by"] == "time_to_target" and set(row["throughput"]) == {"ddp", "localsgd[sync_every=4]"}
+    other = ({"ddp", "localsgd[sync_every=4]"} - {row["best"]}).pop()
+    # the synthetic sweep gives both the same accuracy curve and step time: a tie on time to target
+    assert row["confirmed"] and row["tie"] and row["why"] == {
+        other: "tie with the best: the margin is within the spread between repeats"}
+    fig = plot_wall_time(a)
+    assert not isinstance(fig, str)
+    loss_ax, acc_ax = fig.axes[:2]
+    assert loss_ax.get_xlabel() == acc_ax.get_xlabel() == "wall-clock time since start (s)"
+    assert len(acc_ax.get_lines()) == 3  # ddp, localsgd and the target

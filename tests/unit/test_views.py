@@ -148,7 +148,8 @@ def test_views_not_drawn_say_why(tmp_path):
     reasons = {"batch": "batch does not vary in this sweep", "data_size": "data size does not vary in this sweep",
                "precision": "precision does not vary in this sweep",
                "layouts": "no world size was measured in two layouts (nodes x procs per node) with every other "
-                          "setting equal"}
+                          "setting equal",
+               "wall_time": "every experiment does the maths of single (the loss and accuracy plots compare them)"}
     assert {name: VIEWS[name].make(a) for name in reasons} == reasons
     written, not_drawn = make_plots(a, os.path.join(path, "plots"), only=VIEW_PLOTS)
     assert not written and dict((s.name, why) for s, why in not_drawn) == reasons
