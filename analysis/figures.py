@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from contract import registry  # noqa: E402
+from contract.config import OWN_SETTINGS  # noqa: E402
 from contract.registry import NAMES as STRATEGIES  # noqa: E402
 from contract.registry import names  # noqa: E402
 
@@ -32,7 +34,8 @@ DASHES = ("-", "--", "-.", (0, (5, 1, 1, 1)))
 # How a setting shows in a label when it varies; any other setting shows as "name value".
 LABEL_FORMATS = (("nodes", "n{}"), ("procs_per_node", "p{}"), ("global_batch", "b{}"), ("chunks", "c{}"),
                  ("schedule", "{}"), ("precision", "{}"), ("link", "{}"), ("model", "{}"), ("dataset", "{}"),
-                 ("optimizer", "{}"), ("stages_setting", "k{}"), ("sweep", "{}"))
+                 ("optimizer", "{}"), ("stages_setting", "k{}"), ("sweep", "{}"), ("sync_every", "H{}"),
+                 ("outer", "{}"), ("outer_lr", "outer lr {}"), ("staleness", "S{}"))
 
 
 def colour(strategy: str) -> tuple:
@@ -54,7 +57,8 @@ def series_label(row: pd.Series, varying: set[str]) -> str:
     known = [k for k, _ in LABEL_FORMATS]
     for key in [*known, *sorted(varying - set(known))]:
         if key in varying and key != "strategy" and (key not in ("chunks", "schedule") or
-                                                     row["strategy"] in PIPELINED):
+                                                     row["strategy"] in PIPELINED) and \
+                (key not in OWN_SETTINGS or key in registry.get(str(row["strategy"])).settings):
             parts.append(setting_text(key, row[key]))
     return " ".join(parts)
 

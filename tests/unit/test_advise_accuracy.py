@@ -123,3 +123,5 @@ def test_a_sweep_with_localsgd_is_judged_by_accuracy_and_drawn_against_wall_time
     loss_ax, acc_ax = fig.axes[:2]
     assert loss_ax.get_xlabel() == acc_ax.get_xlabel() == "wall-clock time since start (s)"
     assert len(acc_ax.get_lines()) == 3  # ddp, localsgd and the target
+    # a strategy's own settings label its lines only (ddp's config has no H)
+    assert [line.get_label() for line in acc_ax.get_lines()[:2]] == ["ddp n2", "localsgd H4 n2"]
