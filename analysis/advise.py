@@ -131,8 +131,9 @@ def _rank_by_target(row: dict, order: list[Candidate], target: float | None) -> 
         return
     best = reached[0]
     row["best"] = row["best_time_to_target"] = best.key
-    fastest = order[0]  # by throughput: what the best is judged against
-    ref = fastest if fastest is not best else (reached[1] if len(reached) > 1 else None)
+    # What the best is judged against: the fastest to target doing single's maths (ddp, say), else the runner-up.
+    exact = [c for c in reached if c.same_maths and c is not best]
+    ref = exact[0] if exact and not best.same_maths else (reached[1] if len(reached) > 1 else None)
     row["best_why"] = f"against {ref.key}: {against(best, ref, target)}" if ref is not None else ""
     if len(reached) > 1:
         second = reached[1]
