@@ -33,7 +33,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from trainers.common.collectives import Buckets, comm_device, ps_pull
+from trainers.common.collectives import Buckets, ps_pull
 from trainers.common.comm import CommMeter
 from trainers.common.context import Context
 from trainers.common.runtime import main
@@ -50,7 +50,11 @@ class AsyncPSTrainer(ReplicaTrainer):
         self.workers = ctx.world_size - 1
         self.staleness = ctx.cfg.staleness
         self.meter = CommMeter(ctx)
-        self.device = comm_device(ctx.device)
+        # The server receives from whichever worker pushes first: an any-source receive, which gloo has
+        # and NCCL has not. So asyncps talks through a gloo group of its own, on CPU tensors, whatever
+        # the backend of the world's group (on CPU the same kind; one code path).
+        self.group = dist.new_group(backend="gloo")
+        self.device = torch.device("cpu")
         self.grad_buckets = Buckets(self.params, self.device)  # worker: its push; server: the one receiving
         self.param_buckets = Buckets(self.params, self.device)
         self.header = torch.zeros(1, dtype=torch.int64)  # push: the step; pull: the parameters' version
@@ -76,7 +80,8 @@ class AsyncPSTrainer(ReplicaTrainer):
         if self.is_server:
             self.header.fill_(self.version)
             self.param_buckets.pack(self.params)
-        sent = ps_pull(self.header, SERVER) + sum(ps_pull(b, SERVER, self.meter) for b in self.param_buckets.buffers)
+        sent = ps_pull(self.header, SERVER, group=self.group)
+        sent += sum(ps_pull(b, SERVER, self.meter, self.group) for b in self.param_buckets.buffers)
         if not self.is_server:
             self.param_buckets.unpack(self.params)
             self.version = self.step = int(self.header)
@@ -95,12 +100,13 @@ class AsyncPSTrainer(ReplicaTrainer):
         self.header.fill_(self.step)
         # Mean over the slice x its size = sum over the slice; the server divides by the global batch.
         buffers = self.grad_buckets.pack(list(flat_grads(self.params)), scale=float(len(y)))
-        works = [dist.isend(self.header, SERVER, tag=PUSH)] + [dist.isend(b, SERVER, tag=GRADS) for b in buffers]
+        works = [dist.isend(self.header, SERVER, self.group, tag=PUSH)]
+        works += [dist.isend(b, SERVER, self.group, tag=GRADS) for b in buffers]
         for w in works:
             w.wait()
         sent = tensor_bytes([self.header, *buffers])
-        works = [dist.irecv(self.header, SERVER, tag=PULL)]
-        works += [dist.irecv(b, SERVER, tag=PULL) for b in self.param_buckets.buffers]
+        works = [dist.irecv(self.header, SERVER, self.group, tag=PULL)]
+        works += [dist.irecv(b, SERVER, self.group, tag=PULL) for b in self.param_buckets.buffers]
         for w in works:
             w.wait()  # the server answers once its version is recent enough (and slept the wire time)
         self.param_buckets.unpack(self.params)
@@ -124,10 +130,10 @@ class AsyncPSTrainer(ReplicaTrainer):
     def _receive(self) -> None:
         """One push from whichever worker sends first, added into its step's sum at once; its pull waits
         in `waiting` until the parameters are recent enough for it."""
-        worker = dist.recv(self.header, tag=PUSH)  # any source
+        worker = dist.recv(self.header, group=self.group, tag=PUSH)  # any source
         step = int(self.header)
         for b in self.grad_buckets.buffers:
-            dist.recv(b, worker, tag=GRADS)
+            dist.recv(b, worker, self.group, tag=GRADS)
         self.meter.emulate(tensor_bytes(self.grad_buckets.buffers), 1, peer=worker)
         if step not in self.sums:
             self.sums[step] = [torch.zeros_like(b) for b in self.grad_buckets.buffers]
@@ -155,8 +161,8 @@ class AsyncPSTrainer(ReplicaTrainer):
         self.header.fill_(self.version)
         for worker in ready:
             self.meter.emulate(tensor_bytes(self.param_buckets.buffers), 1, peer=worker)  # the server's link
-            works = [dist.isend(self.header, worker, tag=PULL)]
-            works += [dist.isend(b, worker, tag=PULL) for b in self.param_buckets.buffers]
+            works = [dist.isend(self.header, worker, self.group, tag=PULL)]
+            works += [dist.isend(b, worker, self.group, tag=PULL) for b in self.param_buckets.buffers]
             for w in works:
                 w.wait()
             sent += tensor_bytes([self.header, *self.param_buckets.buffers])

@@ -34,8 +34,8 @@ def test_a_faster_step_that_needs_more_epochs_loses_on_time_to_target():
     assert row["margin"] == 13.0 / 10.0 - 1
     assert row["why"]["localsgd[sync_every=16]"] == "steps 1.8x faster, reaches 0.95 after 2.0x the epochs: " \
                                                     "1.3x slower to target"
-    assert row["best_why"] == "against localsgd[sync_every=16]: steps 1.8x slower, reaches 0.95 after 0.5x the epochs: " \
-                              "1.3x faster to target"
+    assert row["best_why"] == ("against localsgd[sync_every=16]: steps 1.8x slower, reaches 0.95 after 0.5x the "
+                               "epochs: 1.3x faster to target")
 
 
 def test_a_loose_strategy_that_reaches_the_target_first_wins():

@@ -10,7 +10,8 @@
   successor blocks in one too.
 - `ps_push` / `ps_pull`: a parameter server. Push: every worker sends its tensor to the
   server, which adds them in rank order (deterministic). Pull: the server sends its tensor
-  to every worker. `ps_allreduce` = push + pull, the same result as `dist.all_reduce`.
+  to every worker. Both take a process group (default: the world's; its ranks are global).
+  `ps_allreduce` = push + pull, the same result as `dist.all_reduce`.
 - `Buckets`: tensors (gradients, parameters) packed into a few flat buffers, so a step
   sends a few large messages instead of one per tensor.
 
@@ -127,7 +128,8 @@ def _workers(server: int) -> list[int]:
     return [r for r in range(dist.get_world_size()) if r != server]
 
 
-def ps_push(tensor: torch.Tensor, server: int = 0, meter: CommMeter | None = None) -> int:
+def ps_push(tensor: torch.Tensor, server: int = 0, meter: CommMeter | None = None,
+            group: dist.ProcessGroup | None = None) -> int:
     """Workers send `tensor` to the server; the server adds them all (rank order) to its own.
 
     Returns bytes sent (a worker's tensor; 0 on the server). Emulation models the server's
@@ -137,10 +139,10 @@ def ps_push(tensor: torch.Tensor, server: int = 0, meter: CommMeter | None = Non
     me = dist.get_rank()
     workers = _workers(server)
     if me != server:
-        dist.isend(tensor, server).wait()
+        dist.isend(tensor, server, group=group).wait()
         return _nbytes(tensor)
     buffers = [_scratch(i, tensor, tensor.numel()).view_as(tensor) for i in range(len(workers))]
-    works = [dist.irecv(buf, w) for buf, w in zip(buffers, workers, strict=True)]
+    works = [dist.irecv(buf, w, group=group) for buf, w in zip(buffers, workers, strict=True)]
     for w, buf in zip(works, buffers, strict=True):
         w.wait()
         tensor.add_(buf)
@@ -152,7 +154,8 @@ def ps_push(tensor: torch.Tensor, server: int = 0, meter: CommMeter | None = Non
     return 0
 
 
-def ps_pull(tensor: torch.Tensor, server: int = 0, meter: CommMeter | None = None) -> int:
+def ps_pull(tensor: torch.Tensor, server: int = 0, meter: CommMeter | None = None,
+            group: dist.ProcessGroup | None = None) -> int:
     """The server sends `tensor` to every worker, which receive it into their `tensor`.
 
     Returns bytes sent (workers x size on the server; 0 on a worker). Emulation: a worker on
@@ -162,10 +165,10 @@ def ps_pull(tensor: torch.Tensor, server: int = 0, meter: CommMeter | None = Non
     me = dist.get_rank()
     workers = _workers(server)
     if me == server:
-        for w in [dist.isend(tensor, w) for w in workers]:
+        for w in [dist.isend(tensor, w, group=group) for w in workers]:
             w.wait()
         return len(workers) * _nbytes(tensor)
-    dist.irecv(tensor, server).wait()
+    dist.irecv(tensor, server, group=group).wait()
     if meter is not None and _crosses(meter, server, me):
         remote = sum(1 for w in workers if _crosses(meter, server, w))
         meter.emulate(remote * _nbytes(tensor), 1)  # from arrival: the wait included the server's step
