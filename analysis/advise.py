@@ -71,6 +71,7 @@ class Candidate:
     epochs_to_target: float | None = None
     target_range: tuple[float, float] | None = None  # min..max time to target over repeats
     label: str = ""  # the strategy and its own settings off their defaults; empty: the strategy
+    epoch_s: float | None = None  # mean time of a complete epoch: every step counts (localsgd's averaging ones too)
 
     @property
     def key(self) -> str:
@@ -108,9 +109,13 @@ def _ratio(r: float) -> str:
 
 
 def against(c: Candidate, ref: Candidate, target: float | None) -> str:
-    """`c` against `ref` by steps, epochs and time to the target: "steps 1.8x faster, reaches 0.95
-    after 1.4x the epochs: 1.3x faster to target"."""
-    speed = c.throughput / ref.throughput if ref.throughput > 0 else math.inf
+    """`c` against `ref` by steps (the mean over an epoch where measured), epochs and time to the
+    target: "steps 1.8x faster, reaches 0.95 after 1.4x the epochs: 1.3x faster to target"."""
+    # Per epoch where measured: the median step of localsgd leaves out its averaging steps, an epoch does not.
+    if c.epoch_s and ref.epoch_s:
+        speed = ref.epoch_s / c.epoch_s
+    else:
+        speed = c.throughput / ref.throughput if ref.throughput > 0 else math.inf
     steps = f"steps {_ratio(speed)} faster" if speed >= 1 else f"steps {_ratio(1 / speed)} slower"
     acc = f"{target:.2f}" if target is not None else "the target"
     if c.time_to_target_s is None:
@@ -266,7 +271,8 @@ def _candidate(g: pd.DataFrame) -> Candidate:
                      same_maths=same_maths(g.iloc[0]),
                      epochs_to_target=float(epochs.median()) if all_reached and len(epochs) else None,
                      target_range=(float(ttt.min()), float(ttt.max())) if all_reached else None,
-                     label=_label(strategy, settings))
+                     label=_label(strategy, settings),
+                     epoch_s=_median(g["mean_epoch_s"]) or None if "mean_epoch_s" in g else None)
 
 
 def _not_here(s: pd.DataFrame, strategy: str, nodes: int) -> str:

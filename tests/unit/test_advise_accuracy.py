@@ -126,3 +126,12 @@ def test_a_sweep_with_localsgd_is_judged_by_accuracy_and_drawn_against_wall_time
     assert len(acc_ax.get_lines()) == 3  # ddp, localsgd and the target
     # a strategy's own settings label its lines only (ddp's config has no H)
     assert [line.get_label() for line in acc_ax.get_lines()[:2]] == ["ddp n2", "localsgd H4 n2"]
+
+
+def test_step_speed_is_per_epoch_where_measured():
+    """localsgd's median step leaves out its averaging steps; the mean epoch time counts them."""
+    ddp = cand("ddp", 100.0, ttt=10.0, epochs=2)
+    lsgd = cand("localsgd", 400.0, ttt=5.0, epochs=2, same=False, label="localsgd[sync_every=16]")
+    ddp.epoch_s, lsgd.epoch_s = 4.0, 2.0  # 4x by the median step, 2x over whole epochs
+    assert advise.against(lsgd, ddp, 0.9) == "steps 2.0x faster, reaches 0.90 after 1.00x the epochs: " \
+                                             "2.0x faster to target"
