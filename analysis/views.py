@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from analysis.figures import DASHES, MARKERS, PlotSpec, colour, figure, legend, series_label, setting_text, varying
 from analysis.metrics import Analysis, same_maths, train_samples
@@ -173,7 +175,8 @@ def plot_precision(a: Analysis) -> Figure | str:
 
 def plot_wall_time(a: Analysis) -> Figure | str:
     """Loss and validation accuracy against wall time, every configuration on one figure: where the
-    maths differs (localsgd, asyncps), faster steps are worth what they buy in accuracy per second."""
+    maths differs (localsgd, asyncps), faster steps are worth what they buy in accuracy per second.
+    A colour per configuration, a dash pattern per node count; the loss is a 5-step running mean."""
     m = a.measured
     if m.empty or a.curves["val_acc"].dropna().empty:
         return "no epoch record has a validation accuracy"
@@ -181,25 +184,31 @@ def plot_wall_time(a: Analysis) -> Figure | str:
         return "every experiment does the maths of single (the loss and accuracy plots compare them)"
     first = m[m["repeat"] == m.groupby(a.config_key, dropna=False)["repeat"].transform("min")]
     shown = varying(first, [k for k in a.config_key if k != "nodes"])
+    labels = list(dict.fromkeys(series_label(row, shown) for _, row in first.iterrows()))
+    colours = dict(zip(labels, [plt.get_cmap("tab20")(i % 20) for i in range(len(labels))], strict=True))
+    nodes = sorted(first["nodes"].unique())
+    dashes = dict(zip(nodes, [DASHES[i % len(DASHES)] for i in range(len(nodes))], strict=True))
     steps = a.per_step.assign(experiment=a.per_step["experiment"].astype(str))
-    fig, (loss_ax, acc_ax) = figure(f"Loss and validation accuracy against wall time — {a.data.name}", ncols=2)
-    seen: dict[str, int] = {}
+    fig, (loss_ax, acc_ax) = figure(f"Loss and validation accuracy against wall time — {a.data.name}", ncols=2,
+                                    width=8.5)
     for _, row in first.iterrows():
-        n = seen[row["strategy"]] = seen.get(row["strategy"], -1) + 1  # a strategy's configurations: one dash each
-        kw = {"color": colour(row["strategy"]), "ls": DASHES[n % len(DASHES)],
-              "label": f"{series_label(row, shown)} n{row['nodes']}"}
+        kw = {"color": colours[series_label(row, shown)], "ls": dashes[row["nodes"]]}
         loss = steps[(steps["experiment"] == row["experiment"]) & steps["loss"].notna()]
-        loss_ax.plot(loss["t_since_start"], loss["loss"], lw=1.2, **kw)
+        loss_ax.plot(loss["t_since_start"], loss["loss"].rolling(5, min_periods=1).mean(), lw=1.0, **kw)
         acc = a.curves[(a.curves["experiment"] == row["experiment"]) & a.curves["val_acc"].notna()]
         acc_ax.plot(acc["t_since_start"], acc["val_acc"], marker="o", ms=3, **kw)
     if a.target_acc is not None:
-        acc_ax.axhline(a.target_acc, color="grey", ls=":", label=f"target {a.target_acc:.3f}")
-    loss_ax.set_ylabel("training loss (mean over the global batch)")
+        acc_ax.axhline(a.target_acc, color="grey", ls=":")
+    loss_ax.set_ylabel("training loss (5-step running mean)")
     acc_ax.set_ylabel("validation accuracy (fraction)")
     for ax in (loss_ax, acc_ax):
         ax.set_xlabel("wall-clock time since start (s)")
         ax.grid(alpha=0.3)
-    legend(acc_ax)
+    handles = [Line2D([], [], color=colours[label], label=label) for label in labels]
+    handles += [Line2D([], [], color="black", ls=dashes[n], label=f"{n} node(s)") for n in nodes]
+    if a.target_acc is not None:
+        handles.append(Line2D([], [], color="grey", ls=":", label=f"target {a.target_acc:.3f}"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7)
     return fig
 
 

@@ -124,8 +124,10 @@ def test_a_sweep_with_localsgd_is_judged_by_accuracy_and_drawn_against_wall_time
     loss_ax, acc_ax = fig.axes[:2]
     assert loss_ax.get_xlabel() == acc_ax.get_xlabel() == "wall-clock time since start (s)"
     assert len(acc_ax.get_lines()) == 3  # ddp, localsgd and the target
-    # a strategy's own settings label its lines only (ddp's config has no H)
-    assert [line.get_label() for line in acc_ax.get_lines()[:2]] == ["ddp n2", "localsgd H4 n2"]
+    # a colour per configuration, a dash per node count; a strategy's own settings label its lines only
+    assert acc_ax.get_lines()[0].get_color() != acc_ax.get_lines()[1].get_color()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["ddp", "localsgd H4", "2 node(s)",
+                                                                  f"target {a.target_acc:.3f}"]
 
 
 def test_step_speed_is_per_epoch_where_measured():
