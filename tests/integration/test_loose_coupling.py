@@ -25,6 +25,7 @@ CASES: dict[str, tuple[str, int, int, dict]] = {
     "ddp": ("ddp", 2, 1, {}),
     "localsgd-h1": ("localsgd", 2, 1, {"sync_every": 1, "outer": "sgd", "outer_lr": 1.0}),
     "localsgd-h4": ("localsgd", 2, 1, {"sync_every": 4}),
+    "localsgd-h4-optim": ("localsgd", 2, 1, {"sync_every": 4, "sync_optim": "average"}),
     "diloco-h4": ("localsgd", 2, 1, {"sync_every": 4, "outer": "nesterov", "outer_lr": 0.7}),
     "ps": ("ps", 3, 1, {}),
     "asyncps-s0": ("asyncps", 3, 1, {"staleness": 0}),
@@ -84,6 +85,17 @@ def test_localsgd_averages_every_h_steps_and_drifts_between(run) -> None:
     losses, ddp = step_losses(d, 2), step_losses(run("ddp"), 2)
     assert abs(losses[0] - ddp[0]) <= TOL  # the same start
     assert max(abs(a - b) for a, b in zip(losses, ddp, strict=True)) > 1e-4  # then the replicas drift apart
+
+
+def test_averaging_the_optimizer_state_too_doubles_the_traffic_of_sgd(run) -> None:
+    d = run("localsgd-h4-optim")
+    param_bytes = records(d, 0, "start")[0]["param_bytes"]
+    sent = [r["comm_bytes"] for r in records(d, 0, "step")]
+    assert sent == [0, 0, 0, 2 * param_bytes, 0, 0, 0, 2 * param_bytes]  # parameters + SGD's momentum
+    plain, averaged = step_losses(run("localsgd-h4"), 2), step_losses(d, 2)
+    # the same parameters after the first average (step 4's loss); then the momenta differ: averaged or not
+    assert plain[:5] == pytest.approx(averaged[:5], abs=1e-6)
+    assert max(abs(a - b) for a, b in zip(plain[5:], averaged[5:], strict=True)) > 1e-6
 
 
 def test_diloco_steps_an_outer_optimizer_on_the_averaged_change(run) -> None:
