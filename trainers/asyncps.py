@@ -61,6 +61,7 @@ class AsyncPSTrainer(ReplicaTrainer):
         self.version = 0  # server: optimizer steps taken; worker: the version of the parameters it holds
         self.step = 0  # worker: the global batch it works on next
         self.sums: dict[int, list[torch.Tensor]] = {}  # server: step -> its gradient sum so far
+        self.spare: list[list[torch.Tensor]] = []  # server: sums of steps taken, reused (at most S + 1 exist)
         self.counts: dict[int, int] = {}  # server: step -> gradients in that sum
         self.waiting: list[tuple[int, int]] = []  # server: (worker, version its pull needs)
         self.synced = False
@@ -136,7 +137,8 @@ class AsyncPSTrainer(ReplicaTrainer):
             dist.recv(b, worker, self.group, tag=GRADS)
         self.meter.emulate(tensor_bytes(self.grad_buckets.buffers), 1, peer=worker)
         if step not in self.sums:
-            self.sums[step] = [torch.zeros_like(b) for b in self.grad_buckets.buffers]
+            fresh = self.spare.pop() if self.spare else [torch.empty_like(b) for b in self.grad_buckets.buffers]
+            self.sums[step] = [total.zero_() for total in fresh]
         for total, b in zip(self.sums[step], self.grad_buckets.buffers, strict=True):
             total.add_(b)
         self.counts[step] = self.counts.get(step, 0) + 1
@@ -145,8 +147,10 @@ class AsyncPSTrainer(ReplicaTrainer):
     def _update(self, step: int) -> None:
         """Step `step`'s complete sum, divided by the global batch, is single's gradient: one optimizer step."""
         grads = list(flat_grads(self.params))
-        for buf, total in zip(self.grad_buckets.buffers, self.sums.pop(step), strict=True):
+        sums = self.sums.pop(step)
+        for buf, total in zip(self.grad_buckets.buffers, sums, strict=True):
             buf.copy_(total)
+        self.spare.append(sums)
         del self.counts[step]
         self.grad_buckets.unpack(grads, scale=1.0 / self.ctx.cfg.global_batch)
         self.optimizer.step()
