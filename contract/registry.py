@@ -86,6 +86,8 @@ class Strategy:
     maths: Callable[[Mapping[str, Any]], bool] = field(default=lambda settings: True)
     # Payloads of `traffic` sent per step, averaged over steps (localsgd: one average every H steps).
     syncs: Callable[[Mapping[str, Any]], float] = field(default=lambda settings: 1.0)
+    # Parameter-sized fp32 tensors of further training state, counted as optimizer state (DiLoCo's outer step).
+    extra_state: Callable[[Mapping[str, Any]], int] = field(default=lambda settings: 0)
 
     # ---- layout -------------------------------------------------------------------------
     def stages(self, nodes: int, procs: int, requested: int = 0) -> int:
@@ -125,12 +127,13 @@ class Strategy:
 
     # ---- memory -------------------------------------------------------------------------
     def held(self, n_params: int, world: int, optimizer: str, precision: str = "fp32", rank: int = 0,
-             shapes: list[tuple[int, ...]] | None = None) -> Held:
+             shapes: list[tuple[int, ...]] | None = None, settings: Mapping[str, Any] | None = None) -> Held:
         """Bytes of parameters, gradients and optimizer state on `rank` (the busiest rank of a
         sharded strategy). `n_params`: the elements of the model this rank builds (its stage's,
         for a staged strategy); `shapes`, where known, the shapes of its parameter tensors, so
         the shares are the trainers' own: ZeroRedundancyOptimizer gives whole tensors, largest
-        first, to the rank holding least so far; FSDP2 cuts every tensor along dim 0."""
+        first, to the rank holding least so far; FSDP2 cuts every tensor along dim 0. `settings`:
+        the config's fields where they change the state (DiLoCo's outer step: `extra_state`)."""
         del precision  # autocast: fp32 storage for all three (see the module docstring)
         states = OPTIMIZER_STATES[optimizer]
         p = g = o = n_params
@@ -145,7 +148,7 @@ class Strategy:
             g = share
         if "optim" in self.shards:
             o = share
-        return Held(FP32 * p, FP32 * g, FP32 * states * o)
+        return Held(FP32 * p, FP32 * g, FP32 * (states * o + self.extra_state(settings or {}) * n_params))
 
     def samples_in_flight(self, replica_batch: int, chunks: int, stages: int, schedule: str,
                           checkpoint: str = "never") -> tuple[float, float]:
@@ -204,6 +207,15 @@ def _localsgd_maths(s: Mapping[str, Any]) -> bool:
             and float(s.get("outer_lr", 1.0)) == 1.0 and s.get("optimizer", "sgd") == "sgd")
 
 
+def _localsgd_outer_state(s: Mapping[str, Any]) -> int:
+    """The outer step's copy of the parameters at the last sync and its pseudo-gradient, plus the outer
+    momentum for nesterov; nothing for plain averaging (sgd at learning rate 1)."""
+    outer = s.get("outer", "sgd")
+    if outer == "sgd" and float(s.get("outer_lr", 1.0)) == 1.0:
+        return 0
+    return 3 if outer == "nesterov" else 2
+
+
 def _localsgd_syncs(s: Mapping[str, Any]) -> float:
     """One average of the parameters every H steps, and of the optimizer state's tensors with them."""
     states = OPTIMIZER_STATES[str(s.get("optimizer", "sgd"))] if s.get("sync_optim", "keep") == "average" else 0
@@ -236,7 +248,7 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              traffic=_allreduce, messages=lambda w, m: 2 * (w - 1), batchnorm_note="rank",
              buffers=lambda n, unit, boundary: FP32 * n,  # flat parameter buckets (DiLoCo: + the last sync's copy)
              settings=("sync_every", "outer", "outer_lr", "sync_optim"), maths=_localsgd_maths,
-             syncs=_localsgd_syncs),
+             syncs=_localsgd_syncs, extra_state=_localsgd_outer_state),
     Strategy("asyncps", "replicas", "asynchronous parameter server: workers push and pull without waiting "
              "for each other, parameters at most S server versions stale", "any", sbatch_nodes=2,
              traffic=lambda w: w - 1.0, messages=lambda w, m: 2, min_world=2, computing_ranks="workers",
