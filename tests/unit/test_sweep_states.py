@@ -247,3 +247,12 @@ def test_refuse_args_reads_both_spellings(logs, capsys):
     assert sweepstate.refuse_args("project", ["--sweep=failed", "--logs", logs, "--link", "10gbe"]) == 1
     assert sweepstate.refuse_args("project", ["--logs", logs, "--sweep", "one"]) is None
     assert _one_line(capsys) == "project: sweep failed has no COMPLETED experiment (2 FAILED)"
+
+
+def test_one_completed_without_a_timed_step(tmp_path, capsys, monkeypatch):
+    synthetic.write_sweep(str(tmp_path), "warm", strategies=("ddp",), nodes=(2,), steps=2)  # both steps warm-up
+    _draw_once(monkeypatch)
+    assert cli.run(["plots", "--sweep", "warm", "--logs", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "not drawn: throughput (no experiment has timed steps)" in out and "Traceback" not in out + err
+    assert (tmp_path / "warm" / "summary.csv").is_file() and (tmp_path / "warm" / "report.html").is_file()
