@@ -1,7 +1,8 @@
 """report.html: the sweep's grid and meta, the summary table, every plot, the problems table.
 
 Self-contained (CSS inline, plots embedded as base64 PNG) so it can be mailed or opened from a
-phone; links to the SVG/PNG files next to it are extras.
+phone; links to the SVG/PNG files next to it are extras. A sweep without a COMPLETED experiment
+gets `write_problems_report`: the meta, the grid and why each experiment has no result.
 
     python -m analysis.report [--sweep NAME] [--logs DIR]   # `make report`
 """
