@@ -55,6 +55,17 @@ def _interrupted(logs: str) -> str:
     return path
 
 
+def _pending(logs: str) -> str:
+    """Stopped after bin/sweep prepared its experiments (config.json, a PENDING status.json), before any ran."""
+    path = _sweep(logs, "pending", ("ddp",), (1, 2))
+    for short, exp in _ids(path).items():
+        for f in os.listdir(os.path.join(path, exp)):
+            if f.startswith("rank-"):
+                os.remove(os.path.join(path, exp, f))
+        _end(path, short, "PENDING")
+    return path
+
+
 def _failed(logs: str) -> str:
     path = _sweep(logs, "failed", ("ddp",), (1, 2), state="FAILED")
     _end(path, "ddp-n1", "FAILED", ("RuntimeError: injected fault at step 2", "peer fallout: connection reset"))
@@ -89,6 +100,8 @@ NO_RESULTS = {
     "empty": (lambda logs: os.makedirs(os.path.join(logs, "empty")), {}, {}),
     "interrupted": (_interrupted, {"MISSING": 2}, {"ddp-n1": ("MISSING", "never started"),
                                                    "ddp-n2": ("MISSING", "never started")}),
+    "pending": (_pending, {"PENDING": 2}, {"ddp-n1": ("PENDING", "no error record"),
+                                           "ddp-n2": ("PENDING", "no error record")}),
     "skipped": (lambda logs: _sweep(logs, "skipped", ("single",), (2, 4)), {"SKIPPED": 2},
                 {"single-n2": ("SKIPPED", SINGLE_SKIP), "single-n4": ("SKIPPED", SINGLE_SKIP)}),
     "failed": (_failed, {"FAILED": 2}, {"ddp-n1": ("FAILED", "rank 0: RuntimeError: injected fault at step 2"),
