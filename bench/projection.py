@@ -31,7 +31,7 @@ import sys
 import tempfile
 
 from analysis import projection as pj
-from analysis.load import parse_rank_file
+from analysis.logread import parse_rank_file
 from contract import registry
 from contract.config import ExperimentConfig
 from contract.errors import ConfigError
