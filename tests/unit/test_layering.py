@@ -112,3 +112,29 @@ def test_the_scan_sees_lazy_and_submodule_imports():
     src = "def f():\n    import simulate.launcher\nfrom analysis import load, AnalysisError\nfrom . import x\n"
     assert imports(os.path.join("trainers", "common", "fake.py"), src) == {
         "simulate.launcher", "analysis", "analysis.load", "trainers.common"}
+
+
+def test_only_the_trainers_and_tests_import_runtime():
+    """trainers.common.runtime is every trainer's entry (`main`) and the rank's exit; the set-up
+    (setup.py) and the loop (loop.py) are imported from their own modules, never through it."""
+    def rule(path: str, m: str) -> bool:
+        return m == "trainers.common.runtime" and not (_under(path, "tests") or os.path.dirname(path) == "trainers")
+    assert not _violations(rule)
+
+
+def _module_path(name: str) -> str:
+    base = os.path.join(*name.split("."))
+    return base + ".py" if os.path.exists(os.path.join(ROOT, base + ".py")) else os.path.join(base, "__init__.py")
+
+
+def test_context_imports_nothing_that_imports_it_back():
+    """trainers/common/context.py holds Context so that the set-up, the loop, the trainers and
+    the checkpoints can all name it: nothing it imports, however indirectly, may import it."""
+    seen, todo = set(), [m for m in imports(_module_path("trainers.common.context")) if _existing_module(m)]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += [n for n in imports(_module_path(m)) if _existing_module(n)]
+    assert "trainers.common.context" not in seen
+    assert "trainers.common.runtime" not in seen
