@@ -44,7 +44,7 @@ class Point:
 QUANTILE = 0.25  # of the per-step times: the lower quartile resists other load on a shared machine
 
 
-def _q(values: list[float]) -> float:
+def _quantile(values: list[float]) -> float:
     """The QUANTILE of `values` (linear interpolation)."""
     v = sorted(values)
     pos = QUANTILE * (len(v) - 1)
@@ -95,9 +95,9 @@ def _point(exp: str, cfg: dict, meta: dict, steps: pd.DataFrame) -> Point | None
     staged_sum = float(summed.sum()) if registry.get(cfg["strategy"]).kind == "staged" and len(summed) == n_ranks \
         else None
     return Point(cfg["strategy"], cfg["nodes"], cfg["procs_per_node"], cfg["global_batch"], cfg.get("chunks", 1),
-                 cores, _q(list(step_max)), _q(list(computes)) if len(computes) else None, int(comm), int(samples),
-                 latency, bandwidth, exp, cfg.get("model", ""),
-                 float(cpu.median()) if len(cpu) else None, _q(list(serial)) if len(serial) else 0.0,
+                 cores, _quantile(list(step_max)), _quantile(list(computes)) if len(computes) else None, int(comm),
+                 int(samples), latency, bandwidth, exp, cfg.get("model", ""),
+                 float(cpu.median()) if len(cpu) else None, _quantile(list(serial)) if len(serial) else 0.0,
                  threads, staged_sum)
 
 
