@@ -1,6 +1,27 @@
-"""The step-time model (see the package's docstring) and what it predicts: a fitted `Fit` per
-strategy, the step time on this machine (`predict_here`) and on a cluster of such machines
-(`project`, one CSV row)."""
+"""The step-time model and what it predicts: a fitted `Fit` per strategy, the step time on this
+machine (`predict_here`) and on a cluster of such machines (`project`, one CSV row).
+
+The model of one optimizer step on W = nodes x procs ranks (docs/projection.md):
+
+    T(W) = compute + local_comm + link
+    compute    = (c0 + s * b) * r                 b: samples per computing rank, B / dp(W)
+    local_comm = kappa * bytes(W) * rc + u * r    kappa: this machine's cost per byte sent; u: ps server update
+    link       = latency * messages(W) + bytes(W) / bandwidth      only between nodes
+    r          = max(1, ranks on a machine * busy / its cores)     CPU contention (time sharing)
+    busy       = a rank's cpu_s / (step_s x its threads), measured where 1 < W <= cores
+    rc         = r, except 1 for ps: its exchange is serial at the server while the workers wait
+
+    bytes(W) per pattern, P fitted from comm_bytes:   all-reduce / sharded collectives: 2 P (W-1)/W
+    (ring all-reduce sends 2(N-1)/N x the gradient size), parameter server: P (W-1) at the server,
+    pipeline: P (activations at a stage boundary).   messages(W): 2(W-1), 2, 2 x chunks.
+    Pipelines: compute = A (M+K-1)/(M K) * r, A the whole model's compute per step, K stages,
+    M micro-batches: the bubble (K-1)/(M+K-1) idles each stage.
+
+c0, s come from the measured `compute_s` (least squares over the node counts; a strategy with
+one slice size borrows the others' split between c0 and s), kappa from the rest of the measured step time.
+On the projected cluster every node is this machine (r = max(1, procs x busy / cores)); on this
+machine r grows with the ranks, which is how NODES=4 on 2 cores is predicted.
+"""
 
 from __future__ import annotations
 
