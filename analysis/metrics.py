@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.load import SweepData
+from analysis.frames import SweepData
 from contract import registry
 from contract.config import ExperimentConfig
 from contract.tables import TRAIN_SAMPLES

@@ -162,13 +162,14 @@ def plan_one(traits: registry.Strategy, shape: ModelShape, nodes: int, o: Option
     # its workers the activations); the total is the largest rank's sum.
     roles = []
     for rank in ((0, 1) if traits.computing_ranks == "workers" else (0,)):
-        held = traits.held(n, dp if traits.shards else world, o.optimizer, o.precision, rank=rank, shapes=shapes)
+        model_state = traits.held(n, dp if traits.shards else world, o.optimizer, o.precision, rank=rank,
+                                  shapes=shapes)  # bytes of parameters, gradients, optimizer state
         act = 0.0 if traits.computing_ranks == "workers" and rank == 0 else activations
-        roles.append((held, act))
-    total = max(h.total + (a or 0) + buffers for h, a in roles)
+        roles.append((model_state, act))
+    total = max(st.total + (a or 0) + buffers for st, a in roles)
     act = activations
-    row.update(param_bytes=max(h.param_bytes for h, _ in roles), grad_bytes=max(h.grad_bytes for h, _ in roles),
-               optim_bytes=max(h.optim_bytes for h, _ in roles),
+    row.update(param_bytes=max(st.param_bytes for st, _ in roles), grad_bytes=max(st.grad_bytes for st, _ in roles),
+               optim_bytes=max(st.optim_bytes for st, _ in roles),
                activation_bytes=None if act is None else int(act), buffer_bytes=int(buffers),
                total_bytes=int(total), fits=bool(total <= o.gpu_mem), headroom_bytes=int(o.gpu_mem - total))
     if act is None:

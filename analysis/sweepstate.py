@@ -10,17 +10,13 @@ never through analysis.load, so asking writes nothing (not even the cache); a fa
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from analysis import AnalysisError
-from analysis.load import find_sweep
 from contract import rundir
-from contract.paths import LOGS
 
 NO_RESULTS = 1  # exit status of a command given a sweep without a COMPLETED experiment (2 is bad input)
 COMPLETED, SKIPPED = "COMPLETED", "SKIPPED"
@@ -116,26 +112,3 @@ def refuse(command: str, *paths: str) -> int | None:
             print(state.line(command), file=sys.stderr)
             return NO_RESULTS
     return None
-
-
-class _Unparsed(Exception):
-    pass
-
-
-def refuse_args(command: str, argv: list[str] | None) -> int | None:
-    """`refuse` for a command line that names its sweep with --sweep and --logs, before the command
-    parses it. Anything unusual (help, a bad or unknown sweep name, an argument error) is left to the
-    command's own parser: None."""
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        return None
-    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    p.add_argument("--sweep", default="")
-    p.add_argument("--logs", default=LOGS)
-    p.error = lambda message: (_ for _ in ()).throw(_Unparsed(message))
-    try:
-        args, _ = p.parse_known_args(argv)
-        path = find_sweep(args.logs, args.sweep or None)
-    except (_Unparsed, AnalysisError):
-        return None
-    return refuse(command, path)

@@ -30,8 +30,9 @@ import subprocess
 import sys
 import tempfile
 
-from analysis import projection as pj
-from analysis.load import parse_rank_file
+from analysis.logread import parse_rank_file
+from analysis.projection.fit import held_out_check
+from analysis.projection.points import load_points
 from contract import registry
 from contract.config import ExperimentConfig
 from contract.errors import ConfigError
@@ -99,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     lat_us, gbps = LINKS[args.link]
     with tempfile.TemporaryDirectory(prefix="bench-projection-") as logs:
         run_sweep(logs, "proj", strategies, NODES, args.steps, args.repeats, args.link)
-        points = pj.load_points(os.path.join(logs, "proj"))
-        checks = {s: (n, measured, pred) for s, n, measured, pred in pj.held_out_check(points)}
+        points = load_points(os.path.join(logs, "proj"))
+        checks = {s: (n, measured, pred) for s, n, measured, pred in held_out_check(points)}
         print(f"projection fitted on NODES=1,2 (strategies that need 2 ranks: on 2), predicting NODES=4; simulate, "
               f"{args.link} emulated ({lat_us} us, {gbps} Gbit/s), {os.cpu_count()} cores, {args.steps} steps, "
               f"median of {args.repeats} repeat(s)")

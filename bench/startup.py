@@ -80,7 +80,7 @@ def probe(strategy: str) -> None:
     import importlib
 
     importlib.import_module(f"trainers.{strategy}")
-    from trainers.common import distenv, runtime
+    from trainers.common import distenv, setup
     from trainers.common.data import load
 
     t.append(time.time())
@@ -93,7 +93,7 @@ def probe(strategy: str) -> None:
     load(cfg.dataset, cfg.seed, cfg.data_dir, tokens=cfg.model == "transformer")
     t.append(time.time())
     cpu.append(time.process_time())
-    if runtime._init_process_group(distenv.from_environ(), torch.device("cpu"), strategy) != "none":
+    if setup._init_process_group(distenv.from_environ(), torch.device("cpu"), strategy) != "none":
         torch.distributed.barrier()  # a rank that left at once would reset its peer's half-made connections
     t.append(time.time())
     cpu.append(time.process_time())

@@ -53,6 +53,16 @@ def read_json(path: str) -> dict:
         return {}
 
 
+def list_sweeps(logs: str) -> list[str]:
+    """Sweep names under `logs`, oldest first (by the mtime of their sweep.json)."""
+    found = []
+    for name in os.listdir(logs) if os.path.isdir(logs) else []:
+        meta = os.path.join(logs, name, "sweep.json")
+        if os.path.isfile(meta):
+            found.append((os.path.getmtime(meta), name))
+    return [n for _, n in sorted(found)]
+
+
 def status_of(run_dir: str) -> str | None:
     return read_json(os.path.join(run_dir, "status.json")).get("state")
 

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TextIO
 
 from contract import rundir
 from contract.config import ExperimentConfig
@@ -138,6 +139,39 @@ class _ExitWatch:
         self._fds.clear()
 
 
+@dataclass
+class LaunchPlan:
+    """One attempt of an experiment, fixed before its first rank starts: what every rank is started with."""
+
+    cfg: ExperimentConfig
+    run_dir: str
+    time_limit_s: float  # 0: none
+    progress: Callable[[int, int], None] | None  # rank 0's (step, total), as its output says them
+    extra_env: dict | None
+    cpus: CpuPlan
+    gpus: GpuPlan | None
+    attempt: int
+    port: int  # rank 0's rendezvous port
+    names: list[str]  # the simulated nodes
+    outs: dict[str, TextIO]  # node name -> its node-<name>.out
+    locks: dict[str, threading.Lock]  # node name -> the lock its ranks' output lines take
+    argv: list[str]  # the trainer's command line
+    started: float  # time.time() at the attempt's start
+
+
+@dataclass
+class RankProcess:
+    """A started rank: its process, the affinity the kernel reports for it, the thread copying its output."""
+
+    proc: subprocess.Popen
+    affinity: str | None = None
+    pump: threading.Thread | None = None
+
+
+def _procs(ranks: list[RankProcess]) -> list[subprocess.Popen]:
+    return [r.proc for r in ranks]
+
+
 def _read_status(run_dir: str) -> dict:
     path = os.path.join(run_dir, "status.json")
     if os.path.exists(path):
@@ -191,22 +225,22 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
         outs[n].write(line + "\n")
         outs[n].flush()
     started = time.time()
-    procs: list[subprocess.Popen] = []
-    affinity: list[str | None] = []
-    pumps: list[threading.Thread] = []
+    launch = LaunchPlan(cfg=cfg, run_dir=run_dir, time_limit_s=time_limit_s, progress=progress, extra_env=extra_env,
+                        cpus=plan, gpus=gplan, attempt=attempt, port=port, names=names, outs=outs, locks=locks,
+                        argv=argv, started=started)
+    rank_procs: list[RankProcess] = []
     state, interrupt = None, None
     # This attempt is taken before any rank can write: an interrupt anywhere from here on leaves
     # status.json counting it, so a re-run never writes a second run under the same attempt number.
     write_status(run_dir, {"state": "RUNNING", "attempts": attempt, "started": started, "backend": "simulate"})
     try:
-        state = _spawn_and_watch(cfg, run_dir, time_limit_s, progress, extra_env, plan, gplan, attempt, port, names,
-                                 outs, locks, argv, started, procs, affinity, pumps)
+        state = _spawn_and_watch(launch, rank_procs)
     except BaseException as e:  # noqa: BLE001 - Ctrl-C / SIGTERM of the sweep: stop every rank, record, re-raise
         interrupt, state = e, "CANCELLED"
-        _stop(procs, CANCEL_GRACE_S)
+        _stop(_procs(rank_procs), CANCEL_GRACE_S)
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the ranks are gone: record before any interrupt
     try:
-        status = _finish(run_dir, plan, gplan, attempt, started, state, interrupt, procs, affinity, pumps, outs)
+        status = _finish(launch, rank_procs, state, interrupt)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a pending Ctrl-C is raised here
     if interrupt is not None:
@@ -214,12 +248,18 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     return status
 
 
-def _finish(run_dir, plan, gplan, attempt, started, state, interrupt, procs, affinity, pumps, outs) -> dict:
+def _finish(launch: LaunchPlan, ranks: list[RankProcess], state: str | None,
+            interrupt: BaseException | None) -> dict:
+    """Wait for every started rank and its output, then write (and return) the attempt's status."""
+    run_dir, plan, gplan, attempt, started = launch.run_dir, launch.cpus, launch.gpus, launch.attempt, launch.started
+    procs = _procs(ranks)
+    affinity = [r.affinity for r in ranks]
     for p in procs:
         p.wait()
-    for t in pumps:
-        t.join(timeout=5)
-    for f in outs.values():
+    for r in ranks:
+        if r.pump is not None:
+            r.pump.join(timeout=5)
+    for f in launch.outs.values():
         f.close()
     codes = [p.returncode for p in procs]
     if state is None:
@@ -242,23 +282,23 @@ def _finish(run_dir, plan, gplan, attempt, started, state, interrupt, procs, aff
     return status
 
 
-def _spawn_and_watch(cfg, run_dir, time_limit_s, progress, extra_env, plan, gplan, attempt, port, names, outs, locks,
-                     argv, started, procs, affinity, pumps) -> str | None:
-    """Start the ranks (appending to procs, affinity, pumps) and watch them; a state or None."""
+def _spawn_and_watch(launch: LaunchPlan, ranks: list[RankProcess]) -> str | None:
+    """Start the ranks (appending to `ranks`) and watch them; a state or None."""
     exits = _ExitWatch()
     try:
-        _spawn(cfg, extra_env, plan, gplan, attempt, port, names, outs, locks, argv, procs, affinity, pumps,
-               progress, exits)
-        return _watch(procs, started, time_limit_s, exits)
+        _spawn(launch, ranks, exits)
+        return _watch(_procs(ranks), launch.started, launch.time_limit_s, exits)
     finally:
         exits.close()
 
 
-def _spawn(cfg, extra_env, plan, gplan, attempt, port, names, outs, locks, argv, procs, affinity, pumps, progress,
-           exits: _ExitWatch) -> None:
+def _spawn(launch: LaunchPlan, ranks: list[RankProcess], exits: _ExitWatch) -> None:
+    """Start every rank, appending each to `ranks` as soon as it exists (so that it is always stopped)."""
+    cfg, extra_env, plan, gplan, attempt, port = (launch.cfg, launch.extra_env, launch.cpus, launch.gpus,
+                                                  launch.attempt, launch.port)
     world, ppn = cfg.world_size, cfg.procs_per_node
     for rank in range(world):
-        node = names[rank // ppn]
+        node = launch.names[rank // ppn]
         env = {**os.environ, **(extra_env or {}),
                "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank % ppn),
                "LOCAL_WORLD_SIZE": str(ppn), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
@@ -270,20 +310,22 @@ def _spawn(cfg, extra_env, plan, gplan, attempt, port, names, outs, locks, argv,
             env["CUDA_VISIBLE_DEVICES"] = gplan.per_rank[rank]
             env["TS_RANKS_PER_GPU"] = str(gplan.ranks_per_gpu[gplan.per_rank[rank]])
         cores = plan.cores[rank]
-        # An interrupt between fork and `procs.append` would leave a rank nobody stops: hold it until then.
+        # An interrupt between fork and `ranks.append` would leave a rank nobody stops: hold it until then.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            proc = subprocess.Popen([sys.executable, "-m", f"trainers.{cfg.strategy}", *argv], cwd=ROOT, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            proc = subprocess.Popen([sys.executable, "-m", f"trainers.{cfg.strategy}", *launch.argv], cwd=ROOT,
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     preexec_fn=lambda c=cores: _child_setup(c), start_new_session=True)
-            procs.append(proc)
+            rank_proc = RankProcess(proc)
+            ranks.append(rank_proc)
             exits.add(proc)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        affinity.append(observed_affinity(proc.pid))  # Popen returns after exec: the affinity is set
-        t = threading.Thread(target=_pump, args=(proc.stdout, outs[node], locks[node], rank, progress), daemon=True)
-        t.start()
-        pumps.append(t)
+        rank_proc.affinity = observed_affinity(proc.pid)  # Popen returns after exec: the affinity is set
+        pump = threading.Thread(target=_pump, args=(proc.stdout, launch.outs[node], launch.locks[node], rank,
+                                                    launch.progress), daemon=True)
+        pump.start()
+        rank_proc.pump = pump  # only a started thread: _finish joins it
 
 
 def _watch(procs: list[subprocess.Popen], started: float, time_limit_s: float, exits: _ExitWatch) -> str | None:

@@ -238,9 +238,7 @@ def main(argv: list[str]) -> int:
         if args.sweep:
             path = os.path.join(args.logs, check_name("sweep name", args.sweep))
         else:
-            from analysis.load import list_sweeps  # lazily: pandas is not needed by `mark`
-
-            sweeps = list_sweeps(args.logs)
+            sweeps = rundir.list_sweeps(args.logs)
             if not sweeps:
                 raise ConfigError(f"no sweep found under {args.logs}: give SWEEP=<name>")
             path = os.path.join(args.logs, sweeps[-1])

@@ -12,7 +12,7 @@ from analysis import advise, synthetic
 from analysis.load import load_sweep
 from analysis.metrics import analyse
 from analysis.plan import ModelShape, params_shape
-from analysis.projection import for_advice
+from analysis.projection.sweep import for_advice
 from analysis.report import write_report
 
 STRATEGIES = ("ddp", "ring", "ps", "pipeline")

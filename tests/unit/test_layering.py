@@ -8,8 +8,7 @@ TYPE_CHECKING too. The rules:
 3. sweeper/ (sweep orchestration) imports contract/ and sweeper/, no torch; only its command
    line, sweeper/cli.py, reaches the backends in simulate/ and slurm/.
 4. simulate/ and slurm/ (the backends) import contract/, sweeper/ and the host-side helpers of
-   trainers/common/ (GPU partitioning, the rendezvous port), and nothing of analysis/ but its
-   sweep listing.
+   trainers/common/ (GPU partitioning, the rendezvous port), and nothing of analysis/.
 5. analysis/ imports only contract/ and analysis/, and no torch: it reads logs anywhere.
 6. Nothing imports bench/ except bench/ and tests/; nothing imports tests/ except tests/.
 7. No import cycle among the project's modules.
@@ -123,7 +122,7 @@ def test_backends_take_only_host_side_helpers():
             return False
         if _top(m) in ("contract", "sweeper", path.split(os.sep)[0]):
             return False
-        return not (m in host_helpers or m in ("analysis", "analysis.listing"))
+        return m not in host_helpers
     assert not _violations(rule)
 
 
@@ -227,3 +226,29 @@ def test_architecture_doc_lists_every_package_and_module(package):
     if package in ("contract", "sweeper", "simulate", "analysis"):
         unnamed = [m for m in modules if f"{package}/{m}" not in doc and m.removesuffix(".py") + "`" not in doc]
         assert not unnamed, f"docs/architecture.md does not name {unnamed}"
+
+
+def test_only_the_trainers_and_tests_import_runtime():
+    """trainers.common.runtime is every trainer's entry (`main`) and the rank's exit; the set-up
+    (setup.py) and the loop (loop.py) are imported from their own modules, never through it."""
+    def rule(path: str, m: str) -> bool:
+        return m == "trainers.common.runtime" and not (_under(path, "tests") or os.path.dirname(path) == "trainers")
+    assert not _violations(rule)
+
+
+def _module_path(name: str) -> str:
+    base = os.path.join(*name.split("."))
+    return base + ".py" if os.path.exists(os.path.join(ROOT, base + ".py")) else os.path.join(base, "__init__.py")
+
+
+def test_context_imports_nothing_that_imports_it_back():
+    """trainers/common/context.py holds Context so that the set-up, the loop, the trainers and
+    the checkpoints can all name it: nothing it imports, however indirectly, may import it."""
+    seen, todo = set(), [m for m in imports(_module_path("trainers.common.context")) if _existing_module(m)]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += [n for n in imports(_module_path(m)) if _existing_module(n)]
+    assert "trainers.common.context" not in seen
+    assert "trainers.common.runtime" not in seen

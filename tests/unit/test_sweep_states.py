@@ -17,8 +17,9 @@ import re
 import pytest
 from matplotlib.figure import Figure
 
-import analysis.projection as pj
 from analysis import advise, cli, sweepstate, synthetic
+from analysis.projection import cli as pj
+from analysis.projection.sweep import for_advice
 from contract import rundir
 
 SINGLE_SKIP = "single runs in one process; it is measured at 1 node x 1 proc only"
@@ -146,7 +147,7 @@ def _run(command: str, logs: str, sweep: str, other: str = "one", plot: bool = F
         "tensorboard": lambda: cli.run(["tensorboard", "--sweep", sweep, *where[:2]]),
         "compare_a": lambda: cli.run(["compare", sweep, other, *where[:2]]),
         "compare_b": lambda: cli.run(["compare", other, sweep, *where[:2]]),
-        "advise": lambda: advise.main(["--sweep", sweep, *where], None, pj.for_advice),
+        "advise": lambda: advise.main(["--sweep", sweep, *where], None, for_advice),
         "project": lambda: pj.main(["--sweep", sweep, *where]),
     }
     return calls[command]()
@@ -251,14 +252,11 @@ def test_one_completed_other_commands(logs, capsys, monkeypatch, name, command, 
     assert "Traceback" not in out + err and "no COMPLETED experiment" not in out + err and not err, err
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["--sweep"], ["--sweep", "../up"], ["--sweep", "nope"]])
-def test_refuse_args_leaves_odd_command_lines_to_the_command(logs, argv):
-    assert sweepstate.refuse_args("project", [*argv, "--logs", logs]) is None
-
-
-def test_refuse_args_reads_both_spellings(logs, capsys):
-    assert sweepstate.refuse_args("project", ["--sweep=failed", "--logs", logs, "--link", "10gbe"]) == 1
-    assert sweepstate.refuse_args("project", ["--logs", logs, "--sweep", "one"]) is None
+def test_project_checks_its_flags_before_the_sweep_state(logs, capsys):
+    """Bad input is exit 2 even on a sweep without results; a good command line gets the one line, exit 1."""
+    assert pj.main(["--sweep", "failed", "--logs", logs, "--link", "nope", "--no-plot"]) == 2
+    capsys.readouterr()
+    assert pj.main(["--sweep=failed", "--logs", logs, "--link", "10gbe", "--no-plot"]) == 1
     assert _one_line(capsys) == "project: sweep failed has no COMPLETED experiment (2 FAILED)"
 
 

@@ -6,7 +6,7 @@ can, and simulated nodes spread over the GPUs). The launcher narrows each rank's
 CUDA_VISIBLE_DEVICES to that one GPU and sets TS_RANKS_PER_GPU; every rank then caps its
 caching allocator with `torch.cuda.set_per_process_memory_fraction`: MEMORY_FRACTION, or
 HEADROOM / ranks-per-GPU by default (the rest is left for CUDA contexts and fragmentation).
-Two ranks on one GPU cannot use NCCL, so runtime.py picks gloo then and says so in config.json.
+Two ranks on one GPU cannot use NCCL, so setup.py picks gloo then and says so in config.json.
 
 Torch is imported inside functions only: bin/sweep and the launcher use the planning part.
 """
