@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import AnalysisError, cache
+from contract.config import ExperimentConfig
+from contract.rundir import FAILED_STATES
 
 try:  # orjson (requirements.txt) parses our logs ~4x faster than the stdlib ...
     from orjson import loads as _fast_loads
@@ -54,7 +56,8 @@ RANK_FIELDS = ("attempt", "world_size", "dp_size", "total_steps", "start_time", 
                "optim_bytes", "end_status", "end_param_bytes", "end_grad_bytes", "end_optim_bytes",
                "peak_mem_bytes", "end_time", "error")
 PROBLEM_COLUMNS = ("sweep", "experiment", "rank", "kind", "detail", "file", "line")
-BAD_STATES = ("FAILED", "TIMEOUT", "PREEMPTED", "CANCELLED")
+BAD_STATES = FAILED_STATES
+DEFAULT_CHUNKS = ExperimentConfig.chunks  # what a config.json without the field ran with
 POOL_MIN_FILES = 32  # rank files to parse per worker process, at least, before a pool pays for its start
 ALL_STEP_FIELDS = (*STEP_FIELDS, *OPTIONAL_STEP_FIELDS)
 FLOAT_STEP_FIELDS = tuple(f for f in ALL_STEP_FIELDS if f != "warmup")  # RankFile.steps (warmup is its own)
@@ -595,7 +598,7 @@ def _load_sweep(path: str, only: list[str] | None = None, use_cache: bool = True
         exp_rows.append({
             "sweep": name, "experiment": exp, "strategy": cfg.get("strategy", exp.split("-")[0]),
             "nodes": h.nodes, "procs_per_node": h.procs, "world_size": world, "stages": h.stages, "dp_size": h.dp,
-            "global_batch": int(cfg.get("global_batch", 0) or 0), "chunks": int(cfg.get("chunks", 1) or 1),
+            "global_batch": int(cfg.get("global_batch", 0) or 0), "chunks": int(cfg.get("chunks") or DEFAULT_CHUNKS),
             "schedule": cfg.get("schedule", ""), "model": cfg.get("model", ""), "dataset": cfg.get("dataset", ""),
             "precision": cfg.get("precision", "fp32"), "link": cfg.get("link", "loopback"),
             "repeat": int(cfg.get("repeat", 0) or 0), "steps_configured": cfg.get("steps"),

@@ -46,7 +46,7 @@ from contract import registry
 from contract.config import check_name
 from contract.errors import ConfigError, OneLineParser
 from contract.paths import LOGS
-from contract.tables import LINKS, MODEL_BLOCKS
+from contract.tables import LINKS, MODEL_BLOCKS, link_wire
 
 PROJECTED = registry.names(projected=True)
 PIPELINE = tuple(s for s in PROJECTED if registry.get(s).kind == "staged")  # one stage per rank
@@ -149,12 +149,8 @@ def _run_link(cfg: dict, meta: dict) -> tuple[float, float]:
     """The link a measured run emulated (simulate backend, several nodes), else none."""
     if meta.get("backend", "simulate") != "simulate" or cfg.get("nodes", 1) < 2:
         return 0.0, 0.0
-    lat, bw = LINKS.get(cfg.get("link", "loopback"), (0.0, 0.0))
-    if cfg.get("latency_us", -1) >= 0:
-        lat = cfg["latency_us"]
-    if cfg.get("bandwidth_gbps", -1) >= 0:
-        bw = cfg["bandwidth_gbps"]
-    return lat * 1e-6, bw * 1e9 / 8
+    link = cfg.get("link", "loopback")  # an unknown one: none, as loopback (its overrides still apply)
+    return link_wire(link if link in LINKS else "loopback", cfg.get("latency_us", -1), cfg.get("bandwidth_gbps", -1))
 
 
 def load_points(sweep_dir: str) -> list[Point]:
@@ -525,10 +521,7 @@ def link_of(link: str, latency_us: float = -1.0, bandwidth_gbps: float = -1.0) -
     for name, value in (("latency_us", latency_us), ("bandwidth_gbps", bandwidth_gbps)):
         if value < 0 and value != -1.0:
             raise ConfigError(f"invalid {name} {value!r}: must be >= 0")
-    lat_us, bw_gbps = LINKS[link]
-    lat_us = latency_us if latency_us >= 0 else lat_us
-    bw_gbps = bandwidth_gbps if bandwidth_gbps >= 0 else bw_gbps
-    return lat_us * 1e-6, bw_gbps * 1e9 / 8
+    return link_wire(link, latency_us, bandwidth_gbps)
 
 
 def project_sweep(sweep_dir: str, link: str = "10gbe", max_nodes: int = 1024, latency_us: float = -1.0,

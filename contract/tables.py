@@ -38,3 +38,15 @@ def link_figures(link: str, latency_us: float = UNSET, bandwidth_gbps: float = U
     The one conversion of a link preset and its overrides; bandwidth 0 means not emulated."""
     preset_lat, preset_bw = LINKS[link]
     return (latency_us if latency_us >= 0 else preset_lat, bandwidth_gbps if bandwidth_gbps >= 0 else preset_bw)
+
+
+def bytes_per_second(gbps: float) -> float:
+    """Gbit/s -> bytes/s."""
+    return gbps * 1e9 / 8
+
+
+def link_wire(link: str, latency_us: float = UNSET, bandwidth_gbps: float = UNSET) -> tuple[float, float]:
+    """`link_figures` in the units a wire model computes with: (latency in s, bandwidth in bytes/s;
+    0: not emulated). The emulation (trainers/common/comm.py) and the projection both take it."""
+    lat_us, gbps = link_figures(link, latency_us, bandwidth_gbps)
+    return lat_us * 1e-6, bytes_per_second(gbps)

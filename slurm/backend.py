@@ -14,7 +14,7 @@ one experiment after the other.
 Both implement sweeper/backends.py's interface (`make_backend`); the books
 (sweep.json, status.json, resume, identity check, summary, interrupts) are kept there.
 Each job numbers its attempts after the experiment's earlier ones (TS_ATTEMPT_BASE in the
-job's environment; trainers/common/logwriter.current_attempt).
+job's environment; contract/rundir.py current_attempt).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from contract import rundir
+from contract import envnames, rundir
 from contract.errors import ConfigError
 from contract.paths import ROOT
 from slurm import render, track
@@ -110,7 +110,7 @@ def _submit(script: str, serial_name: str = "", attempt_base: int = 0) -> str:
     """sbatch the script; with `serial_name`, as one of the jobs of that name that Slurm runs one at a time.
     The job numbers its attempts after the `attempt_base` the experiment had (TS_ATTEMPT_BASE)."""
     extra = [f"--job-name={serial_name}", "--dependency=singleton"] if serial_name else []
-    extra.append(f"--export=ALL,TS_ATTEMPT_BASE={attempt_base}")
+    extra.append(f"--export=ALL,{envnames.ATTEMPT_BASE}={attempt_base}")
     out = subprocess.run(["sbatch", "--parsable", *extra, script], capture_output=True, text=True, cwd=ROOT,
                          timeout=60)
     if out.returncode != 0:
@@ -320,20 +320,20 @@ class SubmititBackend(Backend):
 
 @contextmanager
 def _attempt_base(base: int) -> Iterator[None]:
-    old = os.environ.get("TS_ATTEMPT_BASE")
-    os.environ["TS_ATTEMPT_BASE"] = str(base)
+    old = os.environ.get(envnames.ATTEMPT_BASE)
+    os.environ[envnames.ATTEMPT_BASE] = str(base)
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("TS_ATTEMPT_BASE", None)
+            os.environ.pop(envnames.ATTEMPT_BASE, None)
         else:
-            os.environ["TS_ATTEMPT_BASE"] = old
+            os.environ[envnames.ATTEMPT_BASE] = old
 
 
 def _submitit_state(path: str, exp_id: str, job) -> str:
     """LocalExecutor: rank 0's status.json when it wrote a final state; else submitit's view of the job."""
-    status = rundir.read_json(os.path.join(path, exp_id, "status.json"))
+    status = rundir.read_status(os.path.join(path, exp_id))
     if status.get("state") in rundir.FINAL_STATES:
         return status["state"]
     if not job.done():

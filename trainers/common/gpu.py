@@ -17,6 +17,7 @@ import os
 import re
 from typing import Any
 
+from contract import envnames
 from contract.errors import ConfigError
 
 HEADROOM = 0.9  # share of a GPU's memory the ranks on it get together by default
@@ -52,8 +53,8 @@ def check_layout(memory_fraction: float, world: int, gpus: int) -> None:
 
 def ranks_on_my_gpu(local_world_size: int, device_count: int) -> int:
     """How many ranks share this rank's GPU: the launcher says so; otherwise local ranks per GPU."""
-    if os.environ.get("TS_RANKS_PER_GPU"):
-        return int(os.environ["TS_RANKS_PER_GPU"])
+    if os.environ.get(envnames.RANKS_PER_GPU):
+        return int(os.environ[envnames.RANKS_PER_GPU])
     return max(1, -(-local_world_size // max(device_count, 1)))
 
 

@@ -24,7 +24,7 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
-from contract import registry, rundir
+from contract import envnames, registry, rundir
 from contract.config import ExperimentConfig, fp16_on_cpu, parse_trainer_args, validate
 from contract.errors import ConfigError
 from trainers.common import allocator, checkpoint, distenv, gpu
@@ -34,7 +34,7 @@ from trainers.common.logwriter import RankLog, current_attempt
 from trainers.common.trainer import Trainer
 
 # A collective that waits longer than this on a dead peer fails instead of hanging.
-COLLECTIVE_TIMEOUT_S = float(os.environ.get("TS_COLLECTIVE_TIMEOUT", "120"))
+COLLECTIVE_TIMEOUT_S = float(os.environ.get(envnames.COLLECTIVE_TIMEOUT, "120"))
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -168,8 +168,8 @@ def setup(cfg: ExperimentConfig, argv: list[str] | None = None,
     device = _pick_device(cfg, env)
     if cfg.precision == "fp16" and device.type == "cpu":  # device auto found no GPU (validation: cpu)
         raise ConfigError(fp16_on_cpu("auto (no GPU on this node)"))
-    if "TS_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["TS_THREADS"]))
+    if envnames.THREADS in os.environ:
+        torch.set_num_threads(int(os.environ[envnames.THREADS]))
     log = RankLog(run_dir, env.rank, env.node)
     torch.manual_seed(cfg.seed)
     data = load(cfg.dataset, cfg.seed, cfg.data_dir, tokens=cfg.model == "transformer", data_size=cfg.data_size)
