@@ -40,13 +40,12 @@ def link_figures(link: str, latency_us: float = UNSET, bandwidth_gbps: float = U
     return (latency_us if latency_us >= 0 else preset_lat, bandwidth_gbps if bandwidth_gbps >= 0 else preset_bw)
 
 
-def bytes_per_second(gbps: float) -> float:
-    """Gbit/s -> bytes/s."""
-    return gbps * 1e9 / 8
+def wire_units(latency_us: float, bandwidth_gbps: float) -> tuple[float, float]:
+    """Link figures in the units a wire model computes with: (latency in s, bandwidth in bytes/s;
+    0 stays 0: not emulated). The emulation (trainers/common/comm.py) and the projection take them."""
+    return latency_us * 1e-6, bandwidth_gbps * 1e9 / 8
 
 
 def link_wire(link: str, latency_us: float = UNSET, bandwidth_gbps: float = UNSET) -> tuple[float, float]:
-    """`link_figures` in the units a wire model computes with: (latency in s, bandwidth in bytes/s;
-    0: not emulated). The emulation (trainers/common/comm.py) and the projection both take it."""
-    lat_us, gbps = link_figures(link, latency_us, bandwidth_gbps)
-    return lat_us * 1e-6, bytes_per_second(gbps)
+    """`link_figures` in `wire_units`."""
+    return wire_units(*link_figures(link, latency_us, bandwidth_gbps))

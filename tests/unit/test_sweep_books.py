@@ -8,11 +8,12 @@ import signal
 
 import pytest
 
-from contract import rundir
+from contract import envnames, rundir
 from contract.config import ExperimentConfig
+from contract.rundir import current_attempt
 from sweeper import backends, sweepdir
 from sweeper.grid import Experiment
-from trainers.common.logwriter import RankLog, current_attempt
+from trainers.common.logwriter import RankLog
 
 
 def exp(**kw) -> Experiment:
@@ -111,10 +112,10 @@ def test_sweep_json_from_before_invocations_is_taken_over(tmp_path):
 
 
 def test_every_record_carries_the_attempt(tmp_path, monkeypatch):
-    assert current_attempt({"TS_ATTEMPT": "4", "TS_ATTEMPT_BASE": "9"}) == 4
-    assert current_attempt({"TS_ATTEMPT_BASE": "2", "SLURM_RESTART_COUNT": "1"}) == 4
+    assert current_attempt({envnames.ATTEMPT: "4", envnames.ATTEMPT_BASE: "9"}) == 4
+    assert current_attempt({envnames.ATTEMPT_BASE: "2", "SLURM_RESTART_COUNT": "1"}) == 4
     assert current_attempt({}) == 1
-    monkeypatch.setenv("TS_ATTEMPT", "3")
+    monkeypatch.setenv(envnames.ATTEMPT, "3")
     log = RankLog(str(tmp_path), 0, "node0")
     log.write("step", step=0)
     assert json.loads((tmp_path / "rank-0.jsonl").read_text())["attempt"] == 3

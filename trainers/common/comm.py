@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from contract import envnames
-from contract.tables import link_wire
+from contract.tables import wire_units
 
 if TYPE_CHECKING:
     from trainers.common.context import Context
@@ -63,7 +63,7 @@ class Link:
         cfg = ctx.cfg
         if os.environ.get(envnames.EMULATE_LINK) != "1" or cfg.nodes < 2:
             return None
-        latency_s, bandwidth = link_wire(cfg.link, cfg.latency_us, cfg.bandwidth_gbps)
+        latency_s, bandwidth = wire_units(cfg.link_latency_us, cfg.link_bandwidth_gbps)
         if latency_s <= 0 and bandwidth <= 0:
             return None
         return cls(latency_s, bandwidth)
