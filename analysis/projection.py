@@ -44,6 +44,7 @@ from analysis.load import SweepData, completed, find_sweep, load_run, load_sweep
 from analysis.plan import positive_int
 from contract import registry
 from contract.config import check_name
+from contract.defaults import MAX_NODES, PROJECTED_LINK
 from contract.errors import ConfigError, OneLineParser
 from contract.paths import LOGS
 from contract.tables import LINKS, MODEL_BLOCKS, link_wire
@@ -524,7 +525,7 @@ def link_of(link: str, latency_us: float = -1.0, bandwidth_gbps: float = -1.0) -
     return link_wire(link, latency_us, bandwidth_gbps)
 
 
-def project_sweep(sweep_dir: str, link: str = "10gbe", max_nodes: int = 1024, latency_us: float = -1.0,
+def project_sweep(sweep_dir: str, link: str = PROJECTED_LINK, max_nodes: int = MAX_NODES, latency_us: float = -1.0,
                   bandwidth_gbps: float = -1.0, procs_per_node: int = 0, scaling: str = "") -> Projection:
     """Fit the sweep's COMPLETED runs and project every fitted strategy to 1..max_nodes nodes.
     Raises ConfigError (bad input: one line, exit 2) before anything is written."""
@@ -578,10 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="analysis.projection", description=__doc__.split("\n\n")[0])
     p.add_argument("--sweep", default="", help="sweep name under --logs (default: the latest)")
     p.add_argument("--logs", default=LOGS)
-    p.add_argument("--link", default="10gbe", help=f"link to project on: {', '.join(LINKS)}")
+    p.add_argument("--link", default=PROJECTED_LINK, help=f"link to project on: {', '.join(LINKS)}")
     p.add_argument("--latency-us", default="-1", help="override the link's latency")
     p.add_argument("--bandwidth-gbps", default="-1", help="override the link's bandwidth")
-    p.add_argument("--max-nodes", default="1024", help="largest node count (default: 1024)")
+    p.add_argument("--max-nodes", default=str(MAX_NODES), help=f"largest node count (default: {MAX_NODES})")
     p.add_argument("--procs-per-node", default="0", help="ranks per node (default: the sweep's)")
     p.add_argument("--scaling", default="", help="strong or weak (default: the sweep's)")
     p.add_argument("--no-plot", action="store_true")

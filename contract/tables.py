@@ -20,6 +20,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 GPIPE_CHECKPOINTS = ("always", "except_last", "never")
+SCALINGS = ("strong", "weak")  # a sweep's global batch: fixed (the default, first), or growing with the nodes
 
 # Interconnect presets: (one-way latency in microseconds, bandwidth in Gbit/s).
 # Figures are typical vendor/measured numbers for a single link, not a promise.

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from contract import envnames, rundir
 from contract.errors import ConfigError
 from contract.paths import ROOT
 from slurm import render, track
-from sweeper.backends import Backend, Book, SubmitError, stop_processes_under
+from sweeper.backends import Backend, Book, SubmitError, slurm_answers, stop_processes_under, time_limit_seconds
 from sweeper.grid import Experiment
 
 POLL_S = 2.0
@@ -42,26 +41,9 @@ MISSING = ("Slurm does not answer (sbatch/squeue): on this machine start the loo
            "`bin/cluster up` and `export SLURM_CONF=$PWD/.cluster/slurm.conf`, or use BACKEND=simulate")
 
 
-def slurm_answers() -> bool:
-    if not shutil.which("sbatch") or not shutil.which("squeue"):
-        return False
-    try:
-        return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, timeout=15).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
 def time_limit_s(text: str) -> int:
-    """bin/sweep's --time-limit ('30' minutes, 'MM:SS' or 'H:MM:SS'; validated there) -> seconds."""
-    if not text:
-        return render.DEFAULT_TIME_S
-    parts = [int(x) for x in text.split(":")]
-    if len(parts) == 1:
-        return parts[0] * 60
-    seconds = 0
-    for x in parts:
-        seconds = seconds * 60 + x
-    return seconds
+    """bin/sweep's --time-limit in seconds; none given: the sbatch scripts' default."""
+    return time_limit_seconds(text) or render.DEFAULT_TIME_S
 
 
 def render_job(exp: Experiment, run_dir: str, sweep: str, args: argparse.Namespace) -> str:

@@ -35,7 +35,9 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -43,6 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from contract import rundir
+from contract.errors import ConfigError
 from sweeper import sweepdir
 from sweeper.grid import Experiment
 
@@ -132,6 +135,31 @@ class Book:
         if not any(a == "--sweep" or a.startswith("--sweep=") for a in argv):
             argv += ["--sweep", self.name]
         return shlex.join(["bin/sweep", *argv])
+
+
+def slurm_answers() -> bool:
+    """Whether a Slurm controller answers here (BACKEND=auto picks slurm then; the Slurm backends need it)."""
+    if not shutil.which("sbatch") or not shutil.which("squeue"):
+        return False
+    try:
+        return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, timeout=15).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def time_limit_seconds(text: str) -> int:
+    """--time-limit: '30' (minutes), 'H:MM:SS' or 'MM:SS' -> seconds; '' -> 0 (none). ConfigError otherwise."""
+    if not text:
+        return 0
+    parts = text.split(":")
+    if not all(x.isdigit() for x in parts) or len(parts) > 3:
+        raise ConfigError(f"invalid time limit {text!r}: use minutes or H:MM:SS")
+    if len(parts) == 1:
+        return int(parts[0]) * 60
+    seconds = 0
+    for x in parts:
+        seconds = seconds * 60 + int(x)
+    return seconds
 
 
 class Backend:
