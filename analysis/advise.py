@@ -35,7 +35,7 @@ import pandas as pd
 from analysis import AnalysisError
 from analysis.load import completed, find_sweep, load_sweep
 from analysis.metrics import Analysis, analyse
-from analysis.plan import GIB, ModelShape, Options, parse_size, plan_one, positive_int
+from analysis.plan import GIB, ModelShape, Options, add_gpu_mem, parse_size, plan_one, positive_int
 from contract import defaults, registry
 from contract.errors import ConfigError, OneLineParser
 from contract.paths import LOGS
@@ -389,8 +389,7 @@ def parser() -> OneLineParser:
                    help=f"link of the projected cluster: {', '.join(LINKS)} (default: {defaults.PROJECTED_LINK})")
     p.add_argument("--max-nodes", default=str(defaults.MAX_NODES),
                    help=f"project up to this many nodes (default: {defaults.MAX_NODES})")
-    p.add_argument("--gpu-mem", default=defaults.GPU_MEM,
-                   help=f"memory of one GPU, with a unit (default: {defaults.GPU_MEM})")
+    add_gpu_mem(p)
     p.add_argument("--target-acc", default="", help="validation accuracy for time to target (default: 0.9 x best)")
     p.add_argument("--no-plot", action="store_true")
     return p

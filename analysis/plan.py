@@ -216,6 +216,12 @@ def table(shape: ModelShape, rows: list[dict], o: Options) -> str:
     return "\n".join(lines)
 
 
+def add_gpu_mem(p: argparse.ArgumentParser) -> None:
+    """--gpu-mem, as the planner and the advice take it."""
+    p.add_argument("--gpu-mem", default=defaults.GPU_MEM,
+                   help=f"memory of one GPU, with a unit (default: {defaults.GPU_MEM})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="bin/plan", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="", help=f"one of the project's models: {', '.join(MODELS)}")
@@ -235,8 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", default="1,2,4,8", help="comma list of node counts (default: 1,2,4,8)")
     p.add_argument("--procs-per-node", default=str(d.procs_per_node),
                    help=f"ranks (GPUs) per node (default: {d.procs_per_node})")
-    p.add_argument("--gpu-mem", default=defaults.GPU_MEM,
-                   help=f"memory of one GPU, with a unit (default: {defaults.GPU_MEM})")
+    add_gpu_mem(p)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     return p
 
