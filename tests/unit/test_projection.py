@@ -14,7 +14,7 @@ import os
 import pytest
 
 from analysis import projection as pj
-from contract import registry
+from contract import registry, rundir
 from contract.config import ExperimentConfig
 from contract.tables import LINKS
 
@@ -104,8 +104,7 @@ def _write_run(sweep_dir: str, truth: pj.Fit, nodes: int, link: str = "10gbe") -
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump({"config": cfg.to_dict(), "identity": cfg.identity(),
                    "meta": {"backend": "simulate", "cpu_plan": plan}}, f)
-    with open(os.path.join(run_dir, "status.json"), "w") as f:
-        json.dump({"state": "COMPLETED", "exit_code": 0, "attempts": 1, "cpu_plan": plan}, f)
+    rundir.write_status(run_dir, "COMPLETED", exit_code=0, attempts=1, cpu_plan=plan)
     for rank in range(world):
         server = registry.get(truth.strategy).computing_ranks == "workers" and rank == 0
         lines = [{"event": "start", "rank": rank, "node": f"node{rank}", "time": 0.0, "attempt": 1}]

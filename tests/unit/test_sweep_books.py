@@ -27,7 +27,7 @@ def ran(path, e: Experiment, state="COMPLETED", identity=True) -> str:
         doc = json.loads(open(os.path.join(run_dir, "config.json")).read())
         doc.pop("identity")
         rundir.write_json(os.path.join(run_dir, "config.json"), doc)
-    rundir.write_json(os.path.join(run_dir, "status.json"), {"state": state, "attempts": 1})
+    rundir.write_status(run_dir, state, fresh=True, attempts=1)
     return run_dir
 
 
@@ -49,7 +49,7 @@ def test_same_settings_or_no_run_is_no_conflict(tmp_path):
     # a directory where nothing ran (prepared, PENDING, no rank file) holds no run to protect
     other = exp(lr=0.2)
     sweepdir.prepare_experiment(str(tmp_path), other, "simulate", "x")
-    rundir.write_json(str(tmp_path / other.id / "status.json"), {"state": "PENDING", "attempts": 0})
+    rundir.write_status(str(tmp_path / other.id), "PENDING", fresh=True, attempts=0)
     changed = Experiment(other.id, ExperimentConfig(strategy="ddp", lr=0.2, seed=3))
     assert sweepdir.identity_conflict(str(tmp_path), "x", [changed]) is None
     (tmp_path / other.id / "rank-0.jsonl").write_text("{}\n")  # ...but once a rank wrote, it is a run
