@@ -35,7 +35,7 @@ import pandas as pd
 
 from analysis import AnalysisError, cache
 from contract.config import ExperimentConfig
-from contract.rundir import FAILED_STATES
+from contract.rundir import FAILED_STATES, STATUS
 
 try:  # orjson (requirements.txt) parses our logs ~4x faster than the stdlib ...
     from orjson import loads as _fast_loads
@@ -445,7 +445,7 @@ def completed(path: str) -> list[str]:
     that refuse a sweep with none, so that refusing writes nothing (not even the cache)."""
     meta, _ = read_json(os.path.join(path, "sweep.json"))
     return [exp for exp in _experiment_ids(path, meta if isinstance(meta, dict) else {})
-            if (read_json(os.path.join(path, exp, "status.json"))[0] or {}).get("state") == "COMPLETED"]
+            if (read_json(os.path.join(path, exp, STATUS))[0] or {}).get("state") == "COMPLETED"]
 
 
 def load_sweep(path: str, use_cache: bool = True) -> SweepData:
@@ -506,7 +506,7 @@ class _Head:
 def _experiment_head(path: str, exp: str, listed: dict[str, dict]) -> _Head:
     d = os.path.join(path, exp)
     doc, cerr = read_json(os.path.join(d, "config.json"))
-    status, serr = read_json(os.path.join(d, "status.json"))
+    status, serr = read_json(os.path.join(d, STATUS))
     cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
     if not cfg:
         cfg = _config_from_id(exp, listed.get(exp, {}))
@@ -523,7 +523,7 @@ def _experiment_head(path: str, exp: str, listed: dict[str, dict]) -> _Head:
             problems.append((f"config.json {cerr}", "layout taken from sweep.json / the experiment id",
                              f"{exp}/config.json"))
         if serr:
-            problems.append((f"status.json {serr}", "the experiment's final state is unknown", f"{exp}/status.json"))
+            problems.append((f"{STATUS} {serr}", "the experiment's final state is unknown", f"{exp}/{STATUS}"))
     nodes, procs = int(cfg.get("nodes", 1)), int(cfg.get("procs_per_node", 1))
     stages, dp = _derived(cfg) if cfg else (1, nodes * procs)
     cpu_plan = exp_meta.get("cpu_plan") or status.get("cpu_plan") or {}
@@ -594,7 +594,7 @@ def _load_sweep(path: str, only: list[str] | None = None, use_cache: bool = True
         if state in BAD_STATES:
             detail = first_error[1] if first_error else (status.get("reason") or status.get("failed_ranks") or
                                                          "no error record")
-            problem(exp, state, str(detail), f"{exp}/status.json")
+            problem(exp, state, str(detail), f"{exp}/{STATUS}")
         exp_rows.append({
             "sweep": name, "experiment": exp, "strategy": cfg.get("strategy", exp.split("-")[0]),
             "nodes": h.nodes, "procs_per_node": h.procs, "world_size": world, "stages": h.stages, "dp_size": h.dp,

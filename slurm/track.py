@@ -218,7 +218,7 @@ def main(argv: list[str]) -> int:
         s.add_argument("--logs", default=rundir.LOGS)
     m = sub.add_parser("mark")
     m.add_argument("run_dir")
-    m.add_argument("state")
+    m.add_argument("state", choices=rundir.STATES)
     m.add_argument("--exit-code", type=int)
     m.add_argument("--attempt", type=int)
     m.add_argument("--requeued", action="store_true")
