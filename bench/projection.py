@@ -36,7 +36,7 @@ from contract import registry
 from contract.config import ExperimentConfig
 from contract.errors import ConfigError
 from contract.paths import ROOT
-from contract.tables import LINKS, link_wire
+from contract.tables import LINKS, link_figures, link_wire
 
 NODES = (1, 2, 4)
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    lat_us, gbps = LINKS[args.link]
+    lat_us, gbps = link_figures(args.link)
     with tempfile.TemporaryDirectory(prefix="bench-projection-") as logs:
         run_sweep(logs, "proj", strategies, NODES, args.steps, args.repeats, args.link)
         points = pj.load_points(os.path.join(logs, "proj"))

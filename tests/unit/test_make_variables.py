@@ -12,6 +12,8 @@ import pytest
 
 from analysis import plan
 from contract import defaults
+from contract.config import ExperimentConfig
+from slurm import render
 from sweeper import cli, sweepfile
 from tests.helpers import ROOT
 
@@ -150,3 +152,11 @@ def test_other_targets_take_contract_defaults():
                       "GPU_MEM": defaults.GPU_MEM}
     plan_line = next(ln for ln in help_lines(text) if ln.strip().startswith("plan:"))
     assert f"OPTIMIZER ({plan.build_parser().get_default('optimizer')})" in plan_line
+
+
+def test_committed_sbatch_scripts_read_the_make_variables():
+    """`STEPS=50 sbatch slurm/ddp.sbatch`: each trainer setting the scripts read is a sweep variable's name."""
+    envs = {s["env"] for s in render.settings(ExperimentConfig())}
+    assert {"BATCH", "STEPS", "GPIPE_CHECKPOINT"} <= envs
+    per_run = {"SAVE_PARAMS", "REPEAT"}  # one run's, not a sweep's (a sweep has REPEATS)
+    assert envs <= set(sweep_variables(_makefile())) | per_run
