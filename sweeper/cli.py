@@ -75,6 +75,12 @@ def default_of(dest: str) -> Any:
     return DEFAULTS[dest] if dest in DEFAULTS else FIELDS[dest].default
 
 
+def default_text(dest: str) -> str:
+    """The default as one would type it: a list as a comma list."""
+    value = default_of(dest)
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _scalar(dest: str, kind: type):
     """A setting that takes one value (no axis)."""
     def convert(raw: object) -> object:
@@ -116,8 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, f in FIELDS.items():
         if name in NOT_FLAGS:
             continue
-        value = default_of(name)
-        shown = ",".join(map(str, value)) if isinstance(value, list) else repr(value)
+        shown = default_text(name) if isinstance(default_of(name), list) else repr(default_of(name))
         among = f"{'|'.join(choices_of(name))}; " if choices_of(name) and name != "model" else ""
         axis = "; a comma list is a sweep axis" if name in grid.AXES else ""
         p.add_argument(f.metadata["flag"], dest=name, metavar=sweepfile.key(name).upper(),

@@ -78,10 +78,6 @@ def stated_choices(description: str) -> tuple[str, ...]:
     return tuple(m.group(1).split("|")) if m else ()
 
 
-def shown(value: object) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
 def _sweep_help() -> dict[str, str]:
     text = _makefile()
     lines = help_lines(text)
@@ -119,7 +115,7 @@ def test_make_help_states_the_defaults_and_choices_of_bin_sweep_and_the_config()
         dest = dests[flags[var]]
         value = stated_default(description)
         if value is not None and var not in NOT_A_VALUE and not isinstance(cli.default_of(dest), bool):  # VAR=1
-            want = shown(cli.default_of(dest))
+            want = cli.default_text(dest)
             assert value == want, f"make help: {var} ({value}), bin/sweep: {want}"
             checked += 1
         listed = stated_choices(description)
