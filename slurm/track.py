@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from contract import rundir
+from contract import envnames, rundir
 from contract.config import check_name
 from contract.errors import ConfigError
 
@@ -59,8 +59,8 @@ def mark(run_dir: str, state: str, exit_code: int | None = None, attempt: int | 
         fields["reason"] = reason
     if state in rundir.FINAL_STATES and not requeued:
         fields.update(ended=now, wall_s=now - float(fields["started"]))
-    return rundir.write_status(run_dir, state, drop=("reason",) if not reason and state in ("RUNNING", "COMPLETED")
-                               else (), **fields)
+    drop = ("reason",) if not reason and state in ("RUNNING", "COMPLETED") else ()  # an earlier attempt's
+    return rundir.write_status(run_dir, state, drop=drop, **fields)
 
 
 # ---- reading Slurm ----------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def main(argv: list[str]) -> int:
     m.add_argument("run_dir")
     m.add_argument("state", choices=rundir.STATES)
     m.add_argument("--exit-code", type=int)
-    m.add_argument("--attempt", type=int)
+    m.add_argument("--attempt", type=int, help="the experiment's attempt (default: rundir.current_attempt)")
     m.add_argument("--requeued", action="store_true")
     m.add_argument("--reason")
     sub.add_parser("attempt", help="print this job's attempt number")
@@ -228,8 +228,8 @@ def main(argv: list[str]) -> int:
     if args.command == "mark":
         mark(args.run_dir, args.state, args.exit_code, args.attempt, args.requeued, args.reason)
         return 0
-    if args.command == "attempt":
-        print(rundir.current_attempt())
+    if args.command == "attempt":  # without TS_ATTEMPT, as the job's ranks (slurm/launch.py FOREIGN)
+        print(rundir.current_attempt({k: v for k, v in os.environ.items() if k != envnames.ATTEMPT}))
         return 0
     try:
         if args.sweep:
