@@ -111,13 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = config.OneLineParser(prog="bin/sweep", description=DESCRIPTION, argument_default=argparse.SUPPRESS,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="sweep file (YAML; keys: the make variables in lower case)")
-    for dest, (flag, kind, default, help_) in SWEEP_SETTINGS.items():
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    for dest, (flag, kind, _, help_) in SWEEP_SETTINGS.items():
         if kind is bool:
             p.add_argument(flag, dest=dest, action="store_true", help=help_)
         else:
+            shown = default_text(dest) if dest in DEFAULTS else ""
             p.add_argument(flag, dest=dest, metavar=sweepfile.key(dest).upper(),
-                           help=help_ + (f" (default: {shown})" if shown not in (None, "") else ""))
+                           help=help_ + (f" (default: {shown})" if shown else ""))
     p.add_argument("--logs", help=argparse.SUPPRESS)
     for name, f in FIELDS.items():
         if name in NOT_FLAGS:
