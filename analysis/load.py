@@ -36,6 +36,7 @@ import pandas as pd
 from analysis import AnalysisError, cache
 from contract.config import ExperimentConfig
 from contract.rundir import FAILED_STATES, STATUS
+from contract.tables import SCALINGS
 
 try:  # orjson (requirements.txt) parses our logs ~4x faster than the stdlib ...
     from orjson import loads as _fast_loads
@@ -543,7 +544,7 @@ def _load_sweep(path: str, only: list[str] | None = None, use_cache: bool = True
     if err and only is None:
         problem("", f"sweep.json {err}", "the grid and meta of the sweep are unknown", "sweep.json")
     listed = {e["id"]: e for e in meta.get("experiments", []) if isinstance(e, dict) and "id" in e}
-    scaling = str((meta.get("grid") or {}).get("scaling") or "strong")
+    scaling = str((meta.get("grid") or {}).get("scaling") or SCALINGS[0])
     exp_rows, rank_rows, epoch_rows = [], [], []
     step_parts: list[tuple[int, int, RankFile]] = []
     configs: dict[str, dict] = {}

@@ -47,7 +47,7 @@ from contract.config import check_name
 from contract.defaults import MAX_NODES, PROJECTED_LINK
 from contract.errors import ConfigError, OneLineParser
 from contract.paths import LOGS
-from contract.tables import LINKS, MODEL_BLOCKS, link_wire
+from contract.tables import LINKS, MODEL_BLOCKS, SCALINGS, link_wire
 
 PROJECTED = registry.names(projected=True)
 PIPELINE = tuple(s for s in PROJECTED if registry.get(s).kind == "staged")  # one stage per rank
@@ -532,8 +532,8 @@ def project_sweep(sweep_dir: str, link: str = PROJECTED_LINK, max_nodes: int = M
     latency_s, bandwidth = link_of(link, latency_us, bandwidth_gbps)
     if max_nodes < 1:
         raise ConfigError(f"invalid max-nodes {max_nodes}: must be >= 1")
-    if scaling not in ("", "strong", "weak"):  # before reading: a bad flag leaves even the cache unwritten
-        raise ConfigError(f"invalid scaling {scaling!r}: choose strong or weak")
+    if scaling not in ("", *SCALINGS):  # before reading: a bad flag leaves even the cache unwritten
+        raise ConfigError(f"invalid scaling {scaling!r}: choose {' or '.join(SCALINGS)}")
     points = load_points(sweep_dir) if completed(sweep_dir) else []
     if not points:
         raise ConfigError(f"no COMPLETED experiment in {sweep_dir}: nothing to fit")
@@ -542,7 +542,7 @@ def project_sweep(sweep_dir: str, link: str = PROJECTED_LINK, max_nodes: int = M
         raise ConfigError(f"nothing to project in {sweep_dir}: no COMPLETED experiment of a projected strategy "
                           f"({', '.join(PROJECTED)})")
     grid = read_json(os.path.join(sweep_dir, "sweep.json"))[0].get("grid") or {}
-    scaling = scaling or grid.get("scaling", "strong")
+    scaling = scaling or grid.get("scaling", SCALINGS[0])
     rows = []
     for strategy, f in sorted(fits.items()):
         ref = min(f.points, key=lambda q: q.nodes)
