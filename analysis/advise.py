@@ -36,6 +36,7 @@ from analysis import AnalysisError
 from analysis.load import completed, find_sweep, load_sweep
 from analysis.metrics import Analysis, analyse
 from analysis.plan import GIB, ModelShape, Options, add_gpu_mem, parse_size, plan_one, positive_int
+from analysis.sweepstate import refuse
 from contract import defaults, registry
 from contract.errors import ConfigError, OneLineParser
 from contract.paths import LOGS
@@ -414,6 +415,8 @@ def main(argv: list[str], profiler: ModelProfiler | None = None, projector: Proj
             sweep_dir = find_sweep(args.logs, args.sweep or None)
         except AnalysisError as e:
             raise ConfigError(str(e)) from None
+        if (code := refuse("advise", sweep_dir)) is not None:
+            return code
         doc = build(sweep_dir, args.link, max_nodes, gpu_mem, target, profiler, projector)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

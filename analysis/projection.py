@@ -576,6 +576,10 @@ def for_advice(sweep_dir: str, link: str, max_nodes: int) -> Projected:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from analysis.sweepstate import refuse_args  # a sweep without a COMPLETED experiment: one line, exit 1
+
+    if (code := refuse_args("project", argv)) is not None:
+        return code
     p = OneLineParser(prog="analysis.projection", description=__doc__.split("\n\n")[0])
     p.add_argument("--sweep", default="", help="sweep name under --logs (default: the latest)")
     p.add_argument("--logs", default=LOGS)

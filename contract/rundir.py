@@ -161,10 +161,16 @@ def last_error(run_dir: str) -> str | None:
     return min(errors)[1] if errors else None
 
 
-def failure_line(run_dir: str, exp_id: str) -> str:
-    status = read_status(run_dir)
-    state = status.get("state", "UNKNOWN")
+def failure_reason(run_dir: str, status: dict | None = None) -> str:
+    """Why a run did not complete: its first error record, else the ranks' exit codes, else
+    status.json's reason (`status`: that file's document, when the caller has read it)."""
+    status = read_status(run_dir) if status is None else status
     detail = last_error(run_dir)
     if detail is None and status.get("failed_ranks"):
         detail = "exit codes " + ", ".join(f"rank {r}: {c}" for r, c in status["failed_ranks"].items())
-    return f"{state} {exp_id}: {detail or status.get('reason') or 'no error record'} (logs: {run_dir})"
+    return detail or status.get("reason") or "no error record"
+
+
+def failure_line(run_dir: str, exp_id: str) -> str:
+    status = read_status(run_dir)
+    return f"{status.get('state', 'UNKNOWN')} {exp_id}: {failure_reason(run_dir, status)} (logs: {run_dir})"

@@ -38,7 +38,7 @@ def test_bad_input(sweep, capsys, args, needle):
 
 def test_no_completed_run(tmp_path, capsys):
     path = write_sweep(str(tmp_path), "dead", strategies=("ddp",), nodes=(2,), steps=6, state="FAILED")
-    assert pj.main(["--logs", str(tmp_path), "--sweep", "dead", "--no-plot"]) == 2
+    assert pj.main(["--logs", str(tmp_path), "--sweep", "dead", "--no-plot"]) == 1
     err = capsys.readouterr().err
     assert "no COMPLETED experiment" in err and err.count("\n") == 1
     assert not os.path.exists(os.path.join(path, "projection.csv"))
