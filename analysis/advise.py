@@ -35,9 +35,9 @@ import pandas as pd
 from analysis import AnalysisError
 from analysis.load import completed, find_sweep, load_sweep
 from analysis.metrics import Analysis, analyse
-from analysis.plan import GIB, ModelShape, Options, parse_size, plan_one, positive_int
+from analysis.plan import GIB, ModelShape, Options, add_gpu_mem, parse_size, plan_one, positive_int
 from analysis.sweepstate import refuse
-from contract import registry
+from contract import defaults, registry
 from contract.errors import ConfigError, OneLineParser
 from contract.paths import LOGS
 from contract.tables import LINKS, MODEL_BLOCKS
@@ -386,9 +386,11 @@ def parser() -> OneLineParser:
     p = OneLineParser(prog="bin/advise", description=__doc__.splitlines()[0])
     p.add_argument("--sweep", default="", help="sweep name under --logs (default: the latest)")
     p.add_argument("--logs", default=LOGS)
-    p.add_argument("--link", default="10gbe", help=f"link of the projected cluster: {', '.join(LINKS)}")
-    p.add_argument("--max-nodes", default="1024", help="project up to this many nodes (default: 1024)")
-    p.add_argument("--gpu-mem", default="80GiB", help="memory of one GPU, with a unit (default: 80GiB)")
+    p.add_argument("--link", default=defaults.PROJECTED_LINK,
+                   help=f"link of the projected cluster: {', '.join(LINKS)} (default: {defaults.PROJECTED_LINK})")
+    p.add_argument("--max-nodes", default=str(defaults.MAX_NODES),
+                   help=f"project up to this many nodes (default: {defaults.MAX_NODES})")
+    add_gpu_mem(p)
     p.add_argument("--target-acc", default="", help="validation accuracy for time to target (default: 0.9 x best)")
     p.add_argument("--no-plot", action="store_true")
     return p

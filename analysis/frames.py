@@ -18,6 +18,9 @@ import pandas as pd
 
 from analysis.logread import FLOAT_STEP_FIELDS, RankFile, read_json
 from analysis.rankfiles import read_rank_files
+from contract.config import ExperimentConfig
+from contract.rundir import FAILED_STATES, STATUS
+from contract.tables import SCALINGS
 
 ID_RE = re.compile(r"^(?P<strategy>[a-z]+)-n(?P<nodes>\d+)-p(?P<procs>\d+)-b(?P<batch>\d+)(?:-c(?P<chunks>\d+))?"
                    r".*-r(?P<repeat>\d+)$")
@@ -26,7 +29,8 @@ RANK_FIELDS = ("attempt", "world_size", "dp_size", "total_steps", "start_time", 
                "optim_bytes", "end_status", "end_param_bytes", "end_grad_bytes", "end_optim_bytes",
                "peak_mem_bytes", "end_time", "error")
 PROBLEM_COLUMNS = ("sweep", "experiment", "rank", "kind", "detail", "file", "line")
-BAD_STATES = ("FAILED", "TIMEOUT", "PREEMPTED", "CANCELLED")
+BAD_STATES = FAILED_STATES
+DEFAULT_CHUNKS = ExperimentConfig.chunks  # what a config.json without the field ran with
 
 
 @dataclass
@@ -100,7 +104,7 @@ class ExperimentHead:
 def _experiment_head(path: str, exp: str, listed: dict[str, dict]) -> ExperimentHead:
     d = os.path.join(path, exp)
     doc, cerr = read_json(os.path.join(d, "config.json"))
-    status, serr = read_json(os.path.join(d, "status.json"))
+    status, serr = read_json(os.path.join(d, STATUS))
     cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
     if not cfg:
         cfg = _config_from_id(exp, listed.get(exp, {}))
@@ -117,7 +121,7 @@ def _experiment_head(path: str, exp: str, listed: dict[str, dict]) -> Experiment
             problems.append((f"config.json {cerr}", "layout taken from sweep.json / the experiment id",
                              f"{exp}/config.json"))
         if serr:
-            problems.append((f"status.json {serr}", "the experiment's final state is unknown", f"{exp}/status.json"))
+            problems.append((f"{STATUS} {serr}", "the experiment's final state is unknown", f"{exp}/{STATUS}"))
     nodes, procs = int(cfg.get("nodes", 1)), int(cfg.get("procs_per_node", 1))
     stages, dp = _derived(cfg) if cfg else (1, nodes * procs)
     cpu_plan = exp_meta.get("cpu_plan") or status.get("cpu_plan") or {}
@@ -137,7 +141,7 @@ def build(path: str, meta: dict, ids: list[str], meta_problem: str | None = None
     if meta_problem:
         problem("", f"sweep.json {meta_problem}", "the grid and meta of the sweep are unknown", "sweep.json")
     listed = {e["id"]: e for e in meta.get("experiments", []) if isinstance(e, dict) and "id" in e}
-    scaling = str((meta.get("grid") or {}).get("scaling") or "strong")
+    scaling = str((meta.get("grid") or {}).get("scaling") or SCALINGS[0])
     exp_rows, rank_rows, epoch_rows = [], [], []
     step_parts: list[tuple[int, int, RankFile]] = []
     configs: dict[str, dict] = {}
@@ -187,11 +191,11 @@ def build(path: str, meta: dict, ids: list[str], meta_problem: str | None = None
         if state in BAD_STATES:
             detail = first_error[1] if first_error else (status.get("reason") or status.get("failed_ranks") or
                                                          "no error record")
-            problem(exp, state, str(detail), f"{exp}/status.json")
+            problem(exp, state, str(detail), f"{exp}/{STATUS}")
         exp_rows.append({
             "sweep": name, "experiment": exp, "strategy": cfg.get("strategy", exp.split("-")[0]),
             "nodes": h.nodes, "procs_per_node": h.procs, "world_size": world, "stages": h.stages, "dp_size": h.dp,
-            "global_batch": int(cfg.get("global_batch", 0) or 0), "chunks": int(cfg.get("chunks", 1) or 1),
+            "global_batch": int(cfg.get("global_batch", 0) or 0), "chunks": int(cfg.get("chunks") or DEFAULT_CHUNKS),
             "schedule": cfg.get("schedule", ""), "model": cfg.get("model", ""), "dataset": cfg.get("dataset", ""),
             "precision": cfg.get("precision", "fp32"), "link": cfg.get("link", "loopback"),
             "repeat": int(cfg.get("repeat", 0) or 0), "steps_configured": cfg.get("steps"),

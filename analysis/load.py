@@ -21,7 +21,7 @@ import re
 from analysis import AnalysisError, frames
 from analysis.frames import SweepData
 from analysis.logread import read_json
-from contract.rundir import list_sweeps
+from contract.rundir import STATUS, list_sweeps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # same rule as contract.config.check_name
 
@@ -63,7 +63,7 @@ def completed(path: str) -> list[str]:
     that refuse a sweep with none, so that refusing writes nothing (not even the cache)."""
     meta, _ = read_json(os.path.join(path, "sweep.json"))
     return [exp for exp in _experiment_ids(path, meta if isinstance(meta, dict) else {})
-            if (read_json(os.path.join(path, exp, "status.json"))[0] or {}).get("state") == "COMPLETED"]
+            if (read_json(os.path.join(path, exp, STATUS))[0] or {}).get("state") == "COMPLETED"]
 
 
 def load_sweep(path: str, use_cache: bool = True) -> SweepData:

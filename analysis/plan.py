@@ -32,8 +32,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from contract import registry
+from contract import defaults, registry
 from contract.balance import balance_by_params
+from contract.config import ExperimentConfig
 from contract.errors import ConfigError, OneLineParser
 from contract.tables import DATASETS, MODELS, OPTIMIZERS, PRECISIONS, SCHEDULES
 
@@ -216,21 +217,32 @@ def table(shape: ModelShape, rows: list[dict], o: Options) -> str:
     return "\n".join(lines)
 
 
+def add_gpu_mem(p: argparse.ArgumentParser) -> None:
+    """--gpu-mem, as the planner and the advice take it."""
+    p.add_argument("--gpu-mem", default=defaults.GPU_MEM,
+                   help=f"memory of one GPU, with a unit (default: {defaults.GPU_MEM})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="bin/plan", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="", help=f"one of the project's models: {', '.join(MODELS)}")
-    p.add_argument("--dataset", default="synthetic", help="input shape for --model (default: synthetic)")
+    d = ExperimentConfig  # the trainers' defaults; the optimizer's is the planner's own (large models: adam)
+    p.add_argument("--dataset", default=d.dataset, help=f"input shape for --model (default: {d.dataset})")
     for name in ("layers", "hidden", "heads", "seq", "vocab"):
         p.add_argument(f"--{name}", default="", help="transformer shape (all five together)")
     p.add_argument("--params", default="", help="parameter count alone (activations unknown)")
-    p.add_argument("--precision", default="fp32", help=f"{'|'.join(PRECISIONS)} (default: fp32)")
+    p.add_argument("--precision", default=d.precision, help=f"{'|'.join(PRECISIONS)} (default: {d.precision})")
     p.add_argument("--optimizer", default="adam", help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
-    p.add_argument("--global-batch", default="64", help="samples per step over all ranks (default: 64)")
-    p.add_argument("--chunks", default="4", help="micro-batches per step for pipelines (default: 4)")
-    p.add_argument("--schedule", default="1f1b", help="pipeline schedule gpipe|1f1b (default: 1f1b)")
+    p.add_argument("--global-batch", default=str(d.global_batch),
+                   help=f"samples per step over all ranks (default: {d.global_batch})")
+    p.add_argument("--chunks", default=str(d.chunks),
+                   help=f"micro-batches per step for pipelines (default: {d.chunks})")
+    p.add_argument("--schedule", default=d.schedule,
+                   help=f"pipeline schedule {'|'.join(SCHEDULES)} (default: {d.schedule})")
     p.add_argument("--nodes", default="1,2,4,8", help="comma list of node counts (default: 1,2,4,8)")
-    p.add_argument("--procs-per-node", default="1", help="ranks (GPUs) per node (default: 1)")
-    p.add_argument("--gpu-mem", default="80GiB", help="memory of one GPU, with a unit (default: 80GiB)")
+    p.add_argument("--procs-per-node", default=str(d.procs_per_node),
+                   help=f"ranks (GPUs) per node (default: {d.procs_per_node})")
+    add_gpu_mem(p)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     return p
 

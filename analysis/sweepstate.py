@@ -86,7 +86,7 @@ def _experiment(path: str, exp_id: str, entry: dict) -> Experiment:
     skipped = entry.get("skipped") or None
     if not os.path.isdir(d):
         return Experiment(exp_id, SKIPPED if skipped else MISSING, d, skipped=skipped)
-    status = rundir.read_json(os.path.join(d, "status.json"))
+    status = rundir.read_status(d)
     state = status.get("state") or (SKIPPED if skipped else UNKNOWN)
     return Experiment(exp_id, str(state), d, status, skipped)
 

@@ -37,7 +37,7 @@ from contract import registry
 from contract.config import ExperimentConfig
 from contract.errors import ConfigError
 from contract.paths import ROOT
-from contract.tables import LINKS
+from contract.tables import LINKS, link_figures, link_wire
 
 NODES = (1, 2, 4)
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    lat_us, gbps = LINKS[args.link]
+    lat_us, gbps = link_figures(args.link)
     with tempfile.TemporaryDirectory(prefix="bench-projection-") as logs:
         run_sweep(logs, "proj", strategies, NODES, args.steps, args.repeats, args.link)
         points = load_points(os.path.join(logs, "proj"))
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                                            device="cpu")
                     seconds, sent = comm_per_step(os.path.join(logs, sweep, cfg.experiment_id()), 2)
                     comm.setdefault(link, []).append(seconds)
-            emulated = lat_us * 1e-6 * 2 * (2 - 1) + sent * 8 / (gbps * 1e9)
+            latency_s, bandwidth = link_wire(args.link)
+            emulated = latency_s * 2 * (2 - 1) + sent / bandwidth
             grew = statistics.median(comm[args.link]) - statistics.median(comm["loopback"])
             print(f"ddp comm_s per step at NODES=2, {args.link} over loopback: {grew * 1e3:+.3f} ms measured "
                   f"(medians of {args.repeats}), +{emulated * 1e3:.3f} ms emulated ({sent} B sent per step), "

@@ -20,6 +20,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 GPIPE_CHECKPOINTS = ("always", "except_last", "never")
+SCALINGS = ("strong", "weak")  # a sweep's global batch: fixed (the default, first), or growing with the nodes
 
 # Interconnect presets: (one-way latency in microseconds, bandwidth in Gbit/s).
 # Figures are typical vendor/measured numbers for a single link, not a promise.
@@ -38,3 +39,14 @@ def link_figures(link: str, latency_us: float = UNSET, bandwidth_gbps: float = U
     The one conversion of a link preset and its overrides; bandwidth 0 means not emulated."""
     preset_lat, preset_bw = LINKS[link]
     return (latency_us if latency_us >= 0 else preset_lat, bandwidth_gbps if bandwidth_gbps >= 0 else preset_bw)
+
+
+def wire_units(latency_us: float, bandwidth_gbps: float) -> tuple[float, float]:
+    """Link figures in the units a wire model computes with: (latency in s, bandwidth in bytes/s;
+    0 stays 0: not emulated). The emulation (trainers/common/comm.py) and the projection take them."""
+    return latency_us * 1e-6, bandwidth_gbps * 1e9 / 8
+
+
+def link_wire(link: str, latency_us: float = UNSET, bandwidth_gbps: float = UNSET) -> tuple[float, float]:
+    """`link_figures` in `wire_units`."""
+    return wire_units(*link_figures(link, latency_us, bandwidth_gbps))

@@ -3,7 +3,7 @@
 Each rank gets its share of the CPU cores (affinity + thread count), a simulated node name
 (`node0`, `node1`, ...), and torchrun-style rendezvous variables. With GPUs, each rank sees
 one GPU (CUDA_VISIBLE_DEVICES) and is told how many ranks share it (TS_RANKS_PER_GPU); the
-rank caps its memory share (trainers/common/gpu.py). The plans (CPU, GPU) and the affinity
+rank caps its memory share (contract/gpushare.py). The plans (CPU, GPU) and the affinity
 each rank really got (read back from /proc/<pid>/status) go to status.json and config.json;
 an oversubscribed layout is flagged in every node's output. Each simulated node's
 output goes to `node-<name>.out`. A rank that fails takes the job down quickly: the others
@@ -16,7 +16,6 @@ CANCEL_GRACE_S), writes status.json CANCELLED with this attempt's number, and re
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import select
@@ -30,11 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from contract import rundir
+from contract import envnames, rundir
+from contract import gpushare as gpu
 from contract.config import ExperimentConfig
 from contract.paths import ROOT
 from sweeper.grid import gpu_count
-from trainers.common import gpu
 
 GRACE_S = 5.0  # after one rank fails, how long the others get to notice on their own
 CANCEL_GRACE_S = 3.0  # on an interrupt of the sweep: SIGTERM, then SIGKILL after this long
@@ -172,21 +171,6 @@ def _procs(ranks: list[RankProcess]) -> list[subprocess.Popen]:
     return [r.proc for r in ranks]
 
 
-def _read_status(run_dir: str) -> dict:
-    path = os.path.join(run_dir, "status.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
-
-
-def write_status(run_dir: str, status: dict) -> None:
-    path = os.path.join(run_dir, "status.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(status, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def _pump(stream, out_file, lock: threading.Lock, rank: int, progress: Callable[[int, int], None] | None):
     for line in iter(stream.readline, ""):
         with lock:
@@ -206,7 +190,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     world, ppn = cfg.world_size, cfg.procs_per_node
     plan = plan_cpus(world)
     gplan = plan_gpus(world, cfg.device)
-    previous = _read_status(run_dir)
+    previous = rundir.read_status(run_dir)
     attempt = int(previous.get("attempts", 0)) + 1
     port = free_port()
     names = node_names(cfg.nodes)
@@ -232,7 +216,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     state, interrupt = None, None
     # This attempt is taken before any rank can write: an interrupt anywhere from here on leaves
     # status.json counting it, so a re-run never writes a second run under the same attempt number.
-    write_status(run_dir, {"state": "RUNNING", "attempts": attempt, "started": started, "backend": "simulate"})
+    rundir.write_status(run_dir, "RUNNING", fresh=True, attempts=attempt, started=started, backend="simulate")
     try:
         state = _spawn_and_watch(launch, rank_procs)
     except BaseException as e:  # noqa: BLE001 - Ctrl-C / SIGTERM of the sweep: stop every rank, record, re-raise
@@ -270,7 +254,7 @@ def _finish(launch: LaunchPlan, ranks: list[RankProcess], state: str | None,
         else:
             state = "FAILED"
     failed = {str(r): c for r, c in enumerate(codes) if c != 0}
-    status = {"state": state, "exit_code": next((c for c in codes if c != 0), 0), "attempts": attempt,
+    status = {"exit_code": next((c for c in codes if c != 0), 0), "attempts": attempt,
               "failed_ranks": failed, "first_failed_rank": _first_failure(procs, codes),
               "started": started, "ended": time.time(), "wall_s": time.time() - started,
               "backend": "simulate", "cpu_plan": {**plan.describe(), "affinity_observed": affinity},
@@ -278,8 +262,7 @@ def _finish(launch: LaunchPlan, ranks: list[RankProcess], state: str | None,
     if interrupt is not None:
         status["reason"] = str(interrupt) or type(interrupt).__name__
         status["first_failed_rank"] = None
-    write_status(run_dir, status)
-    return status
+    return rundir.write_status(run_dir, state, fresh=True, **status)
 
 
 def _spawn_and_watch(launch: LaunchPlan, ranks: list[RankProcess]) -> str | None:
@@ -302,13 +285,13 @@ def _spawn(launch: LaunchPlan, ranks: list[RankProcess], exits: _ExitWatch) -> N
         env = {**os.environ, **(extra_env or {}),
                "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank % ppn),
                "LOCAL_WORLD_SIZE": str(ppn), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "TS_NODE": node, "TS_ATTEMPT": str(attempt), "TS_EMULATE_LINK": "1",
-               "TS_THREADS": str(plan.threads), "OMP_NUM_THREADS": str(plan.threads),
+               envnames.NODE: node, envnames.ATTEMPT: str(attempt), envnames.EMULATE_LINK: "1",
+               envnames.THREADS: str(plan.threads), "OMP_NUM_THREADS": str(plan.threads),
                "PYTHONUNBUFFERED": "1",
-               "TS_CPU_OVERSUBSCRIBED": "1" if plan.oversubscribed else "0"}
+               envnames.CPU_OVERSUBSCRIBED: "1" if plan.oversubscribed else "0"}
         if gplan:
             env["CUDA_VISIBLE_DEVICES"] = gplan.per_rank[rank]
-            env["TS_RANKS_PER_GPU"] = str(gplan.ranks_per_gpu[gplan.per_rank[rank]])
+            env[envnames.RANKS_PER_GPU] = str(gplan.ranks_per_gpu[gplan.per_rank[rank]])
         cores = plan.cores[rank]
         # An interrupt between fork and `ranks.append` would leave a rank nobody stops: hold it until then.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

@@ -14,14 +14,13 @@ one experiment after the other.
 Both implement sweeper/backends.py's interface (`make_backend`); the books
 (sweep.json, status.json, resume, identity check, summary, interrupts) are kept there.
 Each job numbers its attempts after the experiment's earlier ones (TS_ATTEMPT_BASE in the
-job's environment; trainers/common/logwriter.current_attempt).
+job's environment; contract/rundir.py current_attempt).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,11 +28,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from contract import rundir
+from contract import envnames, rundir
 from contract.errors import ConfigError
 from contract.paths import ROOT
 from slurm import render, track
-from sweeper.backends import Backend, Book, SubmitError, stop_processes_under
+from sweeper.backends import Backend, Book, SubmitError, slurm_answers, stop_processes_under, time_limit_seconds
 from sweeper.grid import Experiment
 
 POLL_S = 2.0
@@ -42,26 +41,9 @@ MISSING = ("Slurm does not answer (sbatch/squeue): on this machine start the loo
            "`bin/cluster up` and `export SLURM_CONF=$PWD/.cluster/slurm.conf`, or use BACKEND=simulate")
 
 
-def slurm_answers() -> bool:
-    if not shutil.which("sbatch") or not shutil.which("squeue"):
-        return False
-    try:
-        return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, timeout=15).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
 def time_limit_s(text: str) -> int:
-    """bin/sweep's --time-limit ('30' minutes, 'MM:SS' or 'H:MM:SS'; validated there) -> seconds."""
-    if not text:
-        return render.DEFAULT_TIME_S
-    parts = [int(x) for x in text.split(":")]
-    if len(parts) == 1:
-        return parts[0] * 60
-    seconds = 0
-    for x in parts:
-        seconds = seconds * 60 + x
-    return seconds
+    """bin/sweep's --time-limit in seconds; none given: the sbatch scripts' default."""
+    return time_limit_seconds(text) or render.DEFAULT_TIME_S
 
 
 def render_job(exp: Experiment, run_dir: str, sweep: str, args: argparse.Namespace) -> str:
@@ -110,7 +92,7 @@ def _submit(script: str, serial_name: str = "", attempt_base: int = 0) -> str:
     """sbatch the script; with `serial_name`, as one of the jobs of that name that Slurm runs one at a time.
     The job numbers its attempts after the `attempt_base` the experiment had (TS_ATTEMPT_BASE)."""
     extra = [f"--job-name={serial_name}", "--dependency=singleton"] if serial_name else []
-    extra.append(f"--export=ALL,TS_ATTEMPT_BASE={attempt_base}")
+    extra.append(f"--export=ALL,{envnames.ATTEMPT_BASE}={attempt_base}")
     out = subprocess.run(["sbatch", "--parsable", *extra, script], capture_output=True, text=True, cwd=ROOT,
                          timeout=60)
     if out.returncode != 0:
@@ -320,20 +302,20 @@ class SubmititBackend(Backend):
 
 @contextmanager
 def _attempt_base(base: int) -> Iterator[None]:
-    old = os.environ.get("TS_ATTEMPT_BASE")
-    os.environ["TS_ATTEMPT_BASE"] = str(base)
+    old = os.environ.get(envnames.ATTEMPT_BASE)
+    os.environ[envnames.ATTEMPT_BASE] = str(base)
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("TS_ATTEMPT_BASE", None)
+            os.environ.pop(envnames.ATTEMPT_BASE, None)
         else:
-            os.environ["TS_ATTEMPT_BASE"] = old
+            os.environ[envnames.ATTEMPT_BASE] = old
 
 
 def _submitit_state(path: str, exp_id: str, job) -> str:
     """LocalExecutor: rank 0's status.json when it wrote a final state; else submitit's view of the job."""
-    status = rundir.read_json(os.path.join(path, exp_id, "status.json"))
+    status = rundir.read_status(os.path.join(path, exp_id))
     if status.get("state") in rundir.FINAL_STATES:
         return status["state"]
     if not job.done():

@@ -25,6 +25,7 @@ import jinja2
 from contract import registry
 from contract.config import STRATEGIES, ExperimentConfig, check_name
 from contract.errors import ConfigError
+from sweeper import sweepfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATES = os.path.join(HERE, "templates")
@@ -33,10 +34,6 @@ DEFAULT_TIME_S = 30 * 60
 MAX_REQUEUES = 3
 # Config fields the script derives itself (layout from Slurm, run dir from the job id).
 DERIVED = ("strategy", "nodes", "procs_per_node", "run_dir")
-# Environment names that differ from the upper-cased field name (the Makefile's variable names).
-ENV_NAMES = {"global_batch": "BATCH"}
-
-
 
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
@@ -61,14 +58,14 @@ def warning_seconds(limit_s: int) -> int:
 
 
 def settings(cfg: ExperimentConfig) -> list[dict]:
-    """One entry per trainer flag the script passes: env name, flag, value."""
+    """One entry per trainer flag the script passes: env name (the Makefile's variable), flag, value."""
     out = []
     for f in dataclasses.fields(ExperimentConfig):
         if f.name in DERIVED:
             continue
         value = getattr(cfg, f.name)
         flag_only = isinstance(value, bool)
-        out.append({"env": ENV_NAMES.get(f.name, f.name.upper()), "flag": f.metadata["flag"],
+        out.append({"env": sweepfile.key(f.name).upper(), "flag": f.metadata["flag"],
                     "value": int(value) if flag_only else value, "flag_only": flag_only})
     return out
 

@@ -35,7 +35,9 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -43,6 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from contract import rundir
+from contract.errors import ConfigError
 from sweeper import sweepdir
 from sweeper.grid import Experiment
 
@@ -109,7 +112,7 @@ class Book:
         return f"[{ids.index(exp_id) + 1}/{len(ids)}]"
 
     def status(self, exp_id: str) -> dict:
-        return rundir.read_json(os.path.join(self.run_dir(exp_id), "status.json"))
+        return rundir.read_status(self.run_dir(exp_id))
 
     def state(self, exp_id: str) -> str | None:
         return self.status(exp_id).get("state")
@@ -118,20 +121,45 @@ class Book:
         """config.json (with identity) and a fresh PENDING status.json that keeps attempts and history."""
         run_dir = sweepdir.prepare_experiment(self.path, exp, self.backend, self.name, meta)
         old = self.status(exp.id)
-        doc = {"state": "PENDING", "attempts": int(old.get("attempts", 0) or 0), "backend": self.backend}
-        if old.get("history"):
-            doc["history"] = old["history"]
-        rundir.write_json(os.path.join(run_dir, "status.json"), doc)
+        kept = {"history": old["history"]} if old.get("history") else {}
+        rundir.write_status(run_dir, "PENDING", fresh=True, attempts=int(old.get("attempts", 0) or 0),
+                            backend=self.backend, **kept)
         return run_dir
 
-    def mark(self, exp_id: str, **fields: object) -> dict:
-        return rundir.update_status(self.run_dir(exp_id), **fields)
+    def mark(self, exp_id: str, state: str | None = None, **fields: object) -> dict:
+        """Merge `fields` (and `state`) into the experiment's status.json."""
+        return rundir.write_status(self.run_dir(exp_id), state, **fields)
 
     def resume_command(self) -> str:
         argv = list(self.argv)
         if not any(a == "--sweep" or a.startswith("--sweep=") for a in argv):
             argv += ["--sweep", self.name]
         return shlex.join(["bin/sweep", *argv])
+
+
+def slurm_answers() -> bool:
+    """Whether a Slurm controller answers here (BACKEND=auto picks slurm then; the Slurm backends need it)."""
+    if not shutil.which("sbatch") or not shutil.which("squeue"):
+        return False
+    try:
+        return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, timeout=15).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def time_limit_seconds(text: str) -> int:
+    """--time-limit: '30' (minutes), 'H:MM:SS' or 'MM:SS' -> seconds; '' -> 0 (none). ConfigError otherwise."""
+    if not text:
+        return 0
+    parts = text.split(":")
+    if not all(x.isdigit() for x in parts) or len(parts) > 3:
+        raise ConfigError(f"invalid time limit {text!r}: use minutes or H:MM:SS")
+    if len(parts) == 1:
+        return int(parts[0]) * 60
+    seconds = 0
+    for x in parts:
+        seconds = seconds * 60 + int(x)
+    return seconds
 
 
 class Backend:
@@ -180,11 +208,11 @@ def interrupted_line(book: Book, e: Interrupted, cancelled: list[str]) -> str:
     parts = [f"{done}/{len(ids)} completed"]
     for i in cancelled:
         parts.append(f"{i} cancelled (attempt {book.status(i).get('attempts', '?')})")
-    ended = ("COMPLETED", "FAILED", "TIMEOUT", "PREEMPTED")
-    rest = sum(1 for i in ids if states[i] not in ended and i not in cancelled)
+    failed_states = tuple(s for s in rundir.FAILED_STATES if s != "CANCELLED")  # a cancelled one runs again
+    rest = sum(1 for i in ids if states[i] not in ("COMPLETED", *failed_states) and i not in cancelled)
     if rest:
         parts.append(f"{rest} not run")
-    failed = sum(1 for s in states.values() if s in ended[1:])
+    failed = sum(1 for s in states.values() if s in failed_states)
     if failed:
         parts.append(f"{failed} failed")
     return f"sweep {book.name} {e}: {', '.join(parts)}; resume with: {book.resume_command()}"

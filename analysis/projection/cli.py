@@ -21,6 +21,7 @@ from analysis.projection.output import write_outputs
 from analysis.projection.sweep import Projection, project_sweep
 from analysis.sweepstate import refuse
 from contract.config import check_name
+from contract.defaults import MAX_NODES, PROJECTED_LINK
 from contract.errors import ConfigError, OneLineParser
 from contract.paths import LOGS
 from contract.tables import LINKS
@@ -54,10 +55,10 @@ def parser() -> OneLineParser:
     p = OneLineParser(prog="analysis.projection", description=__doc__.split("\n\n")[0])
     p.add_argument("--sweep", default="", help="sweep name under --logs (default: the latest)")
     p.add_argument("--logs", default=LOGS)
-    p.add_argument("--link", default="10gbe", help=f"link to project on: {', '.join(LINKS)}")
+    p.add_argument("--link", default=PROJECTED_LINK, help=f"link to project on: {', '.join(LINKS)}")
     p.add_argument("--latency-us", default="-1", help="override the link's latency")
     p.add_argument("--bandwidth-gbps", default="-1", help="override the link's bandwidth")
-    p.add_argument("--max-nodes", default="1024", help="largest node count (default: 1024)")
+    p.add_argument("--max-nodes", default=str(MAX_NODES), help=f"largest node count (default: {MAX_NODES})")
     p.add_argument("--procs-per-node", default="0", help="ranks per node (default: the sweep's)")
     p.add_argument("--scaling", default="", help="strong or weak (default: the sweep's)")
     p.add_argument("--no-plot", action="store_true")

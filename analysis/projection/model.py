@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from analysis.projection.points import Point
 from contract import registry
 from contract.errors import ConfigError
-from contract.tables import LINKS, MODEL_BLOCKS
+from contract.tables import LINKS, MODEL_BLOCKS, link_wire
 
 PROJECTED = registry.names(projected=True)
 PIPELINE = tuple(s for s in PROJECTED if registry.get(s).kind == "staged")  # one stage per rank
@@ -197,7 +197,4 @@ def link_of(link: str, latency_us: float = -1.0, bandwidth_gbps: float = -1.0) -
     for name, value in (("latency_us", latency_us), ("bandwidth_gbps", bandwidth_gbps)):
         if value < 0 and value != -1.0:
             raise ConfigError(f"invalid {name} {value!r}: must be >= 0")
-    lat_us, bw_gbps = LINKS[link]
-    lat_us = latency_us if latency_us >= 0 else lat_us
-    bw_gbps = bandwidth_gbps if bandwidth_gbps >= 0 else bw_gbps
-    return lat_us * 1e-6, bw_gbps * 1e9 / 8
+    return link_wire(link, latency_us, bandwidth_gbps)

@@ -11,7 +11,7 @@ import pandas as pd
 from analysis.frames import SweepData
 from analysis.load import load_run, load_sweep
 from contract import registry
-from contract.tables import LINKS
+from contract.tables import LINKS, link_wire
 
 
 @dataclass
@@ -111,12 +111,8 @@ def _run_link(cfg: dict, meta: dict) -> tuple[float, float]:
     """The link a measured run emulated (simulate backend, several nodes), else none."""
     if meta.get("backend", "simulate") != "simulate" or cfg.get("nodes", 1) < 2:
         return 0.0, 0.0
-    lat, bw = LINKS.get(cfg.get("link", "loopback"), (0.0, 0.0))
-    if cfg.get("latency_us", -1) >= 0:
-        lat = cfg["latency_us"]
-    if cfg.get("bandwidth_gbps", -1) >= 0:
-        bw = cfg["bandwidth_gbps"]
-    return lat * 1e-6, bw * 1e9 / 8
+    link = cfg.get("link", "loopback")  # an unknown one: none, as loopback (its overrides still apply)
+    return link_wire(link if link in LINKS else "loopback", cfg.get("latency_us", -1), cfg.get("bandwidth_gbps", -1))
 
 
 def load_points(sweep_dir: str) -> list[Point]:

@@ -11,7 +11,9 @@ from analysis.logread import read_json
 from analysis.projection.fit import checked, fit_all
 from analysis.projection.model import PROJECTED, Fit, dp_size, link_of, node_counts, project
 from analysis.projection.points import Point, load_points
+from contract.defaults import MAX_NODES, PROJECTED_LINK
 from contract.errors import ConfigError
+from contract.tables import SCALINGS
 
 
 @dataclass
@@ -28,15 +30,15 @@ class Projection:
     check_note: str  # why there is no check ("" when there is one)
 
 
-def project_sweep(sweep_dir: str, link: str = "10gbe", max_nodes: int = 1024, latency_us: float = -1.0,
+def project_sweep(sweep_dir: str, link: str = PROJECTED_LINK, max_nodes: int = MAX_NODES, latency_us: float = -1.0,
                   bandwidth_gbps: float = -1.0, procs_per_node: int = 0, scaling: str = "") -> Projection:
     """Fit the sweep's COMPLETED runs and project every fitted strategy to 1..max_nodes nodes.
     Raises ConfigError (bad input: one line, exit 2) before anything is written."""
     latency_s, bandwidth = link_of(link, latency_us, bandwidth_gbps)
     if max_nodes < 1:
         raise ConfigError(f"invalid max-nodes {max_nodes}: must be >= 1")
-    if scaling not in ("", "strong", "weak"):  # before reading: a bad flag leaves even the cache unwritten
-        raise ConfigError(f"invalid scaling {scaling!r}: choose strong or weak")
+    if scaling not in ("", *SCALINGS):  # before reading: a bad flag leaves even the cache unwritten
+        raise ConfigError(f"invalid scaling {scaling!r}: choose {' or '.join(SCALINGS)}")
     points = load_points(sweep_dir) if completed(sweep_dir) else []
     if not points:
         raise ConfigError(f"no COMPLETED experiment in {sweep_dir}: nothing to fit")
@@ -45,7 +47,7 @@ def project_sweep(sweep_dir: str, link: str = "10gbe", max_nodes: int = 1024, la
         raise ConfigError(f"nothing to project in {sweep_dir}: no COMPLETED experiment of a projected strategy "
                           f"({', '.join(PROJECTED)})")
     grid = read_json(os.path.join(sweep_dir, "sweep.json"))[0].get("grid") or {}
-    scaling = scaling or grid.get("scaling", "strong")
+    scaling = scaling or grid.get("scaling", SCALINGS[0])
     rows = []
     for strategy, f in sorted(fits.items()):
         ref = min(f.points, key=lambda q: q.nodes)

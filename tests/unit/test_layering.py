@@ -115,7 +115,7 @@ def test_sweeper_is_torch_free_and_only_its_cli_reaches_the_backends():
 
 
 def test_backends_take_only_host_side_helpers():
-    host_helpers = {"trainers.common", "trainers.common.gpu", "trainers.common.distenv"}
+    host_helpers = {"trainers.common", "trainers.common.distenv"}
 
     def rule(path: str, m: str) -> bool:
         if not (_under(path, "simulate") or _under(path, "slurm")) or not _project(m):

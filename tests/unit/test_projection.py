@@ -31,7 +31,7 @@ from analysis.projection.model import (
     staged_terms,
 )
 from analysis.projection.points import Point, load_points
-from contract import registry
+from contract import registry, rundir
 from contract.config import ExperimentConfig
 from contract.tables import LINKS
 
@@ -121,8 +121,7 @@ def _write_run(sweep_dir: str, truth: Fit, nodes: int, link: str = "10gbe") -> s
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump({"config": cfg.to_dict(), "identity": cfg.identity(),
                    "meta": {"backend": "simulate", "cpu_plan": plan}}, f)
-    with open(os.path.join(run_dir, "status.json"), "w") as f:
-        json.dump({"state": "COMPLETED", "exit_code": 0, "attempts": 1, "cpu_plan": plan}, f)
+    rundir.write_status(run_dir, "COMPLETED", exit_code=0, attempts=1, cpu_plan=plan)
     for rank in range(world):
         server = registry.get(truth.strategy).computing_ranks == "workers" and rank == 0
         lines = [{"event": "start", "rank": rank, "node": f"node{rank}", "time": 0.0, "attempt": 1}]

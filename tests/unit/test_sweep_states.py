@@ -35,7 +35,7 @@ def _ids(path: str) -> dict[str, str]:
 def _end(path: str, short: str, state: str, errors: tuple[str, ...] = (), **status) -> None:
     """Give one experiment another final state; `errors`: error records, the first one the root cause."""
     d = os.path.join(path, _ids(path)[short])
-    rundir.write_json(os.path.join(d, "status.json"), {"state": state, "attempts": 1, **status})
+    rundir.write_status(d, state, fresh=True, attempts=1, **status)
     for i, message in enumerate(errors):
         with open(os.path.join(d, "rank-0.jsonl"), "a") as f:
             f.write(json.dumps({"event": "error", "rank": 0, "time": 1_900_000_000.0 + i, "message": message,

@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from contract.config import parse_trainer_args
 from contract.errors import ConfigError
-from trainers.common import allocator, checkpoint, gpu
+from trainers.common import allocator, checkpoint, gpumemory
 from trainers.common.context import Context
 from trainers.common.loop import Preempted, peak_memory_bytes, train
 from trainers.common.setup import log_for_errors, setup
@@ -103,7 +103,7 @@ def main(build: Callable[[Context], Trainer], strategy: str, argv: list[str] | N
         tb = traceback.format_exc()
         print(tb, file=sys.stderr, flush=True)
         # A rank past its GPU memory fraction says which fraction, and what it asked for and had.
-        oom = gpu.oom_fields(e, ctx.device, ctx.memory_fraction) if ctx is not None else {}
+        oom = gpumemory.oom_fields(e, ctx.device, ctx.memory_fraction) if ctx is not None else {}
         message = oom.pop("message", message)
         if (log := log_for_errors(ctx, cfg)) is not None:
             log.write("error", message=message, traceback=tb, **oom)

@@ -16,16 +16,16 @@ import time
 import torch
 import torch.distributed as dist
 
-from contract import registry, rundir
+from contract import envnames, registry, rundir
 from contract.config import ExperimentConfig, fp16_on_cpu, validate
 from contract.errors import ConfigError
-from trainers.common import allocator, distenv, gpu
+from trainers.common import allocator, distenv, gpumemory
 from trainers.common.context import Context
 from trainers.common.data import GlobalBatches, load
 from trainers.common.logwriter import RankLog, current_attempt
 
 # A collective that waits longer than this on a dead peer fails instead of hanging.
-COLLECTIVE_TIMEOUT_S = float(os.environ.get("TS_COLLECTIVE_TIMEOUT", "120"))
+COLLECTIVE_TIMEOUT_S = float(os.environ.get(envnames.COLLECTIVE_TIMEOUT, "120"))
 
 
 def _pick_device(cfg: ExperimentConfig, env: distenv.DistEnv) -> torch.device:
@@ -40,7 +40,7 @@ def _pick_device(cfg: ExperimentConfig, env: distenv.DistEnv) -> torch.device:
 
 
 def _ranks_share_a_gpu(env: distenv.DistEnv, device: torch.device) -> bool:
-    return device.type == "cuda" and gpu.ranks_on_my_gpu(env.local_world_size, torch.cuda.device_count()) > 1
+    return device.type == "cuda" and gpumemory.ranks_on_my_gpu(env.local_world_size, torch.cuda.device_count()) > 1
 
 
 def _init_process_group(env: distenv.DistEnv, device: torch.device, strategy: str) -> str:
@@ -153,8 +153,8 @@ def setup(cfg: ExperimentConfig, argv: list[str] | None = None,
     device = _pick_device(cfg, env)
     if cfg.precision == "fp16" and device.type == "cpu":  # device auto found no GPU (validation: cpu)
         raise ConfigError(fp16_on_cpu("auto (no GPU on this node)"))
-    if "TS_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["TS_THREADS"]))
+    if envnames.THREADS in os.environ:
+        torch.set_num_threads(int(os.environ[envnames.THREADS]))
     log = RankLog(run_dir, env.rank, env.node)
     torch.manual_seed(cfg.seed)
     data = load(cfg.dataset, cfg.seed, cfg.data_dir, tokens=cfg.model == "transformer", data_size=cfg.data_size)
@@ -163,8 +163,8 @@ def setup(cfg: ExperimentConfig, argv: list[str] | None = None,
     if device.type == "cuda" and _ranks_share_a_gpu(env, device):
         ctx.notes.append("ranks share a GPU: collectives use gloo (NCCL refuses two ranks on one device)")
     if device.type == "cuda":
-        sharing = gpu.ranks_on_my_gpu(env.local_world_size, torch.cuda.device_count())
-        ctx.memory_fraction, note = gpu.apply_memory_fraction(cfg.memory_fraction, device, sharing)
+        sharing = gpumemory.ranks_on_my_gpu(env.local_world_size, torch.cuda.device_count())
+        ctx.memory_fraction, note = gpumemory.apply_memory_fraction(cfg.memory_fraction, device, sharing)
         ctx.notes.append(note)
     backend = _init_process_group(env, device, cfg.strategy)
     _write_runtime_meta(ctx, backend, heap)
