@@ -116,7 +116,9 @@ def limit(row: dict, gpu_mem: int) -> str:
     parts = {k: row[f"{k.replace('-', '_')}_s"] for k in ("bubble", "tp-comm", "p2p", "dp-comm")}
     name, worst = max(parts.items(), key=lambda kv: kv[1])
     out = f"{name} {worst / row['step_s']:.0%}" if worst >= 0.05 * row["step_s"] else "compute"
-    if row["headroom_bytes"] is not None and row["headroom_bytes"] < 0.05 * gpu_mem:
+    if row["headroom_bytes"] < 0:
+        out += f", memory: {-row['headroom_bytes'] / GIB:.1f} GiB over"
+    elif row["headroom_bytes"] < 0.05 * gpu_mem:
         out += f", memory ({row['headroom_bytes'] / GIB:.1f} GiB free)"
     return out
 

@@ -135,13 +135,17 @@ def _stage_blocks(shape: ModelShape, stages: int) -> list[Block]:
     return max(cuts, key=lambda c: sum(b.params for b in c))
 
 
+def empty_row(strategy: str, nodes: int, procs: int, reason: str | None = None) -> dict:
+    return {"strategy": strategy, "nodes": nodes, "procs_per_node": procs, "world_size": nodes * procs,
+            "param_bytes": None, "grad_bytes": None, "optim_bytes": None, "activation_bytes": None,
+            "buffer_bytes": None, "total_bytes": None, "fits": None, "headroom_bytes": None, "reason": reason,
+            **dict.fromkeys(MIX_FIELDS)}
+
+
 def plan_one(traits: registry.Strategy, shape: ModelShape, nodes: int, o: Options) -> dict:
     stages = traits.stages(nodes, o.procs)
     world = nodes * o.procs
-    row = {"strategy": traits.name, "nodes": nodes, "procs_per_node": o.procs, "world_size": world,
-           "param_bytes": None, "grad_bytes": None, "optim_bytes": None, "activation_bytes": None,
-           "buffer_bytes": None, "total_bytes": None, "fits": None, "headroom_bytes": None, "reason": None,
-           **dict.fromkeys(MIX_FIELDS)}
+    row = empty_row(traits.name, nodes, o.procs)
     splittable = len(shape.blocks) > 1
     refusal = traits.refusal(registry.Layout(nodes, o.procs, stages, len(shape.blocks) if splittable else 10**9,
                                              gpus=o.procs))
@@ -295,8 +299,13 @@ def main(argv: list[str], profiler: Profiler | None = None) -> int:
             shape = transformer_shape(*dims, a.precision)
             run = layout_search.Run(Transformer(*dims), o.global_batch, o.precision, o.optimizer, o.schedule,
                                     o.gpu_mem, cost["gpu"], cost["mfu"], cost["intra"], cost["inter"])
-            if not a.search:  # the flags' layout at each node count; refused in one line if it cannot be built
-                mixes = [(n, layout_search.mix_layout(run, fixed, n, o.procs)) for n in o.nodes]
+            for n in o.nodes if not a.search else ():
+                try:  # the flags' layout: refused in one line where it cannot be built; the default one noted
+                    mixes.append((n, layout_search.mix_layout(run, fixed, n, o.procs)))
+                except ConfigError as e:
+                    if fixed:
+                        raise
+                    mixes.append((n, str(e)))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -304,7 +313,8 @@ def main(argv: list[str], profiler: Profiler | None = None) -> int:
         return layout_search.print_search(run, fixed, cost["top"], o.nodes, o.procs, a.json, shape.name)
     rows = plan(shape, o)
     if run is not None:
-        rows += [layout_search.row(run, x, n, o.procs) for n, x in mixes]
+        rows += [empty_row("mix", n, o.procs, x) if isinstance(x, str) else layout_search.row(run, x, n, o.procs)
+                 for n, x in mixes]
     if a.json:
         print(json.dumps({"model": shape.name, "params": shape.params, "gpu_mem_bytes": o.gpu_mem, "rows": rows},
                          indent=1))
