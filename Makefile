@@ -112,7 +112,9 @@ help: ## list targets and variables
 	@echo "  (cluster-up); BENCH=all|allreduce|pipeline|memory|analysis_load|projection|plan|overhead|startup, BENCH_ARGS (bench, e.g."
 	@echo "  --quick); PYTEST_ARGS (test, test-fast)"
 	@echo "  plan: MODEL, NODES, PROCS, BATCH, CHUNKS, SCHEDULE, PRECISION, OPTIMIZER (adam), GPU_MEM (80GiB),"
-	@echo "  PLAN_ARGS (e.g. '--layers 32 --hidden 4096 --heads 32 --seq 2048 --vocab 32000' or '--params 7e9')"
+	@echo "  PLAN_ARGS (e.g. '--layers 32 --hidden 4096 --heads 32 --seq 2048 --vocab 32000' or '--params 7e9';"
+	@echo "  a transformer's mix layout: '--tp 8 --pp 4 --shard optim --recompute selective'), GPU a100|h100|h200"
+	@echo "  (its memory unless GPU_MEM is set), SEARCH=1 (rank every layout that fits; PLAN_ARGS='--top 5')"
 
 # The one way the repository gets on the path, for every launch path (simulate, srun, submitit,
 # torchrun, the tests): a .pth file in the .venv naming this checkout. Nothing sets PYTHONPATH.
@@ -149,10 +151,11 @@ advise: $(STAMP) ## the answer: best strategy per node count of SWEEP, measured 
 	$(PY) bin/advise $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX)) \
 	  --gpu-mem $(call q,$(GPU_MEM))
 
-plan: $(STAMP) ## memory fit per strategy and node count (MODEL or PLAN_ARGS, NODES, PROCS, BATCH, GPU_MEM)
+plan: $(STAMP) ## memory fit per strategy and node count; SEARCH=1 ranks tp x pp x dp layouts (PLAN_ARGS, GPU, ...)
 	$(PY) bin/plan $(call opt,--model,$(MODEL)) --nodes $(call q,$(or $(NODES),1$(comma)2)) $(call opt,--procs-per-node,$(PROCS)) \
 	  $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
-	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) --gpu-mem $(call q,$(GPU_MEM)) $(PLAN_ARGS)
+	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) $(call opt,--gpu,$(GPU)) $(if $(SEARCH),--search) \
+	  $(if $(and $(GPU),$(filter file,$(origin GPU_MEM))),,--gpu-mem $(call q,$(GPU_MEM))) $(PLAN_ARGS)
 
 data: $(STAMP) ## download CIFAR-10 into DATA_DIR/cifar-10-batches-py with torchvision (DATA_DIR=data; needs internet)
 	$(PY) -m sweeper.download --data-dir $(call q,$(or $(DATA_DIR),data))
