@@ -276,3 +276,19 @@ def print_search(r: Run, fixed: dict, top: int, nodes_list: list[int], procs: in
     else:
         print("\n".join(lines))
     return 0
+
+
+def label(w: dict) -> str:
+    """A row's layout in a few words: tp8 pp4 dp2 optim/selective B1 SP."""
+    return Mix(w["tp"], w["pp"], w["dp"], w["shard"], w["recompute"], w["micro_batch"], w["sequence_parallel"]).label()
+
+
+def fastest_lines(r: Run, nodes_list: list[int], procs: int) -> list[str]:
+    """Under the planner's table: the fastest layout that fits at each node count (--search ranks them all)."""
+    lines = ["fastest mix layout that fits (bin/plan --search, make plan SEARCH=1: every layout, ranked):"]
+    for nodes in nodes_list:
+        fits, _ = search(r, nodes, procs, {})
+        w = fits[0] if fits else None
+        lines.append(f"  {nodes:>5} node(s): " + (f"{label(w)}, {w['total_bytes'] / GIB:.1f} GiB, {w['step_s']:.2f} "
+                                                   f"s/step, {w['tokens_per_s']:,.0f} tokens/s" if w else "none fits"))
+    return lines

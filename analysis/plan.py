@@ -222,9 +222,8 @@ def table(shape: ModelShape, rows: list[dict], o: Options) -> str:
         if r["total_bytes"] is None:
             lines.append(f"{r['strategy']:<9} {r['nodes']:>5}  cannot run: {r['reason']}")
             continue
-        mix = (f"  tp{r['tp']} pp{r['pp']} dp{r['dp']} {r['shard']}/{r['recompute']} B{r['micro_batch']}"
-               f"{' SP' if r['sequence_parallel'] else ''}: {r['step_s']:.2f} s/step, {r['tokens_per_s']:,.0f} "
-               f"tokens/s, {r['limit']}") if r["strategy"] == "mix" else ""
+        mix = (f"  {layout_search.label(r)}: {r['step_s']:.2f} s/step, {r['tokens_per_s']:,.0f} tokens/s, "
+               f"{r['limit']}") if r["strategy"] == "mix" else ""
         lines.append(f"{r['strategy']:<9} {r['nodes']:>5} {_gib(r['param_bytes']):>8} {_gib(r['grad_bytes']):>8} "
                      f"{_gib(r['optim_bytes']):>8} {_gib(r['activation_bytes']):>8} {_gib(r['buffer_bytes']):>8} "
                      f"{_gib(r['total_bytes']):>8} {'yes' if r['fits'] else 'NO':>5} {_gib(r['headroom_bytes']):>9}"
@@ -320,4 +319,6 @@ def main(argv: list[str], profiler: Profiler | None = None) -> int:
                          indent=1))
     else:
         print(table(shape, rows, o))
+        if run is not None:
+            print("\n".join(layout_search.fastest_lines(run, o.nodes, o.procs)))
     return 0
