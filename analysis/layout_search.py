@@ -44,7 +44,6 @@ from contract.errors import ConfigError
 from contract.tables import GPUS, LINKS
 
 GIB = 2**30
-AXES = ("tp", "pp", "shard", "recompute", "micro_batch", "sp")
 
 
 @dataclass(frozen=True)
