@@ -210,7 +210,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", default="", help=f"{'|'.join(GPUS)}: memory, peak, links (default: a100's peak and "
                    "links, --gpu-mem)")
     p.add_argument("--mfu", default="0.5", help="fraction of the peak the compute reaches (default: 0.5)")
-    p.add_argument("--intra-link", default="", help=f"intra-node link: {', '.join(LINKS)} (default: the GPU's)")
+    p.add_argument("--intra-link", default="", help=f"intra-node link: {', '.join(k for k, v in LINKS.items() if v[1])}"
+                   " (default: the GPU's)")
     p.add_argument("--inter-link", default="", help="inter-node link, one per GPU (default: the GPU's)")
 
 
