@@ -111,7 +111,7 @@ help: ## list targets and variables
 	@echo "  PRECISION        fp32|bf16|fp16 (fp32)         OPTIMIZER  sgd|adam (sgd)"
 	@echo "  LR               learning rate (0.05)          WARMUP  warm-up steps left out of timings (2)"
 	@echo "  DEVICE           auto|cpu|cuda (auto)          DATA_DIR  where real data sets live (data)"
-	@echo "  LINK             loopback|10gbe|100gbe|ib-hdr|nvlink (loopback)   LATENCY_US BANDWIDTH_GBPS  override the link"
+	@echo "  LINK             loopback|10gbe|100gbe|ib-hdr|nvlink|nvlink4|ib-ndr (loopback)   LATENCY_US BANDWIDTH_GBPS  override it"
 	@echo "  MEMORY_FRACTION  GPU share per rank (even split)       CHECKPOINT_EVERY  steps between checkpoints (0)"
 	@echo "  PARTITION ACCOUNT TIME   Slurm placement"
 	@echo "  FAULT            raise@R:S or kill@R:S         SEED (0)  REPEATS (1)  SCALING strong|weak (strong)"
@@ -123,7 +123,9 @@ help: ## list targets and variables
 	@echo "  GPU_MEM (advise); CLUSTER_NODES (cluster-up); PYTEST_ARGS (test, test-fast);"
 	@echo "  BENCH=all|allreduce|pipeline|memory|analysis_load|projection|plan|overhead|startup, BENCH_ARGS (bench, e.g. --quick)"
 	@echo "  plan: MODEL, NODES, PROCS, BATCH, CHUNKS, SCHEDULE, PRECISION, OPTIMIZER (adam), GPU_MEM,"
-	@echo "  PLAN_ARGS (e.g. '--layers 32 --hidden 4096 --heads 32 --seq 2048 --vocab 32000' or '--params 7e9')"
+	@echo "  PLAN_ARGS (e.g. '--layers 32 --hidden 4096 --heads 32 --seq 2048 --vocab 32000' or '--params 7e9';"
+	@echo "  a transformer's mix layout: '--tp 8 --pp 4 --shard optim --recompute selective'), GPU a100|h100|h200"
+	@echo "  (its memory unless GPU_MEM is set), SEARCH=1 (rank every layout that fits; PLAN_ARGS='--top 5')"
 	@echo "  defaults of project, advise, plan: NODES_MAX=1024 LINK=10gbe GPU_MEM=80GiB"
 
 # The one way the repository gets on the path, for every launch path (simulate, srun, submitit,
@@ -161,10 +163,11 @@ advise: $(STAMP) ## the answer: best strategy per node count of SWEEP, measured 
 	$(PY) bin/advise $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) $(call opt,--max-nodes,$(NODES_MAX)) \
 	  $(call opt,--gpu-mem,$(GPU_MEM))
 
-plan: $(STAMP) ## memory fit per strategy and node count (MODEL or PLAN_ARGS, NODES, PROCS, BATCH, GPU_MEM)
+plan: $(STAMP) ## memory fit per strategy and node count; SEARCH=1 ranks tp x pp x dp layouts (PLAN_ARGS, GPU, ...)
 	$(PY) bin/plan $(call opt,--model,$(MODEL)) --nodes $(call q,$(or $(NODES),1$(comma)2)) $(call opt,--procs-per-node,$(PROCS)) \
 	  $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
-	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) $(call opt,--gpu-mem,$(GPU_MEM)) $(PLAN_ARGS)
+	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) $(call opt,--gpu,$(GPU)) $(if $(SEARCH),--search) \
+	  $(call opt,--gpu-mem,$(GPU_MEM)) $(PLAN_ARGS)
 
 data: $(STAMP) ## download CIFAR-10 into DATA_DIR/cifar-10-batches-py with torchvision (needs internet)
 	$(PY) -m sweeper.download $(call opt,--data-dir,$(DATA_DIR))

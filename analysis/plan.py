@@ -19,6 +19,9 @@ Per rank (the busiest one of its layout), in bytes:
   With --params alone it is unknown (null).
 - communication buffers: the registry's `buffers` (DDP's gradient buckets, the ring's flat
   buckets, FSDP's gathered units, a pipeline's boundary messages).
+A transformer given by its shape also gets a `mix` row: a pp x dp x tp layout (--tp --pp --shard
+--recompute --micro-batch --sequence-parallel; analysis/mixplan.py), and --search ranks every layout
+that fits by a step-time model (analysis/layout_search.py).
 Torch-free: bin/plan passes in the measured block profile of a project model.
 """
 
@@ -32,11 +35,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from analysis import layout_search
+from analysis.mixplan import Transformer
 from contract import defaults, registry
 from contract.balance import balance_by_params
 from contract.config import ExperimentConfig
 from contract.errors import ConfigError, OneLineParser
-from contract.tables import DATASETS, MODELS, OPTIMIZERS, PRECISIONS, SCHEDULES
+from contract.tables import DATASETS, GPUS, MODELS, OPTIMIZERS, PRECISIONS, SCHEDULES
 
 UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -112,6 +117,11 @@ class Options:
     checkpoint: str = "never"
 
 
+# Fields the mix rows add; the strategies' rows carry them too (null where unknown).
+MIX_FIELDS = ("dp", "tp", "pp", "shard", "recompute", "micro_batch", "step_s", "tokens_per_s")
+SHARD_OF = {"zero": "optim", "fsdp": "full"}
+
+
 def _stage_blocks(shape: ModelShape, stages: int) -> list[Block]:
     """The blocks of the stage with the most parameters, split as the trainers split."""
     blocks = list(shape.blocks)
@@ -126,16 +136,23 @@ def _stage_blocks(shape: ModelShape, stages: int) -> list[Block]:
     return max(cuts, key=lambda c: sum(b.params for b in c))
 
 
+def empty_row(strategy: str, nodes: int, procs: int, reason: str | None = None) -> dict:
+    return {"strategy": strategy, "nodes": nodes, "procs_per_node": procs, "world_size": nodes * procs,
+            "param_bytes": None, "grad_bytes": None, "optim_bytes": None, "activation_bytes": None,
+            "buffer_bytes": None, "total_bytes": None, "fits": None, "headroom_bytes": None, "reason": reason,
+            **dict.fromkeys(MIX_FIELDS)}
+
+
 def plan_one(traits: registry.Strategy, shape: ModelShape, nodes: int, o: Options) -> dict:
     stages = traits.stages(nodes, o.procs)
     world = nodes * o.procs
-    row = {"strategy": traits.name, "nodes": nodes, "procs_per_node": o.procs, "world_size": world,
-           "param_bytes": None, "grad_bytes": None, "optim_bytes": None, "activation_bytes": None,
-           "buffer_bytes": None, "total_bytes": None, "fits": None, "headroom_bytes": None, "reason": None}
+    row = empty_row(traits.name, nodes, o.procs)
     splittable = len(shape.blocks) > 1
     refusal = traits.refusal(registry.Layout(nodes, o.procs, stages, len(shape.blocks) if splittable else 10**9,
                                              gpus=o.procs))
     dp = traits.dp_size(nodes, o.procs, stages)
+    row.update(dp=dp, tp=1, pp=stages, shard=SHARD_OF.get(traits.name, "none"),
+               recompute="full" if traits.name == "gpipe" and o.checkpoint != "never" else "none")
     if refusal is None and o.global_batch < dp:
         refusal = f"global batch {o.global_batch} gives no sample to each of the {dp} data-parallel ranks"
     if refusal is None and traits.micro_batches and o.global_batch // dp < o.chunks:
@@ -152,6 +169,7 @@ def plan_one(traits: registry.Strategy, shape: ModelShape, nodes: int, o: Option
     if traits.min_gpus:  # DataParallel: one process, the batch split over the node's GPUs
         replica = -(-o.global_batch // max(o.procs, 1))
     full, inputs_only = traits.samples_in_flight(replica, o.chunks, stages, o.schedule, o.checkpoint)
+    row["micro_batch"] = -(-replica // o.chunks) if traits.micro_batches else replica
     boundary = mine[-1].output_per_sample * replica / (o.chunks if traits.micro_batches else 1)
     activations = None
     if all(b.saved_per_sample is not None for b in mine):
@@ -206,9 +224,12 @@ def table(shape: ModelShape, rows: list[dict], o: Options) -> str:
         if r["total_bytes"] is None:
             lines.append(f"{r['strategy']:<9} {r['nodes']:>5}  cannot run: {r['reason']}")
             continue
+        mix = (f"  {layout_search.label(r)}: {r['step_s']:.2f} s/step, {r['tokens_per_s']:,.0f} tokens/s, "
+               f"{r['limit']}") if r["strategy"] == "mix" else ""
         lines.append(f"{r['strategy']:<9} {r['nodes']:>5} {_gib(r['param_bytes']):>8} {_gib(r['grad_bytes']):>8} "
                      f"{_gib(r['optim_bytes']):>8} {_gib(r['activation_bytes']):>8} {_gib(r['buffer_bytes']):>8} "
-                     f"{_gib(r['total_bytes']):>8} {'yes' if r['fits'] else 'NO':>5} {_gib(r['headroom_bytes']):>9}")
+                     f"{_gib(r['total_bytes']):>8} {'yes' if r['fits'] else 'NO':>5} {_gib(r['headroom_bytes']):>9}"
+                     + mix)
     lines.append("smallest node count that fits:")
     for strategy, n in smallest_fit(rows).items():
         lines.append(f"  {strategy:<9} {n if n is not None else 'none of ' + ','.join(map(str, o.nodes))}")
@@ -242,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", default="1,2,4,8", help="comma list of node counts (default: 1,2,4,8)")
     p.add_argument("--procs-per-node", default=str(d.procs_per_node),
                    help=f"ranks (GPUs) per node (default: {d.procs_per_node})")
-    add_gpu_mem(p)
+    p.add_argument("--gpu-mem", default="", help="memory of one GPU, with a unit (default: the --gpu preset's)")
+    layout_search.add_arguments(p)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     return p
 
@@ -257,14 +279,19 @@ def main(argv: list[str], profiler: Profiler | None = None) -> int:
                                      ("schedule", a.schedule, SCHEDULES), ("dataset", a.dataset, DATASETS)):
             if value not in choices:
                 raise ConfigError(f"unknown {name} {value!r}: choose from {', '.join(choices)}")
+        fixed, cost = layout_search.parse(a, positive_int)
         nodes = [positive_int("nodes", x.strip()) for x in a.nodes.split(",")]
         o = Options(sorted(set(nodes)), positive_int("procs per node", a.procs_per_node),
                     positive_int("global batch", a.global_batch), positive_int("chunks", a.chunks), a.schedule,
-                    a.optimizer, a.precision, parse_size(a.gpu_mem))
+                    a.optimizer, a.precision, parse_size(a.gpu_mem) if a.gpu_mem else GPUS[cost["gpu"]][0])
         shape_args = [a.layers, a.hidden, a.heads, a.seq, a.vocab]
         given = sum(bool(x) for x in (a.model, a.params, any(shape_args)))
         if given != 1:
             raise ConfigError("give the model one way: --model NAME, the five transformer flags, or --params N")
+        if layout_search.given(a) and not any(shape_args):
+            raise ConfigError("the mix layout and --search need the transformer shape: --layers --hidden --heads "
+                              "--seq --vocab")
+        run, mixes = None, []
         if a.model:
             if a.model not in MODELS:
                 own = ("; a module:function model is not planned: give its parameter count, --params N"
@@ -281,13 +308,29 @@ def main(argv: list[str], profiler: Profiler | None = None) -> int:
             dims = [positive_int(n, v) for n, v in zip(("layers", "hidden", "heads", "seq", "vocab"), shape_args,
                                                        strict=True)]
             shape = transformer_shape(*dims, a.precision)
+            run = layout_search.Run(Transformer(*dims), o.global_batch, o.precision, o.optimizer, o.schedule,
+                                    o.gpu_mem, cost["gpu"], cost["mfu"], cost["intra"], cost["inter"])
+            for n in o.nodes if not a.search else ():
+                try:  # the flags' layout: refused in one line where it cannot be built; the default one noted
+                    mixes.append((n, layout_search.mix_layout(run, fixed, n, o.procs)))
+                except ConfigError as e:
+                    if fixed:
+                        raise
+                    mixes.append((n, str(e)))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if a.search and run is not None:
+        return layout_search.print_search(run, fixed, cost["top"], o.nodes, o.procs, a.json, shape.name)
     rows = plan(shape, o)
+    if run is not None:
+        rows += [empty_row("mix", n, o.procs, x) if isinstance(x, str) else layout_search.row(run, x, n, o.procs)
+                 for n, x in mixes]
     if a.json:
         print(json.dumps({"model": shape.name, "params": shape.params, "gpu_mem_bytes": o.gpu_mem, "rows": rows},
                          indent=1))
     else:
         print(table(shape, rows, o))
+        if run is not None:
+            print("\n".join(layout_search.fastest_lines(run, o.nodes, o.procs)))
     return 0

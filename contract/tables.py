@@ -29,7 +29,16 @@ LINKS: dict[str, tuple[float, float]] = {
     "10gbe": (25.0, 10.0),
     "100gbe": (5.0, 100.0),
     "ib-hdr": (1.5, 200.0),
-    "nvlink": (1.0, 2400.0),
+    "nvlink": (1.0, 2400.0),  # NVLink 3 (A100): 300 GB/s each way per GPU
+    "nvlink4": (1.0, 3600.0),  # NVLink 4 (H100/H200): 900 GB/s both ways = 450 GB/s each way per GPU
+    "ib-ndr": (1.5, 400.0),  # InfiniBand NDR, one port
+}
+# GPU presets of the layout search (analysis/layout_search.py): (memory in bytes, dense bf16 peak in
+# FLOP/s, intra-node link, inter-node link: one NIC of that link per GPU, as on DGX A100 / H100).
+GPUS: dict[str, tuple[int, float, str, str]] = {
+    "a100": (80 * 2**30, 312e12, "nvlink", "ib-hdr"),
+    "h100": (80 * 2**30, 989e12, "nvlink4", "ib-ndr"),
+    "h200": (141 * 2**30, 989e12, "nvlink4", "ib-ndr"),
 }
 UNSET = -1.0  # --latency-us / --bandwidth-gbps left out: the preset's figure
 
