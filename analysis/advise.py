@@ -217,8 +217,8 @@ def projected(p: Projected, nodes: list[int], strategies: list[str], model: str,
             if r.get("note"):
                 refused[r["strategy"]] = f"cannot run at this layout: {r['note']}"
         for strategy in strategies:
-            traits = registry.get(strategy)
-            why = traits.refusal(registry.Layout(n, p.procs, traits.stages(n, p.procs), blocks))
+            record = registry.get(strategy)
+            why = record.refusal(registry.Layout(n, p.procs, record.stages(n, p.procs), blocks))
             if why:
                 refused[strategy] = f"cannot run at this layout: {why}"
             elif strategy not in here:

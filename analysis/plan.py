@@ -5,7 +5,7 @@
     bin/plan --params 7e9 --optimizer adam --json
 
 Per rank (the busiest one of its layout), in bytes:
-- parameters, gradients, optimizer state: the registry's `held` (contract/registry.py),
+- parameters, gradients, optimizer state: the registry's `state_bytes` (contract/registry.py),
   which follows what the trainers hold: autocast keeps fp32 weights, gradients and optimizer
   state; ZeroRedundancyOptimizer shards the optimizer state only; FSDP2 shards all three;
   staged strategies hold their stage (the blocks split by parameter count, as the trainers do).
@@ -143,47 +143,47 @@ def empty_row(strategy: str, nodes: int, procs: int, reason: str | None = None) 
             **dict.fromkeys(MIX_FIELDS)}
 
 
-def plan_one(traits: registry.Strategy, shape: ModelShape, nodes: int, o: Options) -> dict:
-    stages = traits.stages(nodes, o.procs)
+def plan_one(record: registry.Strategy, shape: ModelShape, nodes: int, o: Options) -> dict:
+    stages = record.stages(nodes, o.procs)
     world = nodes * o.procs
-    row = empty_row(traits.name, nodes, o.procs)
+    row = empty_row(record.name, nodes, o.procs)
     splittable = len(shape.blocks) > 1
-    refusal = traits.refusal(registry.Layout(nodes, o.procs, stages, len(shape.blocks) if splittable else 10**9,
+    refusal = record.refusal(registry.Layout(nodes, o.procs, stages, len(shape.blocks) if splittable else 10**9,
                                              gpus=o.procs))
-    dp = traits.dp_size(nodes, o.procs, stages)
-    row.update(dp=dp, tp=1, pp=stages, shard=SHARD_OF.get(traits.name, "none"),
-               recompute="full" if traits.name == "gpipe" and o.checkpoint != "never" else "none")
+    dp = record.dp_size(nodes, o.procs, stages)
+    row.update(dp=dp, tp=1, pp=stages, shard=SHARD_OF.get(record.name, "none"),
+               recompute="full" if record.name == "gpipe" and o.checkpoint != "never" else "none")
     if refusal is None and o.global_batch < dp:
         refusal = f"global batch {o.global_batch} gives no sample to each of the {dp} data-parallel ranks"
-    if refusal is None and traits.micro_batches and o.global_batch // dp < o.chunks:
+    if refusal is None and record.micro_batches and o.global_batch // dp < o.chunks:
         refusal = f"{o.global_batch // dp} samples per replica cannot make {o.chunks} micro-batches"
     if refusal:
         row["reason"] = refusal
         return row
     # A rank holds its stage; a one-process pipeline (gpipe) holds every stage in its process.
-    one_process = traits.max_world == 1
-    mine = _stage_blocks(shape, stages) if traits.kind == "staged" and stages > 1 and not one_process \
+    one_process = record.max_world == 1
+    mine = _stage_blocks(shape, stages) if record.kind == "staged" and stages > 1 and not one_process \
         else list(shape.blocks)
     n = sum(b.params for b in mine)
     replica = -(-o.global_batch // dp)
-    if traits.min_gpus:  # DataParallel: one process, the batch split over the node's GPUs
+    if record.min_gpus:  # DataParallel: one process, the batch split over the node's GPUs
         replica = -(-o.global_batch // max(o.procs, 1))
-    full, inputs_only = traits.samples_in_flight(replica, o.chunks, stages, o.schedule, o.checkpoint)
-    row["micro_batch"] = -(-replica // o.chunks) if traits.micro_batches else replica
-    boundary = mine[-1].output_per_sample * replica / (o.chunks if traits.micro_batches else 1)
+    full, inputs_only = record.samples_in_flight(replica, o.chunks, stages, o.schedule, o.checkpoint)
+    row["micro_batch"] = -(-replica // o.chunks) if record.micro_batches else replica
+    boundary = mine[-1].output_per_sample * replica / (o.chunks if record.micro_batches else 1)
     activations = None
     if all(b.saved_per_sample is not None for b in mine):
         activations = full * sum(b.saved_per_sample for b in mine) + inputs_only * mine[0].output_per_sample
     unit = max(b.params for b in shape.blocks) if splittable else n
     shapes = [sh for b in mine for sh in b.shapes] or None
-    buffers = traits.buffers(n, unit, boundary)
+    buffers = record.buffers(n, unit, boundary)
     # Each figure is the largest over the ranks' roles (a parameter server holds the optimizer,
     # its workers the activations); the total is the largest rank's sum.
     roles = []
-    for rank in ((0, 1) if traits.computing_ranks == "workers" else (0,)):
-        model_state = traits.held(n, dp if traits.shards else world, o.optimizer, o.precision, rank=rank,
+    for rank in ((0, 1) if record.computing_ranks == "workers" else (0,)):
+        model_state = record.state_bytes(n, dp if record.shards else world, o.optimizer, o.precision, rank=rank,
                                   shapes=shapes)  # bytes of parameters, gradients, optimizer state
-        act = 0.0 if traits.computing_ranks == "workers" and rank == 0 else activations
+        act = 0.0 if record.computing_ranks == "workers" and rank == 0 else activations
         roles.append((model_state, act))
     total = max(st.total + (a or 0) + buffers for st, a in roles)
     act = activations
@@ -197,7 +197,7 @@ def plan_one(traits: registry.Strategy, shape: ModelShape, nodes: int, o: Option
 
 
 def plan(shape: ModelShape, o: Options) -> list[dict]:
-    return [plan_one(traits, shape, n, o) for traits in registry.REGISTRY.values() for n in o.nodes]
+    return [plan_one(record, shape, n, o) for record in registry.REGISTRY.values() for n in o.nodes]
 
 
 def smallest_fit(rows: list[dict]) -> dict[str, int | None]:

@@ -79,7 +79,7 @@ def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch:
     param_bytes = 4_000_000 // stages
     compute = 0.02 * slow * batch / 32 / dp / stages
     comm = 0.0 if world == 1 else 0.002 * slow * (world - 1) ** 0.8
-    pipelined = config.traits.micro_batches
+    pipelined = config.strategy_record.micro_batches
     bubble = (stages - 1) / (chunks + stages - 1) if pipelined else 0.0
     t0 = 1_800_000_000.0 + repeat * 1000
     step = np.arange(steps)
@@ -137,7 +137,7 @@ def write_sweep(logs: str, name: str, strategies: tuple[str, ...] = DEFAULT_STRA
                 for r in range(repeats):
                     config = _config(s, n, procs, batch, c, steps, r, kw.get("warmup", 2), kw.get("seed", 0))
                     exp = config.experiment_id()
-                    skipped = config.traits.refusal(registry.Layout(n, procs))
+                    skipped = config.strategy_record.refusal(registry.Layout(n, procs))
                     listed.append({"id": exp, "skipped": skipped, "strategy": s, "nodes": n, "procs_per_node": procs,
                                    "global_batch": batch, "chunks": c, "schedule": "1f1b", "repeat": r})
                     d = os.path.join(path, exp)

@@ -20,7 +20,7 @@ THREADS = "TS_THREADS"
 # nodes node0, node1, ...); read by trainers/common/distenv.py before Slurm's node name.
 NODE = "TS_NODE"
 # "1": emulate the configured link between simulated nodes; set by the simulate launcher, read by
-# trainers/common/comm.py (on real nodes the wire is real).
+# trainers/common/traffic.py (on real nodes the wire is real).
 EMULATE_LINK = "TS_EMULATE_LINK"
 # Ranks sharing this rank's GPU: set by the simulate launcher, read by contract/gpushare.py (memory share).
 RANKS_PER_GPU = "TS_RANKS_PER_GPU"

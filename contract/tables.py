@@ -52,7 +52,7 @@ def link_figures(link: str, latency_us: float = UNSET, bandwidth_gbps: float = U
 
 def wire_units(latency_us: float, bandwidth_gbps: float) -> tuple[float, float]:
     """Link figures in the units a wire model computes with: (latency in s, bandwidth in bytes/s;
-    0 stays 0: not emulated). The emulation (trainers/common/comm.py) and the projection take them."""
+    0 stays 0: not emulated). The emulation (trainers/common/traffic.py) and the projection take them."""
     return latency_us * 1e-6, bandwidth_gbps * 1e9 / 8
 
 

@@ -32,7 +32,7 @@ from contract import envnames, rundir
 from contract.errors import ConfigError
 from contract.paths import ROOT
 from slurm import render, track
-from sweeper.backends import Backend, Book, SubmitError, slurm_answers, stop_processes_under, time_limit_seconds
+from sweeper.backends import Backend, SubmitError, SweepLedger, slurm_answers, stop_processes_under, time_limit_seconds
 from sweeper.grid import Experiment
 
 POLL_S = 2.0
@@ -130,7 +130,7 @@ class SbatchBackend(Backend):
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
 
-    def preflight(self, book: Book, runnable: list[Experiment]) -> str | None:
+    def preflight(self, book: SweepLedger, runnable: list[Experiment]) -> str | None:
         try:
             for exp in runnable:  # render everything first: a value that cannot be rendered submits nothing
                 render_job(exp, book.run_dir(exp.id), book.name, self.args)
@@ -140,10 +140,10 @@ class SbatchBackend(Backend):
             return MISSING
         return None
 
-    def dry_run(self, book: Book, runnable: list[Experiment]) -> int:
+    def dry_run(self, book: SweepLedger, runnable: list[Experiment]) -> int:
         return _dry_run(runnable, book.path, book.name, self.args)
 
-    def submit(self, book: Book, todo: list[Experiment]) -> None:
+    def submit(self, book: SweepLedger, todo: list[Experiment]) -> None:
         known = track.sweep_states(book.path)
         for exp in todo:
             run_dir = book.run_dir(exp.id)
@@ -165,14 +165,14 @@ class SbatchBackend(Backend):
             print(f"{book.number(exp.id)} {exp.id}: submitted job {job_id} "
                   f"({exp.config.nodes} node(s) x {exp.config.procs_per_node})", flush=True)
 
-    def wait(self, book: Book, todo: list[Experiment]) -> dict[str, str]:
+    def wait(self, book: SweepLedger, todo: list[Experiment]) -> dict[str, str]:
         return wait(book.path, [e.id for e in todo], lambda: {
             e: s for e, (s, _) in track.sweep_states(book.path, release=True).items()})
 
-    def status(self, book: Book) -> dict[str, str]:
+    def status(self, book: SweepLedger) -> dict[str, str]:
         return {e: s for e, (s, _) in track.sweep_states(book.path).items()}
 
-    def cancel(self, book: Book) -> list[str]:
+    def cancel(self, book: SweepLedger) -> list[str]:
         live = [e for e, s in self.status(book).items() if not track.is_final(s)]
         track.cancel_command(book.path)
         return live
@@ -194,20 +194,20 @@ class SubmititBackend(Backend):
         self.jobs: dict[str, object] = {}
         self.running: str | None = None
 
-    def dry_run(self, book: Book, runnable: list[Experiment]) -> int:
+    def dry_run(self, book: SweepLedger, runnable: list[Experiment]) -> int:
         where = "Slurm (SlurmExecutor job arrays)" if self.on_slurm else "this machine (LocalExecutor)"
         for exp in runnable:
             if book.state(exp.id) != "COMPLETED":
                 print(f"  would run {exp.id} on {where}: {exp.config.nodes} node(s) x {exp.config.procs_per_node}")
         return 0
 
-    def _spec(self, book: Book, exp: Experiment):
+    def _spec(self, book: SweepLedger, exp: Experiment):
         from slurm.submitit_task import RankSpec
 
         run_dir = book.prepare(exp)
         return RankSpec(run_dir, exp.config.strategy, tuple(exp.config.to_argv()), exp.config.procs_per_node)
 
-    def submit(self, book: Book, todo: list[Experiment]) -> None:
+    def submit(self, book: SweepLedger, todo: list[Experiment]) -> None:
         if not self.on_slurm:
             if todo:
                 print("Slurm does not answer here: submitit's LocalExecutor runs the experiments one after the other")
@@ -245,7 +245,7 @@ class SubmititBackend(Backend):
                 book.mark(exp.id, job_id=job.job_id)
                 print(f"  {exp.id}: submitted array task {job.job_id}", flush=True)
 
-    def wait(self, book: Book, todo: list[Experiment]) -> dict[str, str]:
+    def wait(self, book: SweepLedger, todo: list[Experiment]) -> dict[str, str]:
         if self.on_slurm:  # Slurm's own view (submitit's polls sacct, which needs accounting)
             return wait(book.path, list(self.jobs), lambda: {
                 e: s for e, (s, _) in track.sweep_states(book.path).items()})
@@ -275,12 +275,12 @@ class SubmititBackend(Backend):
         return wait(book.path, list(self.jobs), lambda: {e: _submitit_state(book.path, e, j)
                                                          for e, j in self.jobs.items()})
 
-    def status(self, book: Book) -> dict[str, str]:
+    def status(self, book: SweepLedger) -> dict[str, str]:
         if self.on_slurm:
             return {e: s for e, (s, _) in track.sweep_states(book.path).items()}
         return {e: _submitit_state(book.path, e, j) for e, j in self.jobs.items()}
 
-    def cancel(self, book: Book) -> list[str]:
+    def cancel(self, book: SweepLedger) -> list[str]:
         """LocalExecutor: stop the running job (controller, tasks, trainers); CANCELLED."""
         exp_id = self.running
         if exp_id is None:

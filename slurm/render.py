@@ -80,7 +80,7 @@ def render(cfg: ExperimentConfig, *, committed: bool, run_dir: str = "", root: s
     """The sbatch text for `cfg`. Raises ConfigError on a value that cannot be rendered safely."""
     if cfg.strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {cfg.strategy!r}: choose from {', '.join(STRATEGIES)}")
-    traits = registry.get(cfg.strategy)
+    record = registry.get(cfg.strategy)
     job_name = check_name("job name", job_name or f"ts-{cfg.strategy}")
     if output and any(c in output for c in "\n\r\"'\\ "):
         raise ConfigError(f"invalid output path {output!r}: no spaces, quotes or backslashes")
@@ -90,19 +90,19 @@ def render(cfg: ExperimentConfig, *, committed: bool, run_dir: str = "", root: s
     if cpus < 1:
         raise ConfigError(f"invalid cpus per task {cpus}: must be >= 1")
     return environment().get_template(TEMPLATE).render(
-        strategy=cfg.strategy, description=traits.summary, committed=committed, template=TEMPLATE,
+        strategy=cfg.strategy, description=record.summary, committed=committed, template=TEMPLATE,
         sweep=sweep, experiment=experiment, job_name=job_name,
-        nodes=traits.sbatch_nodes if committed else cfg.nodes,
-        procs=traits.sbatch_procs if committed else cfg.procs_per_node,
+        nodes=record.sbatch_nodes if committed else cfg.nodes,
+        procs=record.sbatch_procs if committed else cfg.procs_per_node,
         cpus=cpus, time=slurm_time(time_s), warn_s=warning_seconds(time_s),
         partition=_directive_value("partition", partition), account=_directive_value("account", account),
-        extra_directives=traits.sbatch_directives, output=output or f"logs/sbatch/{job_name}-j%j.out",
+        extra_directives=record.sbatch_directives, output=output or f"logs/sbatch/{job_name}-j%j.out",
         root=root, run_dir=run_dir, max_requeues=MAX_REQUEUES, settings=settings(cfg))
 
 
 def render_committed(strategy: str) -> str:
-    traits = registry.get(strategy)
-    cfg = ExperimentConfig(strategy=strategy, nodes=traits.sbatch_nodes, procs_per_node=traits.sbatch_procs)
+    record = registry.get(strategy)
+    cfg = ExperimentConfig(strategy=strategy, nodes=record.sbatch_nodes, procs_per_node=record.sbatch_procs)
     return render(cfg, committed=True)
 
 

@@ -1,7 +1,7 @@
 """Sweep backends behind one small interface, and the bookkeeping they share. Torch-free.
 
 A backend (simulate/backend.py: simulate; slurm/backend.py: slurm = sbatch, submitit) is a
-`Backend` with four operations on a `Book` (one sweep folder):
+`Backend` with four operations on a `SweepLedger` (one sweep folder):
 
     submit(book, todo)  start or queue the experiments (simulate queues; it runs them in wait)
     wait(book, todo)    block until each is final, printing progress; -> {id: state}
@@ -19,7 +19,7 @@ without this process: sbatch, submitit on Slurm).
   2. sweep.json, the union of every invocation under this sweep name (sweepdir.sweep_doc);
   3. skipped experiments; resume: COMPLETED experiments are not run again;
   4. config.json and a fresh PENDING status.json (attempts and history kept) for each
-     experiment a backend starts (`Book.prepare`);
+     experiment a backend starts (`SweepLedger.prepare`);
   5. interrupts: SIGINT (Ctrl-C, to the whole process group) or SIGTERM -> `cancel`, the
      running experiment CANCELLED in its status.json, ONE line on stderr saying what finished
      and the command that resumes, exit 130 (SIGINT) / 143 (SIGTERM). A backend whose jobs
@@ -91,7 +91,7 @@ def interrupts() -> Iterator[None]:
 
 
 @dataclass
-class Book:
+class SweepLedger:
     """One sweep folder and this invocation's experiments."""
     path: str
     name: str
@@ -167,30 +167,30 @@ class Backend:
     queues = False  # submit returns before the experiments end (--no-wait applies)
     stops_on_interrupt = True  # False: the jobs live on without bin/sweep
 
-    def preflight(self, book: Book, runnable: list[Experiment]) -> str | None:
+    def preflight(self, book: SweepLedger, runnable: list[Experiment]) -> str | None:
         """Anything wrong that must stop the sweep before it writes: one line, or None."""
         return None
 
-    def dry_run(self, book: Book, runnable: list[Experiment]) -> int:
+    def dry_run(self, book: SweepLedger, runnable: list[Experiment]) -> int:
         raise NotImplementedError
 
-    def submit(self, book: Book, todo: list[Experiment]) -> None:
+    def submit(self, book: SweepLedger, todo: list[Experiment]) -> None:
         raise NotImplementedError
 
-    def wait(self, book: Book, todo: list[Experiment]) -> dict[str, str]:
+    def wait(self, book: SweepLedger, todo: list[Experiment]) -> dict[str, str]:
         raise NotImplementedError
 
-    def status(self, book: Book) -> dict[str, str]:
+    def status(self, book: SweepLedger) -> dict[str, str]:
         return {e.id: book.state(e.id) or "UNKNOWN" for e in book.runnable}
 
-    def cancel(self, book: Book) -> list[str]:
+    def cancel(self, book: SweepLedger) -> list[str]:
         return []
 
-    def follow_hint(self, book: Book) -> str:
+    def follow_hint(self, book: SweepLedger) -> str:
         return f"follow with `make status SWEEP={book.name}`, stop with `make cancel SWEEP={book.name}`"
 
 
-def summarize(book: Book, states: dict[str, str]) -> int:
+def summarize(book: SweepLedger, states: dict[str, str]) -> int:
     failures = [rundir.failure_line(book.run_dir(e), e) for e, s in states.items() if s != "COMPLETED"]
     done = sum(1 for s in states.values() if s == "COMPLETED")
     skipped = len(book.experiments) - len(book.runnable)
@@ -201,7 +201,7 @@ def summarize(book: Book, states: dict[str, str]) -> int:
     return 1 if failures else 0
 
 
-def interrupted_line(book: Book, e: Interrupted, cancelled: list[str]) -> str:
+def interrupted_line(book: SweepLedger, e: Interrupted, cancelled: list[str]) -> str:
     ids = [x.id for x in book.runnable]
     states = {i: book.state(i) for i in ids}
     done = sum(1 for s in states.values() if s == "COMPLETED")
@@ -218,7 +218,7 @@ def interrupted_line(book: Book, e: Interrupted, cancelled: list[str]) -> str:
     return f"sweep {book.name} {e}: {', '.join(parts)}; resume with: {book.resume_command()}"
 
 
-def run(backend: Backend, book: Book) -> int:
+def run(backend: Backend, book: SweepLedger) -> int:
     """bin/sweep's whole run on one backend; returns the exit status (module docstring)."""
     with interrupts():
         try:
@@ -235,7 +235,7 @@ def run(backend: Backend, book: Book) -> int:
             return 128 + e.signum
 
 
-def _run(backend: Backend, book: Book) -> int:
+def _run(backend: Backend, book: SweepLedger) -> int:
     runnable = book.runnable
     conflict = sweepdir.identity_conflict(book.path, book.name, book.experiments)
     if conflict is None:

@@ -203,7 +203,7 @@ def main(argv: list[str]) -> int:
         from slurm.backend import make_backend
 
         runner = make_backend(backend, args)
-    return backends.run(runner, backends.Book(path, name, backend, experiments, args, argv))
+    return backends.run(runner, backends.SweepLedger(path, name, backend, experiments, args, argv))
 
 
 def check_gpus_here(runnable: list) -> None:

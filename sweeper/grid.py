@@ -101,7 +101,7 @@ def gpu_count() -> int:
 
 def skip_reason(cfg: ExperimentConfig, gpus: int | None) -> str | None:
     """Why this grid point cannot run at all (not a user error: a property of the strategy)."""
-    return cfg.traits.refusal(layout(cfg, gpus))
+    return cfg.strategy_record.refusal(layout(cfg, gpus))
 
 
 @dataclass
@@ -169,7 +169,7 @@ def expand(base: ExperimentConfig, axes: Axes, repeats: int = 1, scaling: str = 
                 continue
             seen.add(exp_id)
             validate(cfg, check_layout=False)  # bad values are the user's: exit 2, not a skip
-            reason = skip_reason(cfg, gpus if cfg.traits.min_gpus else None)
+            reason = skip_reason(cfg, gpus if cfg.strategy_record.min_gpus else None)
             if reason is None:
                 validate(cfg)
             experiments.append(Experiment(exp_id, cfg, reason))

@@ -38,8 +38,8 @@ PIPELINE = tuple(s for s in PROJECTED if registry.get(s).kind == "staged")  # on
 
 
 def dp_size(strategy: str, world: int) -> int:
-    traits = registry.get(strategy)
-    return traits.dp_size(1, world, traits.stages(1, world))
+    record = registry.get(strategy)
+    return record.dp_size(1, world, record.stages(1, world))
 
 
 def pattern(strategy: str, world: int) -> float:
@@ -64,10 +64,10 @@ def comm_contention(strategy: str, r: float, busy: float = 1.0) -> float:
     cores. Sharded strategies overlap their gathers with compute: r, as measured. A parameter
     server's exchange is serial at the server while the workers wait blocked in a receive: the
     server has a core to itself (1)."""
-    traits = registry.get(strategy)
-    if traits.computing_ranks == "workers":
+    record = registry.get(strategy)
+    if record.computing_ranks == "workers":
         return 1.0
-    return r / busy if r > 1.0 and traits.kind == "replicas" else r
+    return r / busy if r > 1.0 and record.kind == "replicas" else r
 
 
 def link_s(strategy: str, world: int, chunks: int, nbytes: float, latency_s: float, bandwidth: float) -> float:

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from contract import envnames
 from simulate.launcher import free_port
 from trainers.common.collectives import ps_allreduce, ring_allreduce
-from trainers.common.comm import CommMeter, ring_allreduce_bytes
+from trainers.common.traffic import CommMeter, ring_allreduce_bytes
 
 LENGTHS = (1, 7, 1000003)
 LATENCY_S = 0.01

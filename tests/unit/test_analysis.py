@@ -20,12 +20,12 @@ from matplotlib import pyplot as plt
 from PIL import Image
 
 from analysis import AnalysisError, cli, compare
+from analysis.axisplots import VIEW_PLOTS
 from analysis.cli import generate
 from analysis.load import find_sweep, load_sweep
 from analysis.metrics import analyse
 from analysis.plots import PLOTS
 from analysis.synthetic import write_experiment, write_sweep
-from analysis.views import VIEW_PLOTS
 from contract import rundir
 from tests.figures import check_figure, colours, write_plot_sweep
 from tests.helpers import synthetic_id

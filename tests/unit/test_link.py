@@ -14,7 +14,7 @@ import pytest
 from contract import envnames
 from contract.config import ExperimentConfig
 from contract.tables import LINKS
-from trainers.common.comm import CommMeter, Link
+from trainers.common.traffic import CommMeter, Link
 
 
 def _meter(rank: int, nodes: int, procs: int, link: str, monkeypatch, emulate: bool = True, **kw) -> CommMeter:

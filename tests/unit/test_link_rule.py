@@ -8,7 +8,7 @@ import types
 
 from contract import envnames
 from contract.config import ExperimentConfig
-from trainers.common.comm import CommMeter, Link
+from trainers.common.traffic import CommMeter, Link
 
 
 def test_wire_time_is_added_after_a_slow_real_transfer(monkeypatch):

@@ -123,7 +123,7 @@ def test_every_record_carries_the_attempt(tmp_path, monkeypatch):
 
 def test_the_resume_command_names_the_sweep():
     args = argparse.Namespace(dry_run=False)
-    book = backends.Book("/l/20240101-000000", "20240101-000000", "simulate", [], args, ["--nodes", "1,2"])
+    book = backends.SweepLedger("/l/20240101-000000", "20240101-000000", "simulate", [], args, ["--nodes", "1,2"])
     assert book.resume_command() == "bin/sweep --nodes 1,2 --sweep 20240101-000000"
     book.argv = ["--sweep", "s", "--model", "it's"]
     assert book.resume_command() == "bin/sweep --sweep s --model 'it'\"'\"'s'"

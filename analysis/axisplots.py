@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.figures import DASHES, MARKERS, PlotSpec, colour, figure, legend, series_label, setting_text, varying
 from analysis.metrics import Analysis, train_samples
+from analysis.plotstyle import DASHES, MARKERS, PlotSpec, colour, figure, legend, series_label, setting_text, varying
 from contract.config import ExperimentConfig
 
 MIB = 2**20
