@@ -18,6 +18,7 @@ BACKEND ?=
 MODEL ?=
 DATASET ?=
 DATA_SIZE ?=
+DATA_DIR ?=
 STEPS ?=
 EPOCHS ?=
 BATCH ?=
@@ -28,8 +29,14 @@ OUTER ?=
 OUTER_LR ?=
 SYNC_OPTIM ?=
 STALENESS ?=
+STAGES ?=
+BALANCE ?=
+GPIPE_CHECKPOINT ?=
 PRECISION ?=
 OPTIMIZER ?=
+LR ?=
+WARMUP ?=
+DEVICE ?=
 PARTITION ?=
 ACCOUNT ?=
 TIME ?=
@@ -51,8 +58,8 @@ TARGET_ACC ?=
 A ?=
 B ?=
 TOLERANCES ?=
-NODES_MAX ?= 1024
-GPU_MEM ?= 80GiB
+NODES_MAX ?=
+GPU_MEM ?=
 PLAN_ARGS ?=
 CLUSTER_NODES ?= 4
 BENCH ?= all
@@ -75,12 +82,13 @@ comma := ,
 SWEEP_FLAGS = $(call opt,--config,$(CONFIG)) $(call opt,--nodes,$(NODES)) $(call opt,--strategies,$(STRATEGIES)) \
   $(call opt,--layouts,$(LAYOUTS)) $(call opt,--backend,$(BACKEND)) \
   $(call opt,--procs-per-node,$(PROCS)) $(call opt,--model,$(MODEL)) $(call opt,--dataset,$(DATASET)) \
-  $(call opt,--data-size,$(DATA_SIZE)) $(call opt,--steps,$(STEPS)) $(call opt,--epochs,$(EPOCHS)) \
+  $(call opt,--data-size,$(DATA_SIZE)) $(call opt,--data-dir,$(DATA_DIR)) $(call opt,--steps,$(STEPS)) $(call opt,--epochs,$(EPOCHS)) \
   $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
-  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) \
+  $(call opt,--stages,$(STAGES)) $(call opt,--balance,$(BALANCE)) $(call opt,--checkpoint,$(GPIPE_CHECKPOINT)) \
+  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) $(call opt,--lr,$(LR)) \
   $(call opt,--sync-every,$(SYNC_EVERY)) $(call opt,--outer,$(OUTER)) $(call opt,--outer-lr,$(OUTER_LR)) \
   $(call opt,--sync-optim,$(SYNC_OPTIM)) $(call opt,--staleness,$(STALENESS)) \
-  $(call opt,--partition,$(PARTITION)) $(call opt,--account,$(ACCOUNT)) $(call opt,--time-limit,$(TIME)) \
+  $(call opt,--warmup,$(WARMUP)) $(call opt,--device,$(DEVICE)) $(call opt,--partition,$(PARTITION)) $(call opt,--account,$(ACCOUNT)) $(call opt,--time-limit,$(TIME)) \
   $(call opt,--link,$(LINK)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS)) \
   $(call opt,--memory-fraction,$(MEMORY_FRACTION)) $(call opt,--checkpoint-every,$(CHECKPOINT_EVERY)) $(call opt,--fault,$(FAULT)) \
   $(call opt,--seed,$(SEED)) $(call opt,--repeats,$(REPEATS)) $(call opt,--scaling,$(SCALING)) \
@@ -105,24 +113,30 @@ help: ## list targets and variables
 	@echo "  DATASET          synthetic|digits|cifar10 (synthetic)   DATA_SIZE  training samples used (0 = all)"
 	@echo "  STEPS / EPOCHS   training length (20 steps)    BATCH   global batch (64)"
 	@echo "  CHUNKS           micro-batches (4)             SCHEDULE  gpipe|1f1b (1f1b)"
+	@echo "  STAGES           pipeline stages (0 = automatic)   BALANCE  blocks per stage, e.g. 3,3, or params / time"
+	@echo "  GPIPE_CHECKPOINT torchgpipe activation checkpointing: always|except_last|never (never)"
 	@echo "  PRECISION        fp32|bf16|fp16 (fp32)         OPTIMIZER  sgd|adam (sgd)"
-	@echo "  SYNC_EVERY       localsgd: steps between averages (1)   SYNC_OPTIM  keep|average optimizer state (keep)"
-	@echo "  OUTER OUTER_LR   localsgd: sgd|nesterov (DiLoCo) outer step on the averaged change (sgd, 1 = averaging)"
-	@echo "  STALENESS        asyncps: server versions a worker's parameters may lag (0 = ps's maths)"
-	@echo "  LINK             loopback|10gbe|100gbe|ib-hdr|nvlink   LATENCY_US BANDWIDTH_GBPS  override the link"
+	@echo "  SYNC_EVERY       localsgd: steps between averages (1)   SYNC_OPTIM  optimizer state: keep|average (keep)"
+	@echo "  OUTER            localsgd outer step: sgd|nesterov (sgd)   OUTER_LR  outer learning rate (1.0)"
+	@echo "  STALENESS        asyncps: server versions a worker may lag (0)"
+	@echo "  LR               learning rate (0.05)          WARMUP  warm-up steps left out of timings (2)"
+	@echo "  DEVICE           auto|cpu|cuda (auto)          DATA_DIR  where real data sets live (data)"
+	@echo "  LINK             loopback|10gbe|100gbe|ib-hdr|nvlink|nvlink4|ib-ndr (loopback)   LATENCY_US BANDWIDTH_GBPS  override it"
 	@echo "  MEMORY_FRACTION  GPU share per rank (even split)       CHECKPOINT_EVERY  steps between checkpoints (0)"
 	@echo "  PARTITION ACCOUNT TIME   Slurm placement"
-	@echo "  FAULT            raise@R:S | kill@R:S          SEED (0)  REPEATS (1)  SCALING strong|weak"
+	@echo "  FAULT            raise@R:S or kill@R:S         SEED (0)  REPEATS (1)  SCALING strong|weak (strong)"
 	@echo "  SWEEP            sweep name under logs/ (timestamp)   DRY_RUN=1  validate, run nothing   NO_WAIT=1"
 	@echo "  SERIAL=1         Slurm: one job at a time (timings on the loopback cluster, whose nodes share cores)"
 	@echo "TARGET_ACC       validation accuracy for epochs/time to target (plots, report, tensorboard; default:"
 	@echo "                 0.9 x the best any experiment of the sweep reached)"
 	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX, LINK, SCALING (project); SWEEP, NODES_MAX, LINK,"
-	@echo "  GPU_MEM (advise); CLUSTER_NODES"
-	@echo "  (cluster-up); BENCH=all|allreduce|pipeline|memory|analysis_load|projection|plan|overhead|startup, BENCH_ARGS (bench, e.g."
-	@echo "  --quick); PYTEST_ARGS (test, test-fast)"
-	@echo "  plan: MODEL, NODES, PROCS, BATCH, CHUNKS, SCHEDULE, PRECISION, OPTIMIZER (adam), GPU_MEM (80GiB),"
-	@echo "  PLAN_ARGS (e.g. '--layers 32 --hidden 4096 --heads 32 --seq 2048 --vocab 32000' or '--params 7e9')"
+	@echo "  GPU_MEM (advise); CLUSTER_NODES (cluster-up); PYTEST_ARGS (test, test-fast);"
+	@echo "  BENCH=all|allreduce|pipeline|memory|analysis_load|projection|plan|overhead|startup, BENCH_ARGS (bench, e.g. --quick)"
+	@echo "  plan: MODEL, NODES, PROCS, BATCH, CHUNKS, SCHEDULE, PRECISION, OPTIMIZER (adam), GPU_MEM,"
+	@echo "  PLAN_ARGS (e.g. '--layers 32 --hidden 4096 --heads 32 --seq 2048 --vocab 32000' or '--params 7e9';"
+	@echo "  a transformer's mix layout: '--tp 8 --pp 4 --shard optim --recompute selective'), GPU a100|h100|h200"
+	@echo "  (its memory unless GPU_MEM is set), SEARCH=1 (rank every layout that fits; PLAN_ARGS='--top 5')"
+	@echo "  defaults of project, advise, plan: NODES_MAX=1024 LINK=10gbe GPU_MEM=80GiB"
 
 # The one way the repository gets on the path, for every launch path (simulate, srun, submitit,
 # torchrun, the tests): a .pth file in the .venv naming this checkout. Nothing sets PYTHONPATH.
@@ -152,20 +166,21 @@ compare: $(STAMP) ## compare sweep A against B; non-zero on regression (TOLERANC
 	$(PY) -m analysis.cli compare $(call q,$(A)) $(call q,$(B)) $(call opt,--tolerances,$(TOLERANCES))
 
 project: $(STAMP) ## scaling projection of SWEEP to NODES_MAX nodes on LINK
-	$(PY) -m analysis.projection $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX)) \
+	$(PY) -m analysis.projection $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) $(call opt,--max-nodes,$(NODES_MAX)) \
 	  $(call opt,--scaling,$(SCALING)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS))
 
 advise: $(STAMP) ## the answer: best strategy per node count of SWEEP, measured and projected to NODES_MAX on LINK
-	$(PY) bin/advise $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) --max-nodes $(call q,$(NODES_MAX)) \
-	  --gpu-mem $(call q,$(GPU_MEM))
+	$(PY) bin/advise $(call opt,--sweep,$(SWEEP)) $(call opt,--link,$(LINK)) $(call opt,--max-nodes,$(NODES_MAX)) \
+	  $(call opt,--gpu-mem,$(GPU_MEM))
 
-plan: $(STAMP) ## memory fit per strategy and node count (MODEL or PLAN_ARGS, NODES, PROCS, BATCH, GPU_MEM)
+plan: $(STAMP) ## memory fit per strategy and node count; SEARCH=1 ranks tp x pp x dp layouts (PLAN_ARGS, GPU, ...)
 	$(PY) bin/plan $(call opt,--model,$(MODEL)) --nodes $(call q,$(or $(NODES),1$(comma)2)) $(call opt,--procs-per-node,$(PROCS)) \
 	  $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
-	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) --gpu-mem $(call q,$(GPU_MEM)) $(PLAN_ARGS)
+	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) $(call opt,--gpu,$(GPU)) $(if $(SEARCH),--search) \
+	  $(call opt,--gpu-mem,$(GPU_MEM)) $(PLAN_ARGS)
 
-data: $(STAMP) ## download CIFAR-10 into DATA_DIR/cifar-10-batches-py with torchvision (DATA_DIR=data; needs internet)
-	$(PY) -m sweeper.download --data-dir $(call q,$(or $(DATA_DIR),data))
+data: $(STAMP) ## download CIFAR-10 into DATA_DIR/cifar-10-batches-py with torchvision (needs internet)
+	$(PY) -m sweeper.download $(call opt,--data-dir,$(DATA_DIR))
 
 bench: $(STAMP) ## benchmarks, printed as ratios measured in one run (BENCH=name for one)
 	@set -e; for b in $(if $(filter all,$(BENCH)),allreduce pipeline memory analysis_load projection plan overhead startup,$(BENCH)); do \

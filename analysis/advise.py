@@ -43,8 +43,9 @@ import pandas as pd
 from analysis import AnalysisError
 from analysis.load import completed, find_sweep, load_sweep
 from analysis.metrics import Analysis, analyse, same_maths, settings_of
-from analysis.plan import GIB, ModelShape, Options, parse_size, plan_one, positive_int
-from contract import registry
+from analysis.plan import GIB, ModelShape, Options, add_gpu_mem, parse_size, plan_one, positive_int
+from analysis.sweepstate import refuse
+from contract import defaults, registry
 from contract.config import ExperimentConfig
 from contract.errors import ConfigError, OneLineParser
 from contract.paths import LOGS
@@ -322,8 +323,8 @@ def projected(p: Projected, nodes: list[int], strategies: list[str], model: str,
             if r.get("note"):
                 refused[r["strategy"]] = f"cannot run at this layout: {r['note']}"
         for strategy in strategies:
-            traits = registry.get(strategy)
-            why = traits.refusal(registry.Layout(n, p.procs, traits.stages(n, p.procs), blocks))
+            record = registry.get(strategy)
+            why = record.refusal(registry.Layout(n, p.procs, record.stages(n, p.procs), blocks))
             if why:
                 refused[strategy] = f"cannot run at this layout: {why}"
             elif strategy not in here:
@@ -494,9 +495,11 @@ def parser() -> OneLineParser:
     p = OneLineParser(prog="bin/advise", description=__doc__.splitlines()[0])
     p.add_argument("--sweep", default="", help="sweep name under --logs (default: the latest)")
     p.add_argument("--logs", default=LOGS)
-    p.add_argument("--link", default="10gbe", help=f"link of the projected cluster: {', '.join(LINKS)}")
-    p.add_argument("--max-nodes", default="1024", help="project up to this many nodes (default: 1024)")
-    p.add_argument("--gpu-mem", default="80GiB", help="memory of one GPU, with a unit (default: 80GiB)")
+    p.add_argument("--link", default=defaults.PROJECTED_LINK,
+                   help=f"link of the projected cluster: {', '.join(LINKS)} (default: {defaults.PROJECTED_LINK})")
+    p.add_argument("--max-nodes", default=str(defaults.MAX_NODES),
+                   help=f"project up to this many nodes (default: {defaults.MAX_NODES})")
+    add_gpu_mem(p)
     p.add_argument("--target-acc", default="", help="validation accuracy for time to target (default: 0.9 x best)")
     p.add_argument("--no-plot", action="store_true")
     return p
@@ -521,6 +524,8 @@ def main(argv: list[str], profiler: ModelProfiler | None = None, projector: Proj
             sweep_dir = find_sweep(args.logs, args.sweep or None)
         except AnalysisError as e:
             raise ConfigError(str(e)) from None
+        if (code := refuse("advise", sweep_dir)) is not None:
+            return code
         doc = build(sweep_dir, args.link, max_nodes, gpu_mem, target, profiler, projector)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,7 +8,7 @@ for Parquet, and written in half the time), which is what a second `make plots` 
 
 An entry is used only when all of these hold, else it is rebuilt (never trusted):
 - it opens and its metadata parses (a corrupted or truncated file does not);
-- its schema tag equals the reader's (`analysis/load.py` derives it from its fields and source);
+- its schema tag equals the reader's (`analysis/rankfiles.py` derives it from the reader's source);
 - the rank file has the size and mtime (ns) it had when the entry was written;
 - "racy" entries, written within RACY_NS of the rank file's mtime (a file rewritten within one
   tick of a coarse filesystem clock keeps its mtime), also match the CRC-32 of the rank file's

@@ -6,7 +6,9 @@
     python -m analysis.cli tensorboard [--sweep NAME] [--logs DIR] [--target-acc X]  # `make tensorboard`
 
 plots and report run the same pipeline (summary.csv/json, plots/, report.html) and differ in
-what they print. plots.py, report.py and compare.py are libraries: they never import this module.
+what they print; on a sweep without a COMPLETED experiment both write a report.html of its problems
+alone, print one line and exit 1 (analysis/sweepstate.py), as every other command refuses it.
+plots.py, report.py and compare.py are libraries: they never import this module.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import pandas as pd
 from analysis import AnalysisError
 from analysis.load import find_sweep, load_sweep
 from analysis.metrics import Analysis, analyse
+from analysis.sweepstate import NO_RESULTS, SweepState, refuse
+from analysis.sweepstate import read as read_state
 from contract.paths import LOGS
 
 SUMMARY_COLUMNS = [
@@ -109,10 +113,22 @@ def parse(argv: list[str], prog: str) -> argparse.Namespace:
     return args
 
 
+def problems_only(state: SweepState, command: str) -> int:
+    """A sweep without a COMPLETED experiment: report.html of its problems, one line, NO_RESULTS."""
+    from analysis.report import write_problems_report
+
+    html = write_problems_report(state, os.path.join(state.path, "report.html"))
+    print(state.line(command, report=_show(html)), file=sys.stderr)
+    return NO_RESULTS
+
+
 def main(argv: list[str], prog: str, focus: str) -> int:
     try:
         args = parse(argv, prog)
-        out = generate(find_sweep(args.logs, args.sweep or None), args.target_acc)
+        state = read_state(find_sweep(args.logs, args.sweep or None))
+        if not state.has_results:
+            return problems_only(state, focus)
+        out = generate(state.path, args.target_acc)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -141,6 +157,8 @@ def tensorboard_main(argv: list[str]) -> int:
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if (code := refuse("tensorboard", sweep_dir)) is not None:
+        return code
     from analysis.tensorboard import write_tensorboard  # tensorboard: a slow import, only here
 
     folder, runs = write_tensorboard(analyse(load_sweep(sweep_dir), args.target_acc), sweep_dir)

@@ -4,8 +4,8 @@
 
 Prints a table of changes (B against A) per experiment and metric. Exit status: 0 when nothing
 regressed beyond its tolerance, 1 when something did (including an experiment that completed
-in A and is missing from B or did not complete there), 2 on bad input (unknown sweep,
-unreadable tolerances file).
+in A and is missing from B or did not complete there, or when A or B has no COMPLETED experiment
+at all: then one line, nothing compared), 2 on bad input (unknown sweep, unreadable tolerances file).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pandas as pd
 from analysis import AnalysisError
 from analysis.load import find_sweep, load_sweep
 from analysis.metrics import analyse
+from analysis.sweepstate import refuse
 from contract.paths import LOGS
 
 DEFAULT_TOLERANCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tolerances.json")
@@ -105,6 +106,8 @@ def main(argv: list[str]) -> int:
         args = p.parse_args(argv)
         default, per = load_tolerances(args.tolerances)
         sa, sb = find_sweep(args.logs, args.a), find_sweep(args.logs, args.b)
+        if (code := refuse("compare", sa, sb)) is not None:
+            return code
         table = compare(analyse(load_sweep(sa)).summary, analyse(load_sweep(sb)).summary, default, per)
         if not (table["verdict"].isin(["ok", "better", "REGRESSED"])).any():  # REGRESSED: also a lost experiment
             raise AnalysisError(f"sweeps {args.a!r} and {args.b!r} have no measured experiment in common")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.load import SweepData
+from analysis.frames import SweepData
 from contract import registry
 from contract.config import ExperimentConfig
 from contract.tables import TRAIN_SAMPLES
@@ -272,6 +272,12 @@ GROUP_MEDIANS = ("compute_s", "comm_s", "peak_mem_bytes_per_rank", "final_loss",
                  "time_to_target_s", "epochs_to_target")  # per-experiment figures the views compare, medians
 
 
+# what group_table adds to a configuration's key, and analyse merges into the summary: there even when empty
+GROUP_COLUMNS = ("repeats", "world_size", "scaling", "oversubscribed", "samples_per_s", "samples_per_s_min",
+                 "samples_per_s_max", "median_step_s", "samples_per_s_spread", "speedup", "efficiency",
+                 "speedup_vs_single", "base_nodes")
+
+
 def config_key(summary: pd.DataFrame) -> list[str]:
     """What makes a configuration: CONFIG_KEY and every identity setting in the summary, not the repeat."""
     extra = [c for c in identity_columns(summary) if c not in CONFIG_KEY]
@@ -290,7 +296,7 @@ def group_table(summary: pd.DataFrame, key: list[str] | None = None) -> pd.DataF
     key = key or list(CONFIG_KEY)
     m = summary[summary["samples_per_s"].notna()]
     if m.empty:
-        return pd.DataFrame(columns=[*key, "repeats", "samples_per_s", "speedup", "efficiency"])
+        return pd.DataFrame(columns=[*key, *GROUP_COLUMNS])
     g = m.groupby(key, dropna=False)
     medians = {c: (c, "median") for c in GROUP_MEDIANS if c in m}
     out = g.agg(repeats=("experiment", "count"), world_size=("world_size", "first"),

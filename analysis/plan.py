@@ -5,7 +5,7 @@
     bin/plan --params 7e9 --optimizer adam --json
 
 Per rank (the busiest one of its layout), in bytes:
-- parameters, gradients, optimizer state: the registry's `held` (contract/registry.py),
+- parameters, gradients, optimizer state: the registry's `state_bytes` (contract/registry.py),
   which follows what the trainers hold: autocast keeps fp32 weights, gradients and optimizer
   state; ZeroRedundancyOptimizer shards the optimizer state only; FSDP2 shards all three;
   staged strategies hold their stage (the blocks split by parameter count, as the trainers do).
@@ -19,6 +19,9 @@ Per rank (the busiest one of its layout), in bytes:
   With --params alone it is unknown (null).
 - communication buffers: the registry's `buffers` (DDP's gradient buckets, the ring's flat
   buckets, FSDP's gathered units, a pipeline's boundary messages).
+A transformer given by its shape also gets a `mix` row: a pp x dp x tp layout (--tp --pp --shard
+--recompute --micro-batch --sequence-parallel; analysis/mixplan.py), and --search ranks every layout
+that fits by a step-time model (analysis/layout_search.py).
 Torch-free: bin/plan passes in the measured block profile of a project model.
 """
 
@@ -32,10 +35,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from contract import registry
+from analysis import layout_search
+from analysis.mixplan import Transformer
+from contract import defaults, registry
 from contract.balance import balance_by_params
+from contract.config import ExperimentConfig
 from contract.errors import ConfigError, OneLineParser
-from contract.tables import DATASETS, MODELS, OPTIMIZERS, PRECISIONS, SCHEDULES
+from contract.tables import DATASETS, GPUS, MODELS, OPTIMIZERS, PRECISIONS, SCHEDULES
 
 UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -111,6 +117,11 @@ class Options:
     checkpoint: str = "never"
 
 
+# Fields the mix rows add; the strategies' rows carry them too (null where unknown).
+MIX_FIELDS = ("dp", "tp", "pp", "shard", "recompute", "micro_batch", "step_s", "tokens_per_s")
+SHARD_OF = {"zero": "optim", "fsdp": "full"}
+
+
 def _stage_blocks(shape: ModelShape, stages: int) -> list[Block]:
     """The blocks of the stage with the most parameters, split as the trainers split."""
     blocks = list(shape.blocks)
@@ -125,50 +136,59 @@ def _stage_blocks(shape: ModelShape, stages: int) -> list[Block]:
     return max(cuts, key=lambda c: sum(b.params for b in c))
 
 
-def plan_one(traits: registry.Strategy, shape: ModelShape, nodes: int, o: Options) -> dict:
-    stages = traits.stages(nodes, o.procs)
+def empty_row(strategy: str, nodes: int, procs: int, reason: str | None = None) -> dict:
+    return {"strategy": strategy, "nodes": nodes, "procs_per_node": procs, "world_size": nodes * procs,
+            "param_bytes": None, "grad_bytes": None, "optim_bytes": None, "activation_bytes": None,
+            "buffer_bytes": None, "total_bytes": None, "fits": None, "headroom_bytes": None, "reason": reason,
+            **dict.fromkeys(MIX_FIELDS)}
+
+
+def plan_one(record: registry.Strategy, shape: ModelShape, nodes: int, o: Options) -> dict:
+    stages = record.stages(nodes, o.procs)
     world = nodes * o.procs
-    row = {"strategy": traits.name, "nodes": nodes, "procs_per_node": o.procs, "world_size": world,
-           "param_bytes": None, "grad_bytes": None, "optim_bytes": None, "activation_bytes": None,
-           "buffer_bytes": None, "total_bytes": None, "fits": None, "headroom_bytes": None, "reason": None}
+    row = empty_row(record.name, nodes, o.procs)
     splittable = len(shape.blocks) > 1
-    refusal = traits.refusal(registry.Layout(nodes, o.procs, stages, len(shape.blocks) if splittable else 10**9,
+    refusal = record.refusal(registry.Layout(nodes, o.procs, stages, len(shape.blocks) if splittable else 10**9,
                                              gpus=o.procs))
-    dp = traits.dp_size(nodes, o.procs, stages)
+    dp = record.dp_size(nodes, o.procs, stages)
+    row.update(dp=dp, tp=1, pp=stages, shard=SHARD_OF.get(record.name, "none"),
+               recompute="full" if record.name == "gpipe" and o.checkpoint != "never" else "none")
     if refusal is None and o.global_batch < dp:
         refusal = f"global batch {o.global_batch} gives no sample to each of the {dp} data-parallel ranks"
-    if refusal is None and traits.micro_batches and o.global_batch // dp < o.chunks:
+    if refusal is None and record.micro_batches and o.global_batch // dp < o.chunks:
         refusal = f"{o.global_batch // dp} samples per replica cannot make {o.chunks} micro-batches"
     if refusal:
         row["reason"] = refusal
         return row
     # A rank holds its stage; a one-process pipeline (gpipe) holds every stage in its process.
-    one_process = traits.max_world == 1
-    mine = _stage_blocks(shape, stages) if traits.kind == "staged" and stages > 1 and not one_process \
+    one_process = record.max_world == 1
+    mine = _stage_blocks(shape, stages) if record.kind == "staged" and stages > 1 and not one_process \
         else list(shape.blocks)
     n = sum(b.params for b in mine)
     replica = -(-o.global_batch // dp)
-    if traits.min_gpus:  # DataParallel: one process, the batch split over the node's GPUs
+    if record.min_gpus:  # DataParallel: one process, the batch split over the node's GPUs
         replica = -(-o.global_batch // max(o.procs, 1))
-    full, inputs_only = traits.samples_in_flight(replica, o.chunks, stages, o.schedule, o.checkpoint)
-    boundary = mine[-1].output_per_sample * replica / (o.chunks if traits.micro_batches else 1)
+    full, inputs_only = record.samples_in_flight(replica, o.chunks, stages, o.schedule, o.checkpoint)
+    row["micro_batch"] = -(-replica // o.chunks) if record.micro_batches else replica
+    boundary = mine[-1].output_per_sample * replica / (o.chunks if record.micro_batches else 1)
     activations = None
     if all(b.saved_per_sample is not None for b in mine):
         activations = full * sum(b.saved_per_sample for b in mine) + inputs_only * mine[0].output_per_sample
     unit = max(b.params for b in shape.blocks) if splittable else n
     shapes = [sh for b in mine for sh in b.shapes] or None
-    buffers = traits.buffers(n, unit, boundary)
+    buffers = record.buffers(n, unit, boundary)
     # Each figure is the largest over the ranks' roles (a parameter server holds the optimizer,
     # its workers the activations); the total is the largest rank's sum.
     roles = []
-    for rank in ((0, 1) if traits.computing_ranks == "workers" else (0,)):
-        held = traits.held(n, dp if traits.shards else world, o.optimizer, o.precision, rank=rank, shapes=shapes)
-        act = 0.0 if traits.computing_ranks == "workers" and rank == 0 else activations
-        roles.append((held, act))
-    total = max(h.total + (a or 0) + buffers for h, a in roles)
+    for rank in ((0, 1) if record.computing_ranks == "workers" else (0,)):
+        model_state = record.state_bytes(n, dp if record.shards else world, o.optimizer, o.precision, rank=rank,
+                                  shapes=shapes)  # bytes of parameters, gradients, optimizer state
+        act = 0.0 if record.computing_ranks == "workers" and rank == 0 else activations
+        roles.append((model_state, act))
+    total = max(st.total + (a or 0) + buffers for st, a in roles)
     act = activations
-    row.update(param_bytes=max(h.param_bytes for h, _ in roles), grad_bytes=max(h.grad_bytes for h, _ in roles),
-               optim_bytes=max(h.optim_bytes for h, _ in roles),
+    row.update(param_bytes=max(st.param_bytes for st, _ in roles), grad_bytes=max(st.grad_bytes for st, _ in roles),
+               optim_bytes=max(st.optim_bytes for st, _ in roles),
                activation_bytes=None if act is None else int(act), buffer_bytes=int(buffers),
                total_bytes=int(total), fits=bool(total <= o.gpu_mem), headroom_bytes=int(o.gpu_mem - total))
     if act is None:
@@ -177,7 +197,7 @@ def plan_one(traits: registry.Strategy, shape: ModelShape, nodes: int, o: Option
 
 
 def plan(shape: ModelShape, o: Options) -> list[dict]:
-    return [plan_one(traits, shape, n, o) for traits in registry.REGISTRY.values() for n in o.nodes]
+    return [plan_one(record, shape, n, o) for record in registry.REGISTRY.values() for n in o.nodes]
 
 
 def smallest_fit(rows: list[dict]) -> dict[str, int | None]:
@@ -204,9 +224,12 @@ def table(shape: ModelShape, rows: list[dict], o: Options) -> str:
         if r["total_bytes"] is None:
             lines.append(f"{r['strategy']:<9} {r['nodes']:>5}  cannot run: {r['reason']}")
             continue
+        mix = (f"  {layout_search.label(r)}: {r['step_s']:.2f} s/step, {r['tokens_per_s']:,.0f} tokens/s, "
+               f"{r['limit']}") if r["strategy"] == "mix" else ""
         lines.append(f"{r['strategy']:<9} {r['nodes']:>5} {_gib(r['param_bytes']):>8} {_gib(r['grad_bytes']):>8} "
                      f"{_gib(r['optim_bytes']):>8} {_gib(r['activation_bytes']):>8} {_gib(r['buffer_bytes']):>8} "
-                     f"{_gib(r['total_bytes']):>8} {'yes' if r['fits'] else 'NO':>5} {_gib(r['headroom_bytes']):>9}")
+                     f"{_gib(r['total_bytes']):>8} {'yes' if r['fits'] else 'NO':>5} {_gib(r['headroom_bytes']):>9}"
+                     + mix)
     lines.append("smallest node count that fits:")
     for strategy, n in smallest_fit(rows).items():
         lines.append(f"  {strategy:<9} {n if n is not None else 'none of ' + ','.join(map(str, o.nodes))}")
@@ -215,21 +238,33 @@ def table(shape: ModelShape, rows: list[dict], o: Options) -> str:
     return "\n".join(lines)
 
 
+def add_gpu_mem(p: argparse.ArgumentParser) -> None:
+    """--gpu-mem, as the planner and the advice take it."""
+    p.add_argument("--gpu-mem", default=defaults.GPU_MEM,
+                   help=f"memory of one GPU, with a unit (default: {defaults.GPU_MEM})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="bin/plan", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="", help=f"one of the project's models: {', '.join(MODELS)}")
-    p.add_argument("--dataset", default="synthetic", help="input shape for --model (default: synthetic)")
+    d = ExperimentConfig  # the trainers' defaults; the optimizer's is the planner's own (large models: adam)
+    p.add_argument("--dataset", default=d.dataset, help=f"input shape for --model (default: {d.dataset})")
     for name in ("layers", "hidden", "heads", "seq", "vocab"):
         p.add_argument(f"--{name}", default="", help="transformer shape (all five together)")
     p.add_argument("--params", default="", help="parameter count alone (activations unknown)")
-    p.add_argument("--precision", default="fp32", help=f"{'|'.join(PRECISIONS)} (default: fp32)")
+    p.add_argument("--precision", default=d.precision, help=f"{'|'.join(PRECISIONS)} (default: {d.precision})")
     p.add_argument("--optimizer", default="adam", help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
-    p.add_argument("--global-batch", default="64", help="samples per step over all ranks (default: 64)")
-    p.add_argument("--chunks", default="4", help="micro-batches per step for pipelines (default: 4)")
-    p.add_argument("--schedule", default="1f1b", help="pipeline schedule gpipe|1f1b (default: 1f1b)")
+    p.add_argument("--global-batch", default=str(d.global_batch),
+                   help=f"samples per step over all ranks (default: {d.global_batch})")
+    p.add_argument("--chunks", default=str(d.chunks),
+                   help=f"micro-batches per step for pipelines (default: {d.chunks})")
+    p.add_argument("--schedule", default=d.schedule,
+                   help=f"pipeline schedule {'|'.join(SCHEDULES)} (default: {d.schedule})")
     p.add_argument("--nodes", default="1,2,4,8", help="comma list of node counts (default: 1,2,4,8)")
-    p.add_argument("--procs-per-node", default="1", help="ranks (GPUs) per node (default: 1)")
-    p.add_argument("--gpu-mem", default="80GiB", help="memory of one GPU, with a unit (default: 80GiB)")
+    p.add_argument("--procs-per-node", default=str(d.procs_per_node),
+                   help=f"ranks (GPUs) per node (default: {d.procs_per_node})")
+    p.add_argument("--gpu-mem", default="", help="memory of one GPU, with a unit (default: the --gpu preset's)")
+    layout_search.add_arguments(p)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     return p
 
@@ -244,14 +279,19 @@ def main(argv: list[str], profiler: Profiler | None = None) -> int:
                                      ("schedule", a.schedule, SCHEDULES), ("dataset", a.dataset, DATASETS)):
             if value not in choices:
                 raise ConfigError(f"unknown {name} {value!r}: choose from {', '.join(choices)}")
+        fixed, cost = layout_search.parse(a, positive_int)
         nodes = [positive_int("nodes", x.strip()) for x in a.nodes.split(",")]
         o = Options(sorted(set(nodes)), positive_int("procs per node", a.procs_per_node),
                     positive_int("global batch", a.global_batch), positive_int("chunks", a.chunks), a.schedule,
-                    a.optimizer, a.precision, parse_size(a.gpu_mem))
+                    a.optimizer, a.precision, parse_size(a.gpu_mem) if a.gpu_mem else GPUS[cost["gpu"]][0])
         shape_args = [a.layers, a.hidden, a.heads, a.seq, a.vocab]
         given = sum(bool(x) for x in (a.model, a.params, any(shape_args)))
         if given != 1:
             raise ConfigError("give the model one way: --model NAME, the five transformer flags, or --params N")
+        if layout_search.given(a) and not any(shape_args):
+            raise ConfigError("the mix layout and --search need the transformer shape: --layers --hidden --heads "
+                              "--seq --vocab")
+        run, mixes = None, []
         if a.model:
             if a.model not in MODELS:
                 own = ("; a module:function model is not planned: give its parameter count, --params N"
@@ -268,13 +308,29 @@ def main(argv: list[str], profiler: Profiler | None = None) -> int:
             dims = [positive_int(n, v) for n, v in zip(("layers", "hidden", "heads", "seq", "vocab"), shape_args,
                                                        strict=True)]
             shape = transformer_shape(*dims, a.precision)
+            run = layout_search.Run(Transformer(*dims), o.global_batch, o.precision, o.optimizer, o.schedule,
+                                    o.gpu_mem, cost["gpu"], cost["mfu"], cost["intra"], cost["inter"])
+            for n in o.nodes if not a.search else ():
+                try:  # the flags' layout: refused in one line where it cannot be built; the default one noted
+                    mixes.append((n, layout_search.mix_layout(run, fixed, n, o.procs)))
+                except ConfigError as e:
+                    if fixed:
+                        raise
+                    mixes.append((n, str(e)))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if a.search and run is not None:
+        return layout_search.print_search(run, fixed, cost["top"], o.nodes, o.procs, a.json, shape.name)
     rows = plan(shape, o)
+    if run is not None:
+        rows += [empty_row("mix", n, o.procs, x) if isinstance(x, str) else layout_search.row(run, x, n, o.procs)
+                 for n, x in mixes]
     if a.json:
         print(json.dumps({"model": shape.name, "params": shape.params, "gpu_mem_bytes": o.gpu_mem, "rows": rows},
                          indent=1))
     else:
         print(table(shape, rows, o))
+        if run is not None:
+            print("\n".join(layout_search.fastest_lines(run, o.nodes, o.procs)))
     return 0

@@ -22,12 +22,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from analysis.figures import DASHES, MARKERS, MAX_LEGEND, PIPELINED, PlotSpec, colour, series_label  # noqa: E402
-from analysis.figures import figure as _figure  # noqa: E402
-from analysis.figures import legend as _legend  # noqa: E402
-from analysis.figures import varying as _varying  # noqa: E402
+from analysis.axisplots import VIEW_PLOTS  # noqa: E402
 from analysis.metrics import Analysis  # noqa: E402
-from analysis.views import VIEW_PLOTS  # noqa: E402
+from analysis.plotstyle import DASHES, MARKERS, MAX_LEGEND, PIPELINED, PlotSpec, colour, series_label  # noqa: E402
+from analysis.plotstyle import figure as _figure  # noqa: E402
+from analysis.plotstyle import legend as _legend  # noqa: E402
+from analysis.plotstyle import varying as _varying  # noqa: E402
 from contract.registry import NAMES as STRATEGIES  # noqa: E402
 
 MIB = 2**20

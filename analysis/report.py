@@ -1,7 +1,8 @@
 """report.html: the sweep's grid and meta, the summary table, every plot, the problems table.
 
 Self-contained (CSS inline, plots embedded as base64 PNG) so it can be mailed or opened from a
-phone; links to the SVG/PNG files next to it are extras.
+phone; links to the SVG/PNG files next to it are extras. A sweep without a COMPLETED experiment
+gets `write_problems_report`: the meta, the grid and why each experiment has no result.
 
     python -m analysis.report [--sweep NAME] [--logs DIR]   # `make report`
 """
@@ -17,6 +18,8 @@ import jinja2
 
 from analysis.advise import report_section
 from analysis.metrics import Analysis
+from analysis.sweepstate import SKIPPED, SweepState
+from contract import rundir
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 TABLE = [  # (column, header, format)
@@ -45,21 +48,20 @@ def fmt(value, how: str) -> str:
         return str(value)
 
 
-def _meta(a: Analysis) -> dict:
-    """Machine, versions and commit: from sweep.json and the first experiment's config.json meta."""
-    m = a.data.meta
-    metas = [doc.get("meta", {}) for doc in a.data.configs.values() if doc.get("meta", {}).get("torch")]
+def _meta(name: str, m: dict, configs: dict[str, dict], target_acc: float | None) -> dict:
+    """Machine, versions and commit: from sweep.json (`m`) and the first experiment's config.json meta."""
+    metas = [doc.get("meta", {}) for doc in configs.values() if doc.get("meta", {}).get("torch")]
     first = metas[0] if metas else {}
     devices = sorted({r.get("device", "?") for x in metas for r in x.get("ranks", []) if isinstance(r, dict)})
     hosts = sorted({r.get("host", "?") for x in metas for r in x.get("ranks", []) if isinstance(r, dict)})
     cores = (first.get("cpu_plan") or {}).get("machine_cores")
     backends = ", ".join(sorted({str(x.get("dist_backend")) for x in metas}))
-    return {"sweep": a.data.name, "backend": m.get("backend", "?"), "created": m.get("created", "?"),
+    return {"sweep": name, "backend": m.get("backend", "?"), "created": m.get("created", "?"),
             "updated": m.get("updated", "?"), "git commit": m.get("git_commit") or first.get("git_commit") or "?",
             "hosts": ", ".join(hosts) or m.get("host", "?"), "devices": ", ".join(devices) or "?",
             "CPU cores": cores if cores is not None else "?", "torch": first.get("torch", "?"),
             "python": first.get("python", "?"), "distributed backend": backends or "?",
-            "target accuracy": f"{a.target_acc:.3f}" if a.target_acc is not None else "–",
+            "target accuracy": f"{target_acc:.3f}" if target_acc is not None else "–",
             "report written": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
@@ -76,14 +78,25 @@ def _grid_value(key: str, value):
     return _DEFAULTS[key] if key in _DEFAULTS and value in (-1, -1.0) else value
 
 
-def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> str:
+def _grid(m: dict) -> dict:
+    return {k: _grid_value(k, v) for k, v in (m.get("grid") or {}).items()
+            if v not in ("", None, False) and k not in ("sweep", "backend")}  # both are in the meta block
+
+
+def _render(path: str, **context) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    html = env.get_template("report.html.j2").render(**context)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(html)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> str:
     rows = []
     for _, r in a.summary.iterrows():
         rows.append({"cells": [fmt(r.get(col), how) for col, _, how in TABLE], "state": r["state"],
                      "oversubscribed": bool(r.get("oversubscribed"))})
-    grid = {k: _grid_value(k, v) for k, v in (a.data.meta.get("grid") or {}).items()
-            if v not in ("", None, False) and k not in ("sweep", "backend")}  # both are in the meta block
     base = os.path.dirname(path)
     figures = [{"name": p.spec.name, "title": p.spec.title, "caption": p.spec.caption, "src": _embed(p.png),
                 "png": os.path.relpath(p.png, base), "svg": os.path.relpath(p.svg, base)} for p in plots]
@@ -92,13 +105,22 @@ def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> s
     if answer["png"]:
         answer["svg"] = os.path.relpath(os.path.splitext(answer["png"])[0] + ".svg", base)
         answer["png"] = os.path.relpath(answer["png"], base)
-    html = env.get_template("report.html.j2").render(
-        answer=answer, meta=_meta(a), grid=grid, headers=[h for _, h, _ in TABLE], rows=rows, figures=figures,
+    return _render(
+        path, answer=answer, meta=_meta(a.data.name, a.data.meta, a.data.configs, a.target_acc),
+        grid=_grid(a.data.meta), headers=[h for _, h, _ in TABLE], rows=rows, experiments=len(rows), figures=figures,
         not_applicable=[(s.title, why) for s, why in not_applicable],
         problems=a.problems.fillna("").to_dict("records"), skipped=a.skipped.fillna("").to_dict("records"),
         any_oversubscribed=any(r["oversubscribed"] for r in rows))
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(html)
-    os.replace(path + ".tmp", path)
-    return path
 
+
+def write_problems_report(state: SweepState, path: str) -> str:
+    """report.html of a sweep without a COMPLETED experiment: its meta and grid, and why each
+    experiment has no result (state, reason, logs); no summary, no plots."""
+    meta = rundir.read_json(os.path.join(state.path, "sweep.json"))
+    configs = {e.id: rundir.read_json(os.path.join(e.logs, "config.json")) for e in state.experiments}
+    problems = [{"experiment": e.id, "rank": "", "kind": e.state, "detail": e.reason, "file": e.logs}
+                for e in state.problems if e.state != SKIPPED]
+    skipped = [{"experiment": e.id, "reason": e.reason} for e in state.problems if e.state == SKIPPED]
+    return _render(path, no_results=f"No experiment COMPLETED ({state.tally()}): nothing to summarise or plot.",
+                   meta=_meta(state.name, meta, configs, None), grid=_grid(meta), experiments=len(state.experiments),
+                   problems=problems, skipped=skipped)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from contract import registry
+from contract import registry, rundir
 from contract.config import ExperimentConfig
 
 
@@ -74,12 +74,12 @@ def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch:
             "torch": "2.x (synthetic)", "python": "3.11", "dist_backend": "gloo" if world > 1 else "none",
             "ranks": [{"node": f"node{r // procs}", "host": "synthetic", "device": "cpu"} for r in range(world)]}
     _dump(os.path.join(run_dir, "config.json"), {"config": cfg, "identity": config.identity(), "meta": meta})
-    _dump(os.path.join(run_dir, "status.json"), {"state": state, "exit_code": 0 if state == "COMPLETED" else 1,
-                                                 "attempts": 1, "wall_s": 1.0 + steps * 0.01, "cpu_plan": plan})
+    rundir.write_status(run_dir, state, fresh=True, exit_code=0 if state == "COMPLETED" else 1, attempts=1,
+                        wall_s=1.0 + steps * 0.01, cpu_plan=plan)
     param_bytes = 4_000_000 // stages
     compute = 0.02 * slow * batch / 32 / dp / stages
     comm = 0.0 if world == 1 else 0.002 * slow * (world - 1) ** 0.8
-    pipelined = config.traits.micro_batches
+    pipelined = config.strategy_record.micro_batches
     bubble = (stages - 1) / (chunks + stages - 1) if pipelined else 0.0
     t0 = 1_800_000_000.0 + repeat * 1000
     step = np.arange(steps)
@@ -137,13 +137,12 @@ def write_sweep(logs: str, name: str, strategies: tuple[str, ...] = DEFAULT_STRA
                 for r in range(repeats):
                     config = _config(s, n, procs, batch, c, steps, r, kw.get("warmup", 2), kw.get("seed", 0))
                     exp = config.experiment_id()
-                    skipped = config.traits.refusal(registry.Layout(n, procs))
+                    skipped = config.strategy_record.refusal(registry.Layout(n, procs))
                     listed.append({"id": exp, "skipped": skipped, "strategy": s, "nodes": n, "procs_per_node": procs,
                                    "global_batch": batch, "chunks": c, "schedule": "1f1b", "repeat": r})
                     d = os.path.join(path, exp)
                     if skipped:
-                        os.makedirs(d, exist_ok=True)
-                        _dump(os.path.join(d, "status.json"), {"state": "SKIPPED", "reason": skipped, "attempts": 0})
+                        rundir.write_status(d, "SKIPPED", fresh=True, reason=skipped, attempts=0)
                     else:
                         write_experiment(d, s, n, procs, batch, c, steps, repeat=r, **kw)
     _dump(os.path.join(path, "sweep.json"), {

@@ -2,7 +2,7 @@
 
 Plain Adam in fp32 holds 16 bytes per parameter: 4 weights, 4 gradients, 8 optimizer state.
 ZeRO stage 1 shards the optimizer state: 4 + 4 + 8/N. FSDP shards all of it: 16/N. The
-formula is the registry's (`registry.get(s).held`), the strategies its sharded ones.
+formula is the registry's (`registry.get(s).state_bytes`), the strategies its sharded ones.
 Runs each sharded strategy for one step at 2 and 4 ranks (Adam, transformer: its many similar
 tensors let ZeRO's whole-tensor partition be even) and prints, per layout, the largest
 rank's measured bytes (from the `end` record), the formula, and measured/formula.
@@ -21,7 +21,7 @@ from contract import registry
 
 def formula_bytes(strategy: str, params: int, n: int) -> float:
     """What the registry says the largest rank holds (parameters + gradients + Adam state)."""
-    return float(registry.get(strategy).held(params, n, "adam").total)
+    return float(registry.get(strategy).state_bytes(params, n, "adam").total)
 
 
 def main(argv: list[str] | None = None) -> int:

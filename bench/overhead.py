@@ -11,7 +11,7 @@ decide the goals run in one process, alternating blocks of steps, several rounds
 2. Trainer against bare loop, in this process: one allocator state (the chosen one), one thread
    count, so only the harness differs. Blocks of K steps alternate: the bare loop (same model,
    seed, optimizer, batch size and data; it fetches each batch as the trainer does), then the
-   trainer's own loop (`runtime.setup` + `single.build` + `runtime.train`, logging to a
+   trainer's own loop (`setup.setup` + `single.build` + `loop.train`, logging to a
    temporary run directory, read back with analysis.load). A step's time is the median gap
    between consecutive iterations: perf_counter stamps in the bare loop, consecutive `step`
    records in the trainer, so it includes fetching the batch, timers, peak-memory reads and the
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from analysis.load import load_run
 from contract.config import ExperimentConfig, validate
 from trainers import single
-from trainers.common import allocator, runtime
+from trainers.common import allocator, loop, setup
 from trainers.common.data import GlobalBatches, data_spec, load
 from trainers.common.logwriter import RankLog
 from trainers.common.models import build_model
@@ -85,8 +85,8 @@ def trainer_block(cfg: ExperimentConfig, run_dir: str, skip: int) -> tuple[list[
     """Run the trainer's loop in this process; per-step gaps (ms) and gap - step_s (ms)."""
     cfg = ExperimentConfig(**{**cfg.to_dict(), "run_dir": run_dir})
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        ctx = runtime.setup(cfg)
-        runtime.train(ctx, single.build(ctx))
+        ctx = setup.setup(cfg)
+        loop.train(ctx, single.build(ctx))
     steps = load_run(run_dir).steps.sort_values("step")
     gaps = _gaps_ms(steps["time"].tolist(), skip)
     outside = [g - s * 1000 for g, s in zip(gaps, steps["step_s"].tolist()[skip + 1:], strict=True)]
@@ -164,7 +164,7 @@ def piece_costs_us(work: str) -> dict[str, float]:
     cpu = torch.device("cpu")
     pieces = {
         "step record (encode + write + flush)": lambda: log.write("step", **fields),
-        "peak memory read": lambda: runtime.peak_memory_bytes(cpu),
+        "peak memory read": lambda: loop.peak_memory_bytes(cpu),
         "process_time x2": lambda: (time.process_time(), time.process_time()),
         "batch indices (shard)": lambda: batches.shard(3, 0, 1),
         "fetch x[idx], y[idx]": lambda: (data.x_train[idx], data.y_train[idx]),

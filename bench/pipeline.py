@@ -71,7 +71,7 @@ class Point:
 
 
 def make_context(cfg: ExperimentConfig, env: distenv.DistEnv, work: str) -> Context:
-    """A rank's Context as runtime.setup builds it, for a process group that already exists."""
+    """A rank's Context as setup.setup builds it, for a process group that already exists."""
     data = load(cfg.dataset, cfg.seed, cfg.data_dir, tokens=cfg.model == "transformer")
     run_dir = os.path.join(work, f"{cfg.strategy}-{cfg.schedule}-c{cfg.chunks}")
     return Context(cfg, env, torch.device("cpu"), data, GlobalBatches(len(data.y_train), cfg.global_batch, cfg.seed),

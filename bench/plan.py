@@ -24,10 +24,10 @@ from contract.tables import MODELS
 
 def layouts(strategy: str, ranks: list[int]) -> list[tuple[int, int]]:
     """(nodes, procs) per rank count that the strategy can run."""
-    traits = registry.get(strategy)
+    record = registry.get(strategy)
     out = []
     for w in ranks:
-        nodes, procs = (w // 2, 2) if traits.stage_replicas and w >= 2 else (w, 1)
+        nodes, procs = (w // 2, 2) if record.stage_replicas and w >= 2 else (w, 1)
         cfg = ExperimentConfig(strategy=strategy, nodes=nodes, procs_per_node=procs, global_batch=64)
         try:
             validate(cfg)

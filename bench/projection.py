@@ -30,13 +30,14 @@ import subprocess
 import sys
 import tempfile
 
-from analysis import projection as pj
-from analysis.load import parse_rank_file
+from analysis.logread import parse_rank_file
+from analysis.projection.fit import held_out_check
+from analysis.projection.points import load_points
 from contract import registry
 from contract.config import ExperimentConfig
 from contract.errors import ConfigError
 from contract.paths import ROOT
-from contract.tables import LINKS
+from contract.tables import LINKS, link_figures, link_wire
 
 NODES = (1, 2, 4)
 
@@ -96,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    lat_us, gbps = LINKS[args.link]
+    lat_us, gbps = link_figures(args.link)
     with tempfile.TemporaryDirectory(prefix="bench-projection-") as logs:
         run_sweep(logs, "proj", strategies, NODES, args.steps, args.repeats, args.link)
-        points = pj.load_points(os.path.join(logs, "proj"))
-        checks = {s: (n, measured, pred) for s, n, measured, pred in pj.held_out_check(points)}
+        points = load_points(os.path.join(logs, "proj"))
+        checks = {s: (n, measured, pred) for s, n, measured, pred in held_out_check(points)}
         print(f"projection fitted on NODES=1,2 (strategies that need 2 ranks: on 2), predicting NODES=4; simulate, "
               f"{args.link} emulated ({lat_us} us, {gbps} Gbit/s), {os.cpu_count()} cores, {args.steps} steps, "
               f"median of {args.repeats} repeat(s)")
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                                            device="cpu")
                     seconds, sent = comm_per_step(os.path.join(logs, sweep, cfg.experiment_id()), 2)
                     comm.setdefault(link, []).append(seconds)
-            emulated = lat_us * 1e-6 * 2 * (2 - 1) + sent * 8 / (gbps * 1e9)
+            latency_s, bandwidth = link_wire(args.link)
+            emulated = latency_s * 2 * (2 - 1) + sent / bandwidth
             grew = statistics.median(comm[args.link]) - statistics.median(comm["loopback"])
             print(f"ddp comm_s per step at NODES=2, {args.link} over loopback: {grew * 1e3:+.3f} ms measured "
                   f"(medians of {args.repeats}), +{emulated * 1e3:.3f} ms emulated ({sent} B sent per step), "

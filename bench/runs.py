@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-from analysis.load import SweepData, load_run
+from analysis.frames import SweepData
+from analysis.load import load_run
 from contract.config import ExperimentConfig, validate
 from simulate.launcher import run_experiment
 

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 
+from contract import envnames
 from contract.config import ExperimentConfig, validate
 
 # analysis.load (pandas) and simulate.launcher are imported where used: a probe process must
@@ -71,7 +72,7 @@ def measure(cfg: ExperimentConfig, run_dir: str) -> dict[str, float]:
 def probe(strategy: str) -> None:
     """Run as a fresh process (`--probe`): time each phase of a rank's start; print the wall
     times, then the CPU times (this process's; on an idle machine the two would match)."""
-    spawned = float(os.environ["TS_BENCH_SPAWNED"])
+    spawned = float(os.environ[envnames.BENCH_SPAWNED])
     t, cpu = [time.time()], [time.process_time()]
     import torch  # noqa: F401
 
@@ -80,7 +81,7 @@ def probe(strategy: str) -> None:
     import importlib
 
     importlib.import_module(f"trainers.{strategy}")
-    from trainers.common import distenv, runtime
+    from trainers.common import distenv, setup
     from trainers.common.data import load
 
     t.append(time.time())
@@ -93,7 +94,7 @@ def probe(strategy: str) -> None:
     load(cfg.dataset, cfg.seed, cfg.data_dir, tokens=cfg.model == "transformer")
     t.append(time.time())
     cpu.append(time.process_time())
-    if runtime._init_process_group(distenv.from_environ(), torch.device("cpu"), strategy) != "none":
+    if setup._init_process_group(distenv.from_environ(), torch.device("cpu"), strategy) != "none":
         torch.distributed.barrier()  # a rank that left at once would reset its peer's half-made connections
     t.append(time.time())
     cpu.append(time.process_time())
@@ -110,8 +111,8 @@ def probe_round(strategy: str, world: int) -> list[float]:
     port, procs = free_port(), []
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": str(port), "TS_THREADS": "1", "OMP_NUM_THREADS": "1",
-               "TS_BENCH_SPAWNED": repr(time.time())}
+               "MASTER_PORT": str(port), envnames.THREADS: "1", "OMP_NUM_THREADS": "1",
+               envnames.BENCH_SPAWNED: repr(time.time())}
         procs.append(subprocess.Popen([sys.executable, "-m", "bench.startup", "--probe", strategy], env=env,
                                       stdout=subprocess.PIPE, text=True))
     rows = [[float(v) for v in p.communicate()[0].split()] for p in procs]

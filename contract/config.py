@@ -43,52 +43,52 @@ def fp16_on_cpu(device: str = "cpu") -> str:
     return f"invalid precision fp16 on device {device}: fp16 (with loss scaling) is for GPUs; on CPU use bf16"
 
 
-def _f(default: Any, flag: str, help: str, **kw: Any) -> Any:
+def setting(default: Any, flag: str, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"flag": flag, "help": help, **kw})
 
 
 @dataclass
 class ExperimentConfig:
-    strategy: str = _f("single", "--strategy", "parallelism strategy", choices=STRATEGIES)
-    nodes: int = _f(1, "--nodes", "number of nodes")
-    procs_per_node: int = _f(1, "--procs-per-node", "ranks per node")
-    model: str = _f("mlp", "--model", f"model: {', '.join(MODELS)}, or your own as module:function (usermodel.py)")
-    dataset: str = _f("synthetic", "--dataset", "data set", choices=DATASETS)
-    data_size: int = _f(0, "--data-size", "training samples used: the first N of the training set (0: all)")
-    data_dir: str = _f("data", "--data-dir", "where real data sets live (cifar10)")
-    steps: int = _f(20, "--steps", "optimizer steps (0: use --epochs)")
-    epochs: int = _f(0, "--epochs", "epochs, used when --steps is 0")
-    global_batch: int = _f(64, "--global-batch", "samples per optimizer step over all data-parallel ranks")
-    chunks: int = _f(4, "--chunks", "micro-batches per step (pipeline strategies)")
-    schedule: str = _f("1f1b", "--schedule", "pipeline schedule", choices=SCHEDULES)
-    stages: int = _f(0, "--stages", "pipeline stages (0: automatic)")
-    balance: str = _f("", "--balance", "blocks per stage, e.g. 3,3, or params / time (empty: by parameter count)")
-    gpipe_checkpoint: str = _f("never", "--checkpoint", "torchgpipe activation checkpointing",
+    strategy: str = setting("single", "--strategy", "parallelism strategy", choices=STRATEGIES)
+    nodes: int = setting(1, "--nodes", "number of nodes")
+    procs_per_node: int = setting(1, "--procs-per-node", "ranks per node")
+    model: str = setting("mlp", "--model", f"model: {', '.join(MODELS)}, or your own as module:function (usermodel.py)")
+    dataset: str = setting("synthetic", "--dataset", "data set", choices=DATASETS)
+    data_size: int = setting(0, "--data-size", "training samples used: the first N of the training set (0: all)")
+    data_dir: str = setting("data", "--data-dir", "where real data sets live (cifar10)")
+    steps: int = setting(20, "--steps", "optimizer steps (0: use --epochs)")
+    epochs: int = setting(0, "--epochs", "epochs, used when --steps is 0")
+    global_batch: int = setting(64, "--global-batch", "samples per optimizer step over all data-parallel ranks")
+    chunks: int = setting(4, "--chunks", "micro-batches per step (pipeline strategies)")
+    schedule: str = setting("1f1b", "--schedule", "pipeline schedule", choices=SCHEDULES)
+    stages: int = setting(0, "--stages", "pipeline stages (0: automatic)")
+    balance: str = setting("", "--balance", "blocks per stage, e.g. 3,3, or params / time (empty: by parameter count)")
+    gpipe_checkpoint: str = setting("never", "--checkpoint", "torchgpipe activation checkpointing",
                                choices=GPIPE_CHECKPOINTS)
-    precision: str = _f("fp32", "--precision", "autocast precision", choices=PRECISIONS)
-    optimizer: str = _f("sgd", "--optimizer", "optimizer", choices=OPTIMIZERS)
-    lr: float = _f(0.05, "--lr", "learning rate")
-    sync_every: int = _f(1, "--sync-every", "localsgd: local steps between two averages of the replicas (H)")
-    outer: str = _f("sgd", "--outer", "localsgd: outer optimizer on the averaged change (nesterov: DiLoCo)",
-                    choices=OUTER_OPTIMIZERS)
-    outer_lr: float = _f(1.0, "--outer-lr", "localsgd: outer learning rate (sgd at 1: plain averaging)")
-    sync_optim: str = _f("keep", "--sync-optim", "localsgd: optimizer state kept per replica or averaged too",
-                         choices=SYNC_OPTIM)
-    staleness: int = _f(0, "--staleness", "asyncps: server versions a worker's parameters may lag (0: ps)")
-    seed: int = _f(0, "--seed", "seed: same seed, same weights and data order on every strategy")
-    repeat: int = _f(0, "--repeat", "repetition index (part of the experiment id)")
-    warmup: int = _f(2, "--warmup", "steps flagged as warm-up and left out of timing summaries")
-    device: str = _f("auto", "--device", "device kind", choices=DEVICES)
-    link: str = _f("loopback", "--link", "interconnect emulated between simulated nodes",
+    precision: str = setting("fp32", "--precision", "autocast precision", choices=PRECISIONS)
+    optimizer: str = setting("sgd", "--optimizer", "optimizer", choices=OPTIMIZERS)
+    lr: float = setting(0.05, "--lr", "learning rate")
+    sync_every: int = setting(1, "--sync-every", "localsgd: local steps between two averages of the replicas (H)")
+    outer: str = setting("sgd", "--outer", "localsgd: outer optimizer on the averaged change (nesterov: DiLoCo)",
+                      choices=OUTER_OPTIMIZERS)
+    outer_lr: float = setting(1.0, "--outer-lr", "localsgd: outer learning rate (sgd at 1: plain averaging)")
+    sync_optim: str = setting("keep", "--sync-optim", "localsgd: optimizer state kept per replica or averaged too",
+                           choices=SYNC_OPTIM)
+    staleness: int = setting(0, "--staleness", "asyncps: server versions a worker's parameters may lag (0: ps)")
+    seed: int = setting(0, "--seed", "seed: same seed, same weights and data order on every strategy")
+    repeat: int = setting(0, "--repeat", "repetition index (part of the experiment id)")
+    warmup: int = setting(2, "--warmup", "steps flagged as warm-up and left out of timing summaries")
+    device: str = setting("auto", "--device", "device kind", choices=DEVICES)
+    link: str = setting("loopback", "--link", "interconnect emulated between simulated nodes",
                    choices=tuple(LINKS))
-    latency_us: float = _f(-1.0, "--latency-us", "emulated link latency in microseconds (-1: the link preset's)")
-    bandwidth_gbps: float = _f(-1.0, "--bandwidth-gbps", "emulated link bandwidth in Gbit/s (-1: preset's)")
-    memory_fraction: float = _f(-1.0, "--memory-fraction",
+    latency_us: float = setting(-1.0, "--latency-us", "emulated link latency in microseconds (-1: the link preset's)")
+    bandwidth_gbps: float = setting(-1.0, "--bandwidth-gbps", "emulated link bandwidth in Gbit/s (-1: preset's)")
+    memory_fraction: float = setting(-1.0, "--memory-fraction",
                                 "GPU memory fraction per rank, in (0, 1] (-1: even split with head-room)")
-    checkpoint_every: int = _f(0, "--checkpoint-every", "steps between checkpoints (0: off)")
-    fault: str = _f("", "--fault", "inject a fault: raise@R:S or kill@R:S")
-    save_params: bool = _f(False, "--save-params", "write the final parameters to params.pt (rank 0)")
-    run_dir: str = _f("", "--run-dir", "directory for this experiment's logs")
+    checkpoint_every: int = setting(0, "--checkpoint-every", "steps between checkpoints (0: off)")
+    fault: str = setting("", "--fault", "inject a fault: raise@R:S or kill@R:S")
+    save_params: bool = setting(False, "--save-params", "write the final parameters to params.pt (rank 0)")
+    run_dir: str = setting("", "--run-dir", "directory for this experiment's logs")
 
     # ---- derived values -------------------------------------------------
     @property
@@ -96,18 +96,18 @@ class ExperimentConfig:
         return self.nodes * self.procs_per_node
 
     @property
-    def traits(self) -> registry.Strategy:
+    def strategy_record(self) -> registry.Strategy:
         return registry.get(self.strategy)
 
     @property
     def pipeline_stages(self) -> int:
         """Stages of a staged strategy (1 for the others)."""
-        return self.traits.stages(self.nodes, self.procs_per_node, self.stages)
+        return self.strategy_record.stages(self.nodes, self.procs_per_node, self.stages)
 
     @property
     def dp_size(self) -> int:
         """Ranks that each read a different slice of the global batch."""
-        return self.traits.dp_size(self.nodes, self.procs_per_node, self.pipeline_stages)
+        return self.strategy_record.dp_size(self.nodes, self.procs_per_node, self.pipeline_stages)
 
     @property
     def dataset_samples(self) -> int:
@@ -148,18 +148,18 @@ class ExperimentConfig:
         """Every setting that changes this experiment's results, and nothing else: two runs with
         the same identity are the same experiment. Settings a strategy ignores are left out
         (chunks for ddp), so they never split one experiment in two."""
-        traits = self.traits
+        record = self.strategy_record
         out = {}
         for f in dataclasses.fields(self):
             if f.name in NOT_IDENTITY:
                 continue
-            if f.name == "chunks" and not traits.micro_batches:
+            if f.name == "chunks" and not record.micro_batches:
                 continue
-            if f.name == "schedule" and not traits.scheduled:
+            if f.name == "schedule" and not record.scheduled:
                 continue
-            if f.name in ("stages", "balance", "gpipe_checkpoint") and traits.kind != "staged":
+            if f.name in ("stages", "balance", "gpipe_checkpoint") and record.kind != "staged":
                 continue
-            if f.name in OWN_SETTINGS and f.name not in traits.settings:
+            if f.name in OWN_SETTINGS and f.name not in record.settings:
                 continue
             out[f.name] = getattr(self, f.name)
         whole = self.dataset_samples
@@ -265,7 +265,7 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
     require(c.lr > 0, f"invalid lr {c.lr!r}: must be > 0")
     require(c.outer_lr > 0, f"invalid outer_lr {c.outer_lr!r}: must be > 0")
     require(c.precision != "fp16" or c.device != "cpu", fp16_on_cpu())
-    require(c.precision != "fp16" or c.traits.loss_scaling, f"invalid precision fp16 for {c.strategy}: its "
+    require(c.precision != "fp16" or c.strategy_record.loss_scaling, f"invalid precision fp16 for {c.strategy}: its "
              "workers step on parameters of other server versions, without one loss scale; use bf16")
     require(0 < c.memory_fraction <= 1 or c.memory_fraction == -1.0,
              f"invalid memory_fraction {c.memory_fraction!r}: must be in (0, 1] (leave it out for an even split)")
@@ -299,20 +299,20 @@ def layout(c: ExperimentConfig, gpus: int | None = None) -> registry.Layout:
 
 
 def _validate_layout(c: ExperimentConfig) -> None:
-    traits = c.traits
-    refusal = traits.refusal(layout(c))
+    record = c.strategy_record
+    refusal = record.refusal(layout(c))
     require(refusal is None, f"invalid layout for {c.strategy}: {refusal}")
-    if traits.computing_ranks == "workers":
+    if record.computing_ranks == "workers":
         require(c.global_batch >= c.dp_size, f"invalid global_batch {c.global_batch}: {c.strategy} needs at "
                  f"least one sample per worker ({c.dp_size})")
     elif c.dp_size > 1:
         require(c.global_batch % c.dp_size == 0, f"invalid global_batch {c.global_batch}: not divisible by "
                  f"the {c.dp_size} data-parallel ranks of {c.strategy}")
-    if traits.kind == "staged":
+    if record.kind == "staged":
         k, w = c.pipeline_stages, c.world_size
-        if traits.stage_replicas:
+        if record.stage_replicas:
             require(w % k == 0, f"invalid stages {k} for {c.strategy}: must divide the world size {w}")
-        elif traits.max_world is None:  # one stage per rank
+        elif record.max_world is None:  # one stage per rank
             require(k == w, f"invalid stages {k} for {c.strategy}: one stage per rank, world size is {w}")
         bal = c.balance_list() if c.balance else []
         if bal:
@@ -321,7 +321,7 @@ def _validate_layout(c: ExperimentConfig) -> None:
             blocks = MODEL_BLOCKS.get(c.model, sum(bal))  # a module:function model's: checked once built
             require(sum(bal) == blocks, f"invalid balance {c.balance!r}: covers {sum(bal)} blocks, "
                      f"model {c.model} has {blocks}")
-    if traits.micro_batches:
+    if record.micro_batches:
         per_replica = c.global_batch // c.dp_size
         require(per_replica % c.chunks == 0, f"invalid global_batch {c.global_batch}: not divisible by "
                  f"chunks x data-parallel ranks ({c.chunks} x {c.dp_size})")

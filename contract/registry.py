@@ -126,8 +126,8 @@ class Strategy:
         return self.summary.split(":")[0]
 
     # ---- memory -------------------------------------------------------------------------
-    def held(self, n_params: int, world: int, optimizer: str, precision: str = "fp32", rank: int = 0,
-             shapes: list[tuple[int, ...]] | None = None, settings: Mapping[str, Any] | None = None) -> Held:
+    def state_bytes(self, n_params: int, world: int, optimizer: str, precision: str = "fp32", rank: int = 0,
+                    shapes: list[tuple[int, ...]] | None = None, settings: Mapping[str, Any] | None = None) -> Held:
         """Bytes of parameters, gradients and optimizer state on `rank` (the busiest rank of a
         sharded strategy). `n_params`: the elements of the model this rank builds (its stage's,
         for a staged strategy); `shapes`, where known, the shapes of its parameter tensors, so
@@ -288,9 +288,9 @@ def get(name: str) -> Strategy:
         raise KeyError(f"unknown strategy {name!r}: choose from {', '.join(NAMES)}") from None
 
 
-def names(**traits: object) -> tuple[str, ...]:
-    """Strategies whose attributes equal `traits`, e.g. names(kind="staged"), names(micro_batches=True)."""
-    return tuple(n for n, s in REGISTRY.items() if all(getattr(s, k) == v for k, v in traits.items()))
+def names(**facts: object) -> tuple[str, ...]:
+    """Strategies whose attributes equal `facts`, e.g. names(kind="staged"), names(micro_batches=True)."""
+    return tuple(n for n, s in REGISTRY.items() if all(getattr(s, k) == v for k, v in facts.items()))
 
 
 def markdown_table() -> str:

@@ -1,10 +1,14 @@
-"""The run directory contract (docs/logs.md): paths, config.json, status.json, states. Torch-free.
+"""The run directory contract (docs/logs.md): paths, config.json, status.json, states, attempts. Torch-free.
 
 Shared by every backend so a sweep looks the same whether it ran on Slurm or here.
 
 config.json has one writer, `update_config`: {"config": the experiment's settings,
 "identity": ExperimentConfig.identity() (every result-changing setting), "meta": what the
 backend, the launcher and rank 0 know (each merges its part)}.
+
+status.json has one writer, `write_status`, which takes only a state of `STATES`; every
+backend, the job scripts (through `python -m slurm.track mark`) and the launcher call it.
+`current_attempt` is the one rule for an attempt's number.
 
 The sweep-level files (sweep.json, submission) are sweeper/sweepdir.py's.
 """
@@ -15,12 +19,19 @@ import datetime
 import json
 import os
 import subprocess
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from contract import envnames
 from contract.config import ExperimentConfig, check_name
 from contract.paths import LOGS, ROOT
 
+STATUS = "status.json"
+# The final states; STATES: every state status.json may hold, the two before them first.
 FINAL_STATES = ("COMPLETED", "FAILED", "TIMEOUT", "PREEMPTED", "CANCELLED", "SKIPPED")
+STATES = ("PENDING", "RUNNING", *FINAL_STATES)
+# Final, and neither completed nor skipped: the experiment ended without its result.
+FAILED_STATES = tuple(s for s in FINAL_STATES if s not in ("COMPLETED", "SKIPPED"))
 
 
 def git_commit() -> str | None:
@@ -53,8 +64,50 @@ def read_json(path: str) -> dict:
         return {}
 
 
+def list_sweeps(logs: str) -> list[str]:
+    """Sweep names under `logs`, oldest first (by the mtime of their sweep.json)."""
+    found = []
+    for name in os.listdir(logs) if os.path.isdir(logs) else []:
+        meta = os.path.join(logs, name, "sweep.json")
+        if os.path.isfile(meta):
+            found.append((os.path.getmtime(meta), name))
+    return [n for _, n in sorted(found)]
+
+
+def read_status(run_dir: str) -> dict:
+    """status.json of `run_dir`; {} when there is none (or it cannot be read)."""
+    return read_json(os.path.join(run_dir, STATUS))
+
+
 def status_of(run_dir: str) -> str | None:
-    return read_json(os.path.join(run_dir, "status.json")).get("state")
+    return read_status(run_dir).get("state")
+
+
+def write_status(run_dir: str, state: str | None = None, *, fresh: bool = False, drop: Iterable[str] = (),
+                 **fields: Any) -> dict:
+    """The one writer of status.json: merge `fields` and `state` (one of STATES; None keeps the
+    state there) into it, `drop` removes fields, `fresh` starts over. Returns what was written."""
+    if state is not None and state not in STATES:
+        raise ValueError(f"unknown status.json state {state!r}: choose from {', '.join(STATES)}")
+    os.makedirs(run_dir, exist_ok=True)
+    doc = {} if fresh else read_status(run_dir)
+    for name in drop:
+        doc.pop(name, None)
+    doc.update(fields)
+    if state is not None:
+        doc["state"] = state
+    write_json(os.path.join(run_dir, STATUS), doc)
+    return doc
+
+
+def current_attempt(env: Mapping[str, str] | None = None) -> int:
+    """This run's attempt: TS_ATTEMPT (the simulate launcher counts them), else the attempts the
+    experiment had before this job (TS_ATTEMPT_BASE, set by the Slurm backends at submission)
+    plus Slurm's restart count plus one."""
+    env = os.environ if env is None else env
+    if env.get(envnames.ATTEMPT):
+        return int(env[envnames.ATTEMPT])
+    return int(env.get(envnames.ATTEMPT_BASE) or 0) + int(env.get("SLURM_RESTART_COUNT") or 0) + 1
 
 
 def update_config(run_dir: str, meta: dict | None = None, cfg: ExperimentConfig | None = None, *,
@@ -78,16 +131,6 @@ def update_config(run_dir: str, meta: dict | None = None, cfg: ExperimentConfig 
     return doc
 
 
-def update_status(run_dir: str, **fields: Any) -> dict:
-    """Merge fields into status.json (attempts and history stay)."""
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, "status.json")
-    doc = read_json(path)
-    doc.update(fields)
-    write_json(path, doc)
-    return doc
-
-
 def _identity_of(config: dict) -> dict | None:
     try:
         return ExperimentConfig.from_dict(config).identity()
@@ -98,7 +141,7 @@ def _identity_of(config: dict) -> dict | None:
 def stored_identity(run_dir: str) -> dict | None:
     """The identity of the run in `run_dir`: config.json's "identity", for older runs derived
     from its "config"; None when the directory holds no run (nothing ran or was submitted)."""
-    status = read_json(os.path.join(run_dir, "status.json"))
+    status = read_status(run_dir)
     ran = status.get("state") not in (None, "SKIPPED", "PENDING") or bool(status.get("job_id")) or (
         os.path.isdir(run_dir) and any(n.startswith("rank-") and n.endswith(".jsonl") for n in os.listdir(run_dir)))
     if not ran:
@@ -128,10 +171,16 @@ def last_error(run_dir: str) -> str | None:
     return min(errors)[1] if errors else None
 
 
-def failure_line(run_dir: str, exp_id: str) -> str:
-    status = read_json(os.path.join(run_dir, "status.json"))
-    state = status.get("state", "UNKNOWN")
+def failure_reason(run_dir: str, status: dict | None = None) -> str:
+    """Why a run did not complete: its first error record, else the ranks' exit codes, else
+    status.json's reason (`status`: that file's document, when the caller has read it)."""
+    status = read_status(run_dir) if status is None else status
     detail = last_error(run_dir)
     if detail is None and status.get("failed_ranks"):
         detail = "exit codes " + ", ".join(f"rank {r}: {c}" for r, c in status["failed_ranks"].items())
-    return f"{state} {exp_id}: {detail or status.get('reason') or 'no error record'} (logs: {run_dir})"
+    return detail or status.get("reason") or "no error record"
+
+
+def failure_line(run_dir: str, exp_id: str) -> str:
+    status = read_status(run_dir)
+    return f"{status.get('state', 'UNKNOWN')} {exp_id}: {failure_reason(run_dir, status)} (logs: {run_dir})"

@@ -22,6 +22,7 @@ DEVICES = ("auto", "cpu", "cuda")
 GPIPE_CHECKPOINTS = ("always", "except_last", "never")
 OUTER_OPTIMIZERS = ("sgd", "nesterov")  # localsgd's outer step on the averaged change (DiLoCo: nesterov)
 SYNC_OPTIM = ("keep", "average")  # localsgd: each replica keeps its optimizer state, or it is averaged too
+SCALINGS = ("strong", "weak")  # a sweep's global batch: fixed (the default, first), or growing with the nodes
 
 # Interconnect presets: (one-way latency in microseconds, bandwidth in Gbit/s).
 # Figures are typical vendor/measured numbers for a single link, not a promise.
@@ -30,7 +31,16 @@ LINKS: dict[str, tuple[float, float]] = {
     "10gbe": (25.0, 10.0),
     "100gbe": (5.0, 100.0),
     "ib-hdr": (1.5, 200.0),
-    "nvlink": (1.0, 2400.0),
+    "nvlink": (1.0, 2400.0),  # NVLink 3 (A100): 300 GB/s each way per GPU
+    "nvlink4": (1.0, 3600.0),  # NVLink 4 (H100/H200): 900 GB/s both ways = 450 GB/s each way per GPU
+    "ib-ndr": (1.5, 400.0),  # InfiniBand NDR, one port
+}
+# GPU presets of the layout search (analysis/layout_search.py): (memory in bytes, dense bf16 peak in
+# FLOP/s, intra-node link, inter-node link: one NIC of that link per GPU, as on DGX A100 / H100).
+GPUS: dict[str, tuple[int, float, str, str]] = {
+    "a100": (80 * 2**30, 312e12, "nvlink", "ib-hdr"),
+    "h100": (80 * 2**30, 989e12, "nvlink4", "ib-ndr"),
+    "h200": (141 * 2**30, 989e12, "nvlink4", "ib-ndr"),
 }
 UNSET = -1.0  # --latency-us / --bandwidth-gbps left out: the preset's figure
 
@@ -40,3 +50,14 @@ def link_figures(link: str, latency_us: float = UNSET, bandwidth_gbps: float = U
     The one conversion of a link preset and its overrides; bandwidth 0 means not emulated."""
     preset_lat, preset_bw = LINKS[link]
     return (latency_us if latency_us >= 0 else preset_lat, bandwidth_gbps if bandwidth_gbps >= 0 else preset_bw)
+
+
+def wire_units(latency_us: float, bandwidth_gbps: float) -> tuple[float, float]:
+    """Link figures in the units a wire model computes with: (latency in s, bandwidth in bytes/s;
+    0 stays 0: not emulated). The emulation (trainers/common/traffic.py) and the projection take them."""
+    return latency_us * 1e-6, bandwidth_gbps * 1e9 / 8
+
+
+def link_wire(link: str, latency_us: float = UNSET, bandwidth_gbps: float = UNSET) -> tuple[float, float]:
+    """`link_figures` in `wire_units`."""
+    return wire_units(*link_figures(link, latency_us, bandwidth_gbps))

@@ -13,7 +13,7 @@ import sys
 import time
 
 from simulate.launcher import plan_cpus, run_experiment
-from sweeper.backends import Backend, Book
+from sweeper.backends import Backend, SweepLedger
 from sweeper.grid import Experiment
 
 
@@ -39,15 +39,15 @@ class SimulateBackend(Backend):
         self.time_limit_s = time_limit_s
         self.running: str | None = None
 
-    def dry_run(self, book: Book, runnable: list[Experiment]) -> int:
+    def dry_run(self, book: SweepLedger, runnable: list[Experiment]) -> int:
         for e in runnable:
             print(f"  would run {e.id}: python -m trainers.{e.config.strategy} {shlex.join(e.config.to_argv())}")
         return 0
 
-    def submit(self, book: Book, todo: list[Experiment]) -> None:
+    def submit(self, book: SweepLedger, todo: list[Experiment]) -> None:
         pass  # one after another, in wait
 
-    def wait(self, book: Book, todo: list[Experiment]) -> dict[str, str]:
+    def wait(self, book: SweepLedger, todo: list[Experiment]) -> dict[str, str]:
         states: dict[str, str] = {}
         for exp in todo:
             number = book.number(exp.id)
@@ -66,7 +66,7 @@ class SimulateBackend(Backend):
             states[exp.id] = status["state"]
         return states
 
-    def cancel(self, book: Book) -> list[str]:
+    def cancel(self, book: SweepLedger) -> list[str]:
         """The launcher already stopped the ranks and wrote CANCELLED (run_experiment re-raises after);
         an interrupt in the instant between the ranks' end and that record leaves RUNNING: CANCELLED."""
         if self.running is None:

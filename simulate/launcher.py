@@ -3,7 +3,7 @@
 Each rank gets its share of the CPU cores (affinity + thread count), a simulated node name
 (`node0`, `node1`, ...), and torchrun-style rendezvous variables. With GPUs, each rank sees
 one GPU (CUDA_VISIBLE_DEVICES) and is told how many ranks share it (TS_RANKS_PER_GPU); the
-rank caps its memory share (trainers/common/gpu.py). The plans (CPU, GPU) and the affinity
+rank caps its memory share (contract/gpushare.py). The plans (CPU, GPU) and the affinity
 each rank really got (read back from /proc/<pid>/status) go to status.json and config.json;
 an oversubscribed layout is flagged in every node's output. Each simulated node's
 output goes to `node-<name>.out`. A rank that fails takes the job down quickly: the others
@@ -16,7 +16,6 @@ CANCEL_GRACE_S), writes status.json CANCELLED with this attempt's number, and re
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import select
@@ -28,12 +27,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TextIO
 
-from contract import rundir
+from contract import envnames, rundir
+from contract import gpushare as gpu
 from contract.config import ExperimentConfig
 from contract.paths import ROOT
 from sweeper.grid import gpu_count
-from trainers.common import gpu
 
 GRACE_S = 5.0  # after one rank fails, how long the others get to notice on their own
 CANCEL_GRACE_S = 3.0  # on an interrupt of the sweep: SIGTERM, then SIGKILL after this long
@@ -138,19 +138,37 @@ class _ExitWatch:
         self._fds.clear()
 
 
-def _read_status(run_dir: str) -> dict:
-    path = os.path.join(run_dir, "status.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
+@dataclass
+class LaunchPlan:
+    """One attempt of an experiment, fixed before its first rank starts: what every rank is started with."""
+
+    cfg: ExperimentConfig
+    run_dir: str
+    time_limit_s: float  # 0: none
+    progress: Callable[[int, int], None] | None  # rank 0's (step, total), as its output says them
+    extra_env: dict | None
+    cpus: CpuPlan
+    gpus: GpuPlan | None
+    attempt: int
+    port: int  # rank 0's rendezvous port
+    names: list[str]  # the simulated nodes
+    outs: dict[str, TextIO]  # node name -> its node-<name>.out
+    locks: dict[str, threading.Lock]  # node name -> the lock its ranks' output lines take
+    argv: list[str]  # the trainer's command line
+    started: float  # time.time() at the attempt's start
 
 
-def write_status(run_dir: str, status: dict) -> None:
-    path = os.path.join(run_dir, "status.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(status, f, indent=2)
-    os.replace(path + ".tmp", path)
+@dataclass
+class RankProcess:
+    """A started rank: its process, the affinity the kernel reports for it, the thread copying its output."""
+
+    proc: subprocess.Popen
+    affinity: str | None = None
+    pump: threading.Thread | None = None
+
+
+def _procs(ranks: list[RankProcess]) -> list[subprocess.Popen]:
+    return [r.proc for r in ranks]
 
 
 def _pump(stream, out_file, lock: threading.Lock, rank: int, progress: Callable[[int, int], None] | None):
@@ -172,7 +190,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     world, ppn = cfg.world_size, cfg.procs_per_node
     plan = plan_cpus(world)
     gplan = plan_gpus(world, cfg.device)
-    previous = _read_status(run_dir)
+    previous = rundir.read_status(run_dir)
     attempt = int(previous.get("attempts", 0)) + 1
     port = free_port()
     names = node_names(cfg.nodes)
@@ -191,22 +209,22 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
         outs[n].write(line + "\n")
         outs[n].flush()
     started = time.time()
-    procs: list[subprocess.Popen] = []
-    affinity: list[str | None] = []
-    pumps: list[threading.Thread] = []
+    launch = LaunchPlan(cfg=cfg, run_dir=run_dir, time_limit_s=time_limit_s, progress=progress, extra_env=extra_env,
+                        cpus=plan, gpus=gplan, attempt=attempt, port=port, names=names, outs=outs, locks=locks,
+                        argv=argv, started=started)
+    rank_procs: list[RankProcess] = []
     state, interrupt = None, None
     # This attempt is taken before any rank can write: an interrupt anywhere from here on leaves
     # status.json counting it, so a re-run never writes a second run under the same attempt number.
-    write_status(run_dir, {"state": "RUNNING", "attempts": attempt, "started": started, "backend": "simulate"})
+    rundir.write_status(run_dir, "RUNNING", fresh=True, attempts=attempt, started=started, backend="simulate")
     try:
-        state = _spawn_and_watch(cfg, run_dir, time_limit_s, progress, extra_env, plan, gplan, attempt, port, names,
-                                 outs, locks, argv, started, procs, affinity, pumps)
+        state = _spawn_and_watch(launch, rank_procs)
     except BaseException as e:  # noqa: BLE001 - Ctrl-C / SIGTERM of the sweep: stop every rank, record, re-raise
         interrupt, state = e, "CANCELLED"
-        _stop(procs, CANCEL_GRACE_S)
+        _stop(_procs(rank_procs), CANCEL_GRACE_S)
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the ranks are gone: record before any interrupt
     try:
-        status = _finish(run_dir, plan, gplan, attempt, started, state, interrupt, procs, affinity, pumps, outs)
+        status = _finish(launch, rank_procs, state, interrupt)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a pending Ctrl-C is raised here
     if interrupt is not None:
@@ -214,12 +232,18 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     return status
 
 
-def _finish(run_dir, plan, gplan, attempt, started, state, interrupt, procs, affinity, pumps, outs) -> dict:
+def _finish(launch: LaunchPlan, ranks: list[RankProcess], state: str | None,
+            interrupt: BaseException | None) -> dict:
+    """Wait for every started rank and its output, then write (and return) the attempt's status."""
+    run_dir, plan, gplan, attempt, started = launch.run_dir, launch.cpus, launch.gpus, launch.attempt, launch.started
+    procs = _procs(ranks)
+    affinity = [r.affinity for r in ranks]
     for p in procs:
         p.wait()
-    for t in pumps:
-        t.join(timeout=5)
-    for f in outs.values():
+    for r in ranks:
+        if r.pump is not None:
+            r.pump.join(timeout=5)
+    for f in launch.outs.values():
         f.close()
     codes = [p.returncode for p in procs]
     if state is None:
@@ -230,7 +254,7 @@ def _finish(run_dir, plan, gplan, attempt, started, state, interrupt, procs, aff
         else:
             state = "FAILED"
     failed = {str(r): c for r, c in enumerate(codes) if c != 0}
-    status = {"state": state, "exit_code": next((c for c in codes if c != 0), 0), "attempts": attempt,
+    status = {"exit_code": next((c for c in codes if c != 0), 0), "attempts": attempt,
               "failed_ranks": failed, "first_failed_rank": _first_failure(procs, codes),
               "started": started, "ended": time.time(), "wall_s": time.time() - started,
               "backend": "simulate", "cpu_plan": {**plan.describe(), "affinity_observed": affinity},
@@ -238,52 +262,53 @@ def _finish(run_dir, plan, gplan, attempt, started, state, interrupt, procs, aff
     if interrupt is not None:
         status["reason"] = str(interrupt) or type(interrupt).__name__
         status["first_failed_rank"] = None
-    write_status(run_dir, status)
-    return status
+    return rundir.write_status(run_dir, state, fresh=True, **status)
 
 
-def _spawn_and_watch(cfg, run_dir, time_limit_s, progress, extra_env, plan, gplan, attempt, port, names, outs, locks,
-                     argv, started, procs, affinity, pumps) -> str | None:
-    """Start the ranks (appending to procs, affinity, pumps) and watch them; a state or None."""
+def _spawn_and_watch(launch: LaunchPlan, ranks: list[RankProcess]) -> str | None:
+    """Start the ranks (appending to `ranks`) and watch them; a state or None."""
     exits = _ExitWatch()
     try:
-        _spawn(cfg, extra_env, plan, gplan, attempt, port, names, outs, locks, argv, procs, affinity, pumps,
-               progress, exits)
-        return _watch(procs, started, time_limit_s, exits)
+        _spawn(launch, ranks, exits)
+        return _watch(_procs(ranks), launch.started, launch.time_limit_s, exits)
     finally:
         exits.close()
 
 
-def _spawn(cfg, extra_env, plan, gplan, attempt, port, names, outs, locks, argv, procs, affinity, pumps, progress,
-           exits: _ExitWatch) -> None:
+def _spawn(launch: LaunchPlan, ranks: list[RankProcess], exits: _ExitWatch) -> None:
+    """Start every rank, appending each to `ranks` as soon as it exists (so that it is always stopped)."""
+    cfg, extra_env, plan, gplan, attempt, port = (launch.cfg, launch.extra_env, launch.cpus, launch.gpus,
+                                                  launch.attempt, launch.port)
     world, ppn = cfg.world_size, cfg.procs_per_node
     for rank in range(world):
-        node = names[rank // ppn]
+        node = launch.names[rank // ppn]
         env = {**os.environ, **(extra_env or {}),
                "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank % ppn),
                "LOCAL_WORLD_SIZE": str(ppn), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "TS_NODE": node, "TS_ATTEMPT": str(attempt), "TS_EMULATE_LINK": "1",
-               "TS_THREADS": str(plan.threads), "OMP_NUM_THREADS": str(plan.threads),
+               envnames.NODE: node, envnames.ATTEMPT: str(attempt), envnames.EMULATE_LINK: "1",
+               envnames.THREADS: str(plan.threads), "OMP_NUM_THREADS": str(plan.threads),
                "PYTHONUNBUFFERED": "1",
-               "TS_CPU_OVERSUBSCRIBED": "1" if plan.oversubscribed else "0"}
+               envnames.CPU_OVERSUBSCRIBED: "1" if plan.oversubscribed else "0"}
         if gplan:
             env["CUDA_VISIBLE_DEVICES"] = gplan.per_rank[rank]
-            env["TS_RANKS_PER_GPU"] = str(gplan.ranks_per_gpu[gplan.per_rank[rank]])
+            env[envnames.RANKS_PER_GPU] = str(gplan.ranks_per_gpu[gplan.per_rank[rank]])
         cores = plan.cores[rank]
-        # An interrupt between fork and `procs.append` would leave a rank nobody stops: hold it until then.
+        # An interrupt between fork and `ranks.append` would leave a rank nobody stops: hold it until then.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            proc = subprocess.Popen([sys.executable, "-m", f"trainers.{cfg.strategy}", *argv], cwd=ROOT, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            proc = subprocess.Popen([sys.executable, "-m", f"trainers.{cfg.strategy}", *launch.argv], cwd=ROOT,
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     preexec_fn=lambda c=cores: _child_setup(c), start_new_session=True)
-            procs.append(proc)
+            rank_proc = RankProcess(proc)
+            ranks.append(rank_proc)
             exits.add(proc)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        affinity.append(observed_affinity(proc.pid))  # Popen returns after exec: the affinity is set
-        t = threading.Thread(target=_pump, args=(proc.stdout, outs[node], locks[node], rank, progress), daemon=True)
-        t.start()
-        pumps.append(t)
+        rank_proc.affinity = observed_affinity(proc.pid)  # Popen returns after exec: the affinity is set
+        pump = threading.Thread(target=_pump, args=(proc.stdout, launch.outs[node], launch.locks[node], rank,
+                                                    launch.progress), daemon=True)
+        pump.start()
+        rank_proc.pump = pump  # only a started thread: _finish joins it
 
 
 def _watch(procs: list[subprocess.Popen], started: float, time_limit_s: float, exits: _ExitWatch) -> str | None:

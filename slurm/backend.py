@@ -14,14 +14,13 @@ one experiment after the other.
 Both implement sweeper/backends.py's interface (`make_backend`); the books
 (sweep.json, status.json, resume, identity check, summary, interrupts) are kept there.
 Each job numbers its attempts after the experiment's earlier ones (TS_ATTEMPT_BASE in the
-job's environment; trainers/common/logwriter.current_attempt).
+job's environment; contract/rundir.py current_attempt).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,11 +28,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from contract import rundir
+from contract import envnames, rundir
 from contract.errors import ConfigError
 from contract.paths import ROOT
 from slurm import render, track
-from sweeper.backends import Backend, Book, SubmitError, stop_processes_under
+from sweeper.backends import Backend, SubmitError, SweepLedger, slurm_answers, stop_processes_under, time_limit_seconds
 from sweeper.grid import Experiment
 
 POLL_S = 2.0
@@ -42,26 +41,9 @@ MISSING = ("Slurm does not answer (sbatch/squeue): on this machine start the loo
            "`bin/cluster up` and `export SLURM_CONF=$PWD/.cluster/slurm.conf`, or use BACKEND=simulate")
 
 
-def slurm_answers() -> bool:
-    if not shutil.which("sbatch") or not shutil.which("squeue"):
-        return False
-    try:
-        return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, timeout=15).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
 def time_limit_s(text: str) -> int:
-    """bin/sweep's --time-limit ('30' minutes, 'MM:SS' or 'H:MM:SS'; validated there) -> seconds."""
-    if not text:
-        return render.DEFAULT_TIME_S
-    parts = [int(x) for x in text.split(":")]
-    if len(parts) == 1:
-        return parts[0] * 60
-    seconds = 0
-    for x in parts:
-        seconds = seconds * 60 + x
-    return seconds
+    """bin/sweep's --time-limit in seconds; none given: the sbatch scripts' default."""
+    return time_limit_seconds(text) or render.DEFAULT_TIME_S
 
 
 def render_job(exp: Experiment, run_dir: str, sweep: str, args: argparse.Namespace) -> str:
@@ -110,7 +92,7 @@ def _submit(script: str, serial_name: str = "", attempt_base: int = 0) -> str:
     """sbatch the script; with `serial_name`, as one of the jobs of that name that Slurm runs one at a time.
     The job numbers its attempts after the `attempt_base` the experiment had (TS_ATTEMPT_BASE)."""
     extra = [f"--job-name={serial_name}", "--dependency=singleton"] if serial_name else []
-    extra.append(f"--export=ALL,TS_ATTEMPT_BASE={attempt_base}")
+    extra.append(f"--export=ALL,{envnames.ATTEMPT_BASE}={attempt_base}")
     out = subprocess.run(["sbatch", "--parsable", *extra, script], capture_output=True, text=True, cwd=ROOT,
                          timeout=60)
     if out.returncode != 0:
@@ -148,7 +130,7 @@ class SbatchBackend(Backend):
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
 
-    def preflight(self, book: Book, runnable: list[Experiment]) -> str | None:
+    def preflight(self, book: SweepLedger, runnable: list[Experiment]) -> str | None:
         try:
             for exp in runnable:  # render everything first: a value that cannot be rendered submits nothing
                 render_job(exp, book.run_dir(exp.id), book.name, self.args)
@@ -158,10 +140,10 @@ class SbatchBackend(Backend):
             return MISSING
         return None
 
-    def dry_run(self, book: Book, runnable: list[Experiment]) -> int:
+    def dry_run(self, book: SweepLedger, runnable: list[Experiment]) -> int:
         return _dry_run(runnable, book.path, book.name, self.args)
 
-    def submit(self, book: Book, todo: list[Experiment]) -> None:
+    def submit(self, book: SweepLedger, todo: list[Experiment]) -> None:
         known = track.sweep_states(book.path)
         for exp in todo:
             run_dir = book.run_dir(exp.id)
@@ -183,14 +165,14 @@ class SbatchBackend(Backend):
             print(f"{book.number(exp.id)} {exp.id}: submitted job {job_id} "
                   f"({exp.config.nodes} node(s) x {exp.config.procs_per_node})", flush=True)
 
-    def wait(self, book: Book, todo: list[Experiment]) -> dict[str, str]:
+    def wait(self, book: SweepLedger, todo: list[Experiment]) -> dict[str, str]:
         return wait(book.path, [e.id for e in todo], lambda: {
             e: s for e, (s, _) in track.sweep_states(book.path, release=True).items()})
 
-    def status(self, book: Book) -> dict[str, str]:
+    def status(self, book: SweepLedger) -> dict[str, str]:
         return {e: s for e, (s, _) in track.sweep_states(book.path).items()}
 
-    def cancel(self, book: Book) -> list[str]:
+    def cancel(self, book: SweepLedger) -> list[str]:
         live = [e for e, s in self.status(book).items() if not track.is_final(s)]
         track.cancel_command(book.path)
         return live
@@ -212,20 +194,20 @@ class SubmititBackend(Backend):
         self.jobs: dict[str, object] = {}
         self.running: str | None = None
 
-    def dry_run(self, book: Book, runnable: list[Experiment]) -> int:
+    def dry_run(self, book: SweepLedger, runnable: list[Experiment]) -> int:
         where = "Slurm (SlurmExecutor job arrays)" if self.on_slurm else "this machine (LocalExecutor)"
         for exp in runnable:
             if book.state(exp.id) != "COMPLETED":
                 print(f"  would run {exp.id} on {where}: {exp.config.nodes} node(s) x {exp.config.procs_per_node}")
         return 0
 
-    def _spec(self, book: Book, exp: Experiment):
+    def _spec(self, book: SweepLedger, exp: Experiment):
         from slurm.submitit_task import RankSpec
 
         run_dir = book.prepare(exp)
         return RankSpec(run_dir, exp.config.strategy, tuple(exp.config.to_argv()), exp.config.procs_per_node)
 
-    def submit(self, book: Book, todo: list[Experiment]) -> None:
+    def submit(self, book: SweepLedger, todo: list[Experiment]) -> None:
         if not self.on_slurm:
             if todo:
                 print("Slurm does not answer here: submitit's LocalExecutor runs the experiments one after the other")
@@ -263,7 +245,7 @@ class SubmititBackend(Backend):
                 book.mark(exp.id, job_id=job.job_id)
                 print(f"  {exp.id}: submitted array task {job.job_id}", flush=True)
 
-    def wait(self, book: Book, todo: list[Experiment]) -> dict[str, str]:
+    def wait(self, book: SweepLedger, todo: list[Experiment]) -> dict[str, str]:
         if self.on_slurm:  # Slurm's own view (submitit's polls sacct, which needs accounting)
             return wait(book.path, list(self.jobs), lambda: {
                 e: s for e, (s, _) in track.sweep_states(book.path).items()})
@@ -293,12 +275,12 @@ class SubmititBackend(Backend):
         return wait(book.path, list(self.jobs), lambda: {e: _submitit_state(book.path, e, j)
                                                          for e, j in self.jobs.items()})
 
-    def status(self, book: Book) -> dict[str, str]:
+    def status(self, book: SweepLedger) -> dict[str, str]:
         if self.on_slurm:
             return {e: s for e, (s, _) in track.sweep_states(book.path).items()}
         return {e: _submitit_state(book.path, e, j) for e, j in self.jobs.items()}
 
-    def cancel(self, book: Book) -> list[str]:
+    def cancel(self, book: SweepLedger) -> list[str]:
         """LocalExecutor: stop the running job (controller, tasks, trainers); CANCELLED."""
         exp_id = self.running
         if exp_id is None:
@@ -320,20 +302,20 @@ class SubmititBackend(Backend):
 
 @contextmanager
 def _attempt_base(base: int) -> Iterator[None]:
-    old = os.environ.get("TS_ATTEMPT_BASE")
-    os.environ["TS_ATTEMPT_BASE"] = str(base)
+    old = os.environ.get(envnames.ATTEMPT_BASE)
+    os.environ[envnames.ATTEMPT_BASE] = str(base)
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("TS_ATTEMPT_BASE", None)
+            os.environ.pop(envnames.ATTEMPT_BASE, None)
         else:
-            os.environ["TS_ATTEMPT_BASE"] = old
+            os.environ[envnames.ATTEMPT_BASE] = old
 
 
 def _submitit_state(path: str, exp_id: str, job) -> str:
     """LocalExecutor: rank 0's status.json when it wrote a final state; else submitit's view of the job."""
-    status = rundir.read_json(os.path.join(path, exp_id, "status.json"))
+    status = rundir.read_status(os.path.join(path, exp_id))
     if status.get("state") in rundir.FINAL_STATES:
         return status["state"]
     if not job.done():

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from contract import envnames
 from contract.config import check_name
 from contract.errors import ConfigError
 from contract.paths import ROOT
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partition", default=Shape.partition, help="partition name (default: ts)")
     p.add_argument("--port", type=int, default=Shape.port, help="slurmctld port; nodes use the next ones")
     p.add_argument("--cpus", type=int, default=Shape.cpus, help="CPUs each node advertises (default: 2)")
-    p.add_argument("--dir", default=os.environ.get("TS_CLUSTER_DIR", DEFAULT_DIR), help="state folder")
+    p.add_argument("--dir", default=os.environ.get(envnames.CLUSTER_DIR, DEFAULT_DIR), help="state folder")
     args = p.parse_args(argv)
     cluster = Cluster(args.dir)
     try:

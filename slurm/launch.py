@@ -12,13 +12,15 @@ import os
 import subprocess
 import sys
 
+from contract import envnames
 from contract.config import STRATEGIES, parse_trainer_args
 from contract.errors import ConfigError
 from contract.paths import ROOT
 from trainers.common import distenv
 
 # Rendezvous variables of other launchers would override Slurm's (distenv reads them first).
-FOREIGN = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "TS_NODE", "TS_ATTEMPT", "TS_EMULATE_LINK")
+FOREIGN = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", envnames.NODE, envnames.ATTEMPT,
+           envnames.EMULATE_LINK)
 # Per task: append everything to this node's file, then become the trainer (no extra process).
 PER_NODE_OUTPUT = 'exec >>"$0/node-${SLURMD_NODENAME:-$(hostname -s)}.out" 2>&1; exec "$@"'
 
@@ -40,7 +42,7 @@ def command(run_dir: str, strategy: str, flags: list[str], env: dict[str, str]) 
     cpus = env.get("SLURM_CPUS_PER_TASK", "1")
     extra = {"MASTER_ADDR": head_address(env["SLURM_JOB_NODELIST"]),
              "MASTER_PORT": str(distenv.port_for_job(env["SLURM_JOB_ID"])),
-             "TS_THREADS": cpus, "OMP_NUM_THREADS": cpus, "PYTHONUNBUFFERED": "1"}
+             envnames.THREADS: cpus, "OMP_NUM_THREADS": cpus, "PYTHONUNBUFFERED": "1"}
     # srun in Slurm >= 22.05 no longer inherits --cpus-per-task from the job: pass it on.
     argv = ["srun", "--kill-on-bad-exit=1", f"--nodes={nnodes}", f"--ntasks={ntasks}",
             f"--ntasks-per-node={max(ntasks // nnodes, 1)}", f"--cpus-per-task={cpus}",

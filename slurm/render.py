@@ -25,6 +25,7 @@ import jinja2
 from contract import registry
 from contract.config import STRATEGIES, ExperimentConfig, check_name
 from contract.errors import ConfigError
+from sweeper import sweepfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATES = os.path.join(HERE, "templates")
@@ -33,10 +34,6 @@ DEFAULT_TIME_S = 30 * 60
 MAX_REQUEUES = 3
 # Config fields the script derives itself (layout from Slurm, run dir from the job id).
 DERIVED = ("strategy", "nodes", "procs_per_node", "run_dir")
-# Environment names that differ from the upper-cased field name (the Makefile's variable names).
-ENV_NAMES = {"global_batch": "BATCH"}
-
-
 
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
@@ -61,14 +58,14 @@ def warning_seconds(limit_s: int) -> int:
 
 
 def settings(cfg: ExperimentConfig) -> list[dict]:
-    """One entry per trainer flag the script passes: env name, flag, value."""
+    """One entry per trainer flag the script passes: env name (the Makefile's variable), flag, value."""
     out = []
     for f in dataclasses.fields(ExperimentConfig):
         if f.name in DERIVED:
             continue
         value = getattr(cfg, f.name)
         flag_only = isinstance(value, bool)
-        out.append({"env": ENV_NAMES.get(f.name, f.name.upper()), "flag": f.metadata["flag"],
+        out.append({"env": sweepfile.key(f.name).upper(), "flag": f.metadata["flag"],
                     "value": int(value) if flag_only else value, "flag_only": flag_only})
     return out
 
@@ -83,7 +80,7 @@ def render(cfg: ExperimentConfig, *, committed: bool, run_dir: str = "", root: s
     """The sbatch text for `cfg`. Raises ConfigError on a value that cannot be rendered safely."""
     if cfg.strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {cfg.strategy!r}: choose from {', '.join(STRATEGIES)}")
-    traits = registry.get(cfg.strategy)
+    record = registry.get(cfg.strategy)
     job_name = check_name("job name", job_name or f"ts-{cfg.strategy}")
     if output and any(c in output for c in "\n\r\"'\\ "):
         raise ConfigError(f"invalid output path {output!r}: no spaces, quotes or backslashes")
@@ -93,19 +90,19 @@ def render(cfg: ExperimentConfig, *, committed: bool, run_dir: str = "", root: s
     if cpus < 1:
         raise ConfigError(f"invalid cpus per task {cpus}: must be >= 1")
     return environment().get_template(TEMPLATE).render(
-        strategy=cfg.strategy, description=traits.summary, committed=committed, template=TEMPLATE,
+        strategy=cfg.strategy, description=record.summary, committed=committed, template=TEMPLATE,
         sweep=sweep, experiment=experiment, job_name=job_name,
-        nodes=traits.sbatch_nodes if committed else cfg.nodes,
-        procs=traits.sbatch_procs if committed else cfg.procs_per_node,
+        nodes=record.sbatch_nodes if committed else cfg.nodes,
+        procs=record.sbatch_procs if committed else cfg.procs_per_node,
         cpus=cpus, time=slurm_time(time_s), warn_s=warning_seconds(time_s),
         partition=_directive_value("partition", partition), account=_directive_value("account", account),
-        extra_directives=traits.sbatch_directives, output=output or f"logs/sbatch/{job_name}-j%j.out",
+        extra_directives=record.sbatch_directives, output=output or f"logs/sbatch/{job_name}-j%j.out",
         root=root, run_dir=run_dir, max_requeues=MAX_REQUEUES, settings=settings(cfg))
 
 
 def render_committed(strategy: str) -> str:
-    traits = registry.get(strategy)
-    cfg = ExperimentConfig(strategy=strategy, nodes=traits.sbatch_nodes, procs_per_node=traits.sbatch_procs)
+    record = registry.get(strategy)
+    cfg = ExperimentConfig(strategy=strategy, nodes=record.sbatch_nodes, procs_per_node=record.sbatch_procs)
     return render(cfg, committed=True)
 
 

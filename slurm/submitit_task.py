@@ -3,7 +3,7 @@
 Pickled by reference, so it must stay importable as `slurm.submitit_task.run_rank`. Each task
 (one per rank: srun on Slurm, a local process under LocalExecutor) exports the torch.distributed
 variables, runs the trainer as a child process with its output appended to the node's file, and
-the task of rank 0 records the outcome in status.json. Torch-free (the trainer imports torch).
+the task of rank 0 records the outcome in status.json (slurm.track.mark). Torch-free (the trainer imports torch).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from contract import envnames
 from contract.paths import ROOT
 
 
@@ -55,10 +56,10 @@ def run_rank(spec: RankSpec) -> int:
             env["MASTER_ADDR"] = head_address(env["SLURM_JOB_NODELIST"])
     else:  # LocalExecutor: every task on this machine; name the simulated nodes as simulate/ does
         node = f"node{env_d.rank // spec.procs_per_node}"
-        env["TS_NODE"] = node
-    env.update({"PYTHONUNBUFFERED": "1", "TS_THREADS": str(spec.threads),
+        env[envnames.NODE] = node
+    env.update({"PYTHONUNBUFFERED": "1", envnames.THREADS: str(spec.threads),
                 "OMP_NUM_THREADS": str(spec.threads)})
-    for var in ("TS_ATTEMPT", "TS_EMULATE_LINK"):
+    for var in (envnames.ATTEMPT, envnames.EMULATE_LINK):
         env.pop(var, None)
     if env_d.rank == 0:
         track.mark(spec.run_dir, "RUNNING", env=env)

@@ -3,6 +3,7 @@
     python -m slurm.track status [--sweep NAME] [--logs DIR]   # one line per experiment (make status)
     python -m slurm.track cancel [--sweep NAME] [--logs DIR]   # scancel what is still queued or running
     python -m slurm.track mark RUN_DIR STATE [...]           # called by the job scripts
+    python -m slurm.track attempt                            # this job's attempt (rundir.current_attempt)
 
 Where a state comes from, best first: a final state the job itself wrote to status.json (it
 knows the exit code), then Slurm's view (squeue, then scontrol, then sacct where accounting
@@ -18,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from contract import rundir
+from contract import envnames, rundir
 from contract.config import check_name
 from contract.errors import ConfigError
 
@@ -35,39 +36,31 @@ FINAL_MAP = {"COMPLETED": "COMPLETED", "CANCELLED": "CANCELLED", "TIMEOUT": "TIM
 
 def mark(run_dir: str, state: str, exit_code: int | None = None, attempt: int | None = None,
          requeued: bool = False, reason: str | None = None, env: dict[str, str] | None = None) -> dict:
-    """Update status.json: state, exit code, attempts (a restarted job counts up), history.
-    The one writer of status.json for the Slurm backends (a pending job's file: backends.Book)."""
+    """Update status.json through rundir.write_status: state, exit code, attempts (a restarted job
+    counts up), history. `attempt`: the experiment's attempt, by default rundir.current_attempt(env)."""
     env = dict(os.environ) if env is None else env
-    path = os.path.join(run_dir, "status.json")
-    doc = rundir.read_json(path)
+    doc = rundir.read_status(run_dir)
     now = time.time()
-    # `attempt` (or Slurm's restart count + 1) counts within this job; TS_ATTEMPT_BASE, set at
-    # submission, is what the experiment had before it (a re-run after a failure or a cancel).
-    attempt = (attempt or int(env.get("SLURM_RESTART_COUNT") or 0) + 1) + int(env.get("TS_ATTEMPT_BASE") or 0)
-    doc.setdefault("backend", "slurm")
-    doc.setdefault("started", now)
+    attempt = attempt or rundir.current_attempt(env)
+    fields: dict = {"backend": doc.get("backend", "slurm"), "started": doc.get("started", now)}
     if env.get("SLURM_JOB_ID"):
-        doc["job_id"] = env["SLURM_JOB_ID"]
-    history = doc.setdefault("history", [])
+        fields["job_id"] = env["SLURM_JOB_ID"]
+    history = fields["history"] = doc.get("history", [])
     if state == "RUNNING" and not any(h.get("attempt") == attempt for h in history):
         history.append({"attempt": attempt, "started": now, "nodes": env.get("SLURM_JOB_NODELIST"),
                         "job_id": env.get("SLURM_JOB_ID")})
     for h in history:
         if h.get("attempt") == attempt and state != "RUNNING":
             h.update({"ended": now, "state": state, "exit_code": exit_code})
-    doc.update({"state": state, "attempts": max(int(doc.get("attempts", 0)), attempt), "requeued": requeued,
-                "updated": now})
+    fields.update({"attempts": max(int(doc.get("attempts", 0)), attempt), "requeued": requeued, "updated": now})
     if exit_code is not None:
-        doc["exit_code"] = exit_code
+        fields["exit_code"] = exit_code
     if reason:
-        doc["reason"] = reason
-    elif state in ("RUNNING", "COMPLETED"):
-        doc.pop("reason", None)
+        fields["reason"] = reason
     if state in rundir.FINAL_STATES and not requeued:
-        doc["ended"] = now
-        doc["wall_s"] = now - float(doc["started"])
-    rundir.write_json(path, doc)
-    return doc
+        fields.update(ended=now, wall_s=now - float(fields["started"]))
+    drop = ("reason",) if not reason and state in ("RUNNING", "COMPLETED") else ()  # an earlier attempt's
+    return rundir.write_status(run_dir, state, drop=drop, **fields)
 
 
 # ---- reading Slurm ----------------------------------------------------------------------------
@@ -164,7 +157,7 @@ def sweep_states(path: str, release: bool = False) -> dict[str, tuple[str, str]]
     slurm = slurm_states(sorted(set(jobs.values())))
     out = {}
     for exp_id, jid in jobs.items():
-        status = rundir.read_json(os.path.join(path, exp_id, "status.json"))
+        status = rundir.read_status(os.path.join(path, exp_id))
         state = combined_state(status, slurm.get(jid))
         if release and state == "REQUEUED":
             release_requeued(jid, slurm.get(jid))
@@ -186,7 +179,7 @@ def status_command(path: str) -> int:
             return 0
     width = max(len(e) for e in states)
     for exp_id, (state, jid) in sorted(states.items()):
-        attempts = rundir.read_json(os.path.join(path, exp_id, "status.json")).get("attempts", 0)
+        attempts = rundir.read_status(os.path.join(path, exp_id)).get("attempts", 0)
         print(f"{exp_id:<{width}}  job {jid:<10} {state:<10} attempts {attempts}")
     counts: dict[str, int] = {}
     for state, _ in states.values():
@@ -208,7 +201,7 @@ def cancel_command(path: str) -> int:
         print(f"error: scancel failed: {out.stderr.strip() if out else 'not found'}", file=sys.stderr)
         return 1
     for exp_id in live:
-        status = rundir.read_json(os.path.join(path, exp_id, "status.json"))
+        status = rundir.read_status(os.path.join(path, exp_id))
         if status.get("state") in (None, "SUBMITTED", "PENDING") or status.get("requeued"):
             # A pending job never runs its script, so nobody else records the cancellation.
             mark(os.path.join(path, exp_id), "CANCELLED", reason="cancelled before it ran", env={})
@@ -225,22 +218,24 @@ def main(argv: list[str]) -> int:
         s.add_argument("--logs", default=rundir.LOGS)
     m = sub.add_parser("mark")
     m.add_argument("run_dir")
-    m.add_argument("state")
+    m.add_argument("state", choices=rundir.STATES)
     m.add_argument("--exit-code", type=int)
-    m.add_argument("--attempt", type=int)
+    m.add_argument("--attempt", type=int, help="the experiment's attempt (default: rundir.current_attempt)")
     m.add_argument("--requeued", action="store_true")
     m.add_argument("--reason")
+    sub.add_parser("attempt", help="print this job's attempt number")
     args = p.parse_args(argv)
     if args.command == "mark":
         mark(args.run_dir, args.state, args.exit_code, args.attempt, args.requeued, args.reason)
+        return 0
+    if args.command == "attempt":  # without TS_ATTEMPT, as the job's ranks (slurm/launch.py FOREIGN)
+        print(rundir.current_attempt({k: v for k, v in os.environ.items() if k != envnames.ATTEMPT}))
         return 0
     try:
         if args.sweep:
             path = os.path.join(args.logs, check_name("sweep name", args.sweep))
         else:
-            from analysis.load import list_sweeps  # lazily: pandas is not needed by `mark`
-
-            sweeps = list_sweeps(args.logs)
+            sweeps = rundir.list_sweeps(args.logs)
             if not sweeps:
                 raise ConfigError(f"no sweep found under {args.logs}: give SWEEP=<name>")
             path = os.path.join(args.logs, sweeps[-1])

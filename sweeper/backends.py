@@ -1,7 +1,7 @@
 """Sweep backends behind one small interface, and the bookkeeping they share. Torch-free.
 
 A backend (simulate/backend.py: simulate; slurm/backend.py: slurm = sbatch, submitit) is a
-`Backend` with four operations on a `Book` (one sweep folder):
+`Backend` with four operations on a `SweepLedger` (one sweep folder):
 
     submit(book, todo)  start or queue the experiments (simulate queues; it runs them in wait)
     wait(book, todo)    block until each is final, printing progress; -> {id: state}
@@ -19,7 +19,7 @@ without this process: sbatch, submitit on Slurm).
   2. sweep.json, the union of every invocation under this sweep name (sweepdir.sweep_doc);
   3. skipped experiments; resume: COMPLETED experiments are not run again;
   4. config.json and a fresh PENDING status.json (attempts and history kept) for each
-     experiment a backend starts (`Book.prepare`);
+     experiment a backend starts (`SweepLedger.prepare`);
   5. interrupts: SIGINT (Ctrl-C, to the whole process group) or SIGTERM -> `cancel`, the
      running experiment CANCELLED in its status.json, ONE line on stderr saying what finished
      and the command that resumes, exit 130 (SIGINT) / 143 (SIGTERM). A backend whose jobs
@@ -35,7 +35,9 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -43,6 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from contract import rundir
+from contract.errors import ConfigError
 from sweeper import sweepdir
 from sweeper.grid import Experiment
 
@@ -88,7 +91,7 @@ def interrupts() -> Iterator[None]:
 
 
 @dataclass
-class Book:
+class SweepLedger:
     """One sweep folder and this invocation's experiments."""
     path: str
     name: str
@@ -109,7 +112,7 @@ class Book:
         return f"[{ids.index(exp_id) + 1}/{len(ids)}]"
 
     def status(self, exp_id: str) -> dict:
-        return rundir.read_json(os.path.join(self.run_dir(exp_id), "status.json"))
+        return rundir.read_status(self.run_dir(exp_id))
 
     def state(self, exp_id: str) -> str | None:
         return self.status(exp_id).get("state")
@@ -118,14 +121,14 @@ class Book:
         """config.json (with identity) and a fresh PENDING status.json that keeps attempts and history."""
         run_dir = sweepdir.prepare_experiment(self.path, exp, self.backend, self.name, meta)
         old = self.status(exp.id)
-        doc = {"state": "PENDING", "attempts": int(old.get("attempts", 0) or 0), "backend": self.backend}
-        if old.get("history"):
-            doc["history"] = old["history"]
-        rundir.write_json(os.path.join(run_dir, "status.json"), doc)
+        kept = {"history": old["history"]} if old.get("history") else {}
+        rundir.write_status(run_dir, "PENDING", fresh=True, attempts=int(old.get("attempts", 0) or 0),
+                            backend=self.backend, **kept)
         return run_dir
 
-    def mark(self, exp_id: str, **fields: object) -> dict:
-        return rundir.update_status(self.run_dir(exp_id), **fields)
+    def mark(self, exp_id: str, state: str | None = None, **fields: object) -> dict:
+        """Merge `fields` (and `state`) into the experiment's status.json."""
+        return rundir.write_status(self.run_dir(exp_id), state, **fields)
 
     def resume_command(self) -> str:
         argv = list(self.argv)
@@ -134,35 +137,60 @@ class Book:
         return shlex.join(["bin/sweep", *argv])
 
 
+def slurm_answers() -> bool:
+    """Whether a Slurm controller answers here (BACKEND=auto picks slurm then; the Slurm backends need it)."""
+    if not shutil.which("sbatch") or not shutil.which("squeue"):
+        return False
+    try:
+        return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, timeout=15).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def time_limit_seconds(text: str) -> int:
+    """--time-limit: '30' (minutes), 'H:MM:SS' or 'MM:SS' -> seconds; '' -> 0 (none). ConfigError otherwise."""
+    if not text:
+        return 0
+    parts = text.split(":")
+    if not all(x.isdigit() for x in parts) or len(parts) > 3:
+        raise ConfigError(f"invalid time limit {text!r}: use minutes or H:MM:SS")
+    if len(parts) == 1:
+        return int(parts[0]) * 60
+    seconds = 0
+    for x in parts:
+        seconds = seconds * 60 + int(x)
+    return seconds
+
+
 class Backend:
     name = "?"
     queues = False  # submit returns before the experiments end (--no-wait applies)
     stops_on_interrupt = True  # False: the jobs live on without bin/sweep
 
-    def preflight(self, book: Book, runnable: list[Experiment]) -> str | None:
+    def preflight(self, book: SweepLedger, runnable: list[Experiment]) -> str | None:
         """Anything wrong that must stop the sweep before it writes: one line, or None."""
         return None
 
-    def dry_run(self, book: Book, runnable: list[Experiment]) -> int:
+    def dry_run(self, book: SweepLedger, runnable: list[Experiment]) -> int:
         raise NotImplementedError
 
-    def submit(self, book: Book, todo: list[Experiment]) -> None:
+    def submit(self, book: SweepLedger, todo: list[Experiment]) -> None:
         raise NotImplementedError
 
-    def wait(self, book: Book, todo: list[Experiment]) -> dict[str, str]:
+    def wait(self, book: SweepLedger, todo: list[Experiment]) -> dict[str, str]:
         raise NotImplementedError
 
-    def status(self, book: Book) -> dict[str, str]:
+    def status(self, book: SweepLedger) -> dict[str, str]:
         return {e.id: book.state(e.id) or "UNKNOWN" for e in book.runnable}
 
-    def cancel(self, book: Book) -> list[str]:
+    def cancel(self, book: SweepLedger) -> list[str]:
         return []
 
-    def follow_hint(self, book: Book) -> str:
+    def follow_hint(self, book: SweepLedger) -> str:
         return f"follow with `make status SWEEP={book.name}`, stop with `make cancel SWEEP={book.name}`"
 
 
-def summarize(book: Book, states: dict[str, str]) -> int:
+def summarize(book: SweepLedger, states: dict[str, str]) -> int:
     failures = [rundir.failure_line(book.run_dir(e), e) for e, s in states.items() if s != "COMPLETED"]
     done = sum(1 for s in states.values() if s == "COMPLETED")
     skipped = len(book.experiments) - len(book.runnable)
@@ -173,24 +201,24 @@ def summarize(book: Book, states: dict[str, str]) -> int:
     return 1 if failures else 0
 
 
-def interrupted_line(book: Book, e: Interrupted, cancelled: list[str]) -> str:
+def interrupted_line(book: SweepLedger, e: Interrupted, cancelled: list[str]) -> str:
     ids = [x.id for x in book.runnable]
     states = {i: book.state(i) for i in ids}
     done = sum(1 for s in states.values() if s == "COMPLETED")
     parts = [f"{done}/{len(ids)} completed"]
     for i in cancelled:
         parts.append(f"{i} cancelled (attempt {book.status(i).get('attempts', '?')})")
-    ended = ("COMPLETED", "FAILED", "TIMEOUT", "PREEMPTED")
-    rest = sum(1 for i in ids if states[i] not in ended and i not in cancelled)
+    failed_states = tuple(s for s in rundir.FAILED_STATES if s != "CANCELLED")  # a cancelled one runs again
+    rest = sum(1 for i in ids if states[i] not in ("COMPLETED", *failed_states) and i not in cancelled)
     if rest:
         parts.append(f"{rest} not run")
-    failed = sum(1 for s in states.values() if s in ended[1:])
+    failed = sum(1 for s in states.values() if s in failed_states)
     if failed:
         parts.append(f"{failed} failed")
     return f"sweep {book.name} {e}: {', '.join(parts)}; resume with: {book.resume_command()}"
 
 
-def run(backend: Backend, book: Book) -> int:
+def run(backend: Backend, book: SweepLedger) -> int:
     """bin/sweep's whole run on one backend; returns the exit status (module docstring)."""
     with interrupts():
         try:
@@ -207,7 +235,7 @@ def run(backend: Backend, book: Book) -> int:
             return 128 + e.signum
 
 
-def _run(backend: Backend, book: Book) -> int:
+def _run(backend: Backend, book: SweepLedger) -> int:
     runnable = book.runnable
     conflict = sweepdir.identity_conflict(book.path, book.name, book.experiments)
     if conflict is None:

@@ -14,6 +14,7 @@ import socket
 import sys
 
 from contract import cifarfiles
+from contract.config import ExperimentConfig
 
 ARCHIVE = "cifar-10-python.tar.gz"  # what torchvision downloads into the data dir, then unpacks
 TIMEOUT_S = 30  # a network that drops packets fails after this, instead of hanging
@@ -31,7 +32,8 @@ def download(data_dir: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="make data", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="data", help="data directory (the trainers' --data-dir; default: data)")
+    default = ExperimentConfig.data_dir
+    p.add_argument("--data-dir", default=default, help=f"data directory (the trainers' --data-dir; default: {default})")
     a = p.parse_args(argv)
     target = cifarfiles.folder(a.data_dir)
     if cifarfiles.missing(a.data_dir) is None:

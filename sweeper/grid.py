@@ -19,6 +19,7 @@ from typing import Any
 from contract.config import NOT_IDENTITY, ExperimentConfig, layout, validate
 from contract.errors import ConfigError
 from contract.registry import NAMES as STRATEGIES
+from contract.tables import SCALINGS
 
 FIELD_TYPES = {f.name: type(f.default) for f in dataclasses.fields(ExperimentConfig)}
 # Settings a sweep can vary: every identity setting but the repeat (its own, outer loop) and the
@@ -100,7 +101,7 @@ def gpu_count() -> int:
 
 def skip_reason(cfg: ExperimentConfig, gpus: int | None) -> str | None:
     """Why this grid point cannot run at all (not a user error: a property of the strategy)."""
-    return cfg.traits.refusal(layout(cfg, gpus))
+    return cfg.strategy_record.refusal(layout(cfg, gpus))
 
 
 @dataclass
@@ -117,7 +118,7 @@ class Experiment:
 Axes = Mapping[str | tuple[str, ...], Sequence[Any]]
 
 
-def expand(base: ExperimentConfig, axes: Axes, repeats: int = 1, scaling: str = "strong",
+def expand(base: ExperimentConfig, axes: Axes, repeats: int = 1, scaling: str = SCALINGS[0],
            gpus: int | None = None) -> list[Experiment]:
     """The product of `axes` x repeats. An axis is a field name with its values, or a tuple of
     names with one tuple of values each (("nodes", "procs_per_node"): [(1, 4), (4, 1)]: layouts
@@ -130,8 +131,8 @@ def expand(base: ExperimentConfig, axes: Axes, repeats: int = 1, scaling: str = 
     Repeats are the outer loop: the whole grid runs once, then again. A slow spell of the
     machine (other jobs, thermal limits) then lands on one repeat of every point instead of
     on every repeat of one point, which the median over repeats can no longer filter out."""
-    if scaling not in ("strong", "weak"):
-        raise ConfigError(f"invalid scaling {scaling!r}: choose strong or weak")
+    if scaling not in SCALINGS:
+        raise ConfigError(f"invalid scaling {scaling!r}: choose {' or '.join(SCALINGS)}")
     if repeats < 1:
         raise ConfigError(f"invalid repeats {repeats!r}: must be >= 1")
     names = [(k,) if isinstance(k, str) else tuple(k) for k in axes]
@@ -168,7 +169,7 @@ def expand(base: ExperimentConfig, axes: Axes, repeats: int = 1, scaling: str = 
                 continue
             seen.add(exp_id)
             validate(cfg, check_layout=False)  # bad values are the user's: exit 2, not a skip
-            reason = skip_reason(cfg, gpus if cfg.traits.min_gpus else None)
+            reason = skip_reason(cfg, gpus if cfg.strategy_record.min_gpus else None)
             if reason is None:
                 validate(cfg)
             experiments.append(Experiment(exp_id, cfg, reason))

@@ -20,7 +20,7 @@ import os
 import socket
 
 from contract.config import identity_diff
-from contract.rundir import git_commit, read_json, stored_identity, update_config, write_json
+from contract.rundir import git_commit, read_json, stored_identity, update_config, write_json, write_status
 from sweeper.grid import Experiment
 
 
@@ -93,4 +93,4 @@ def prepare_experiment(path: str, exp: Experiment, backend: str, sweep: str, ext
 def mark_skipped(path: str, exp: Experiment) -> None:
     run_dir = os.path.join(path, exp.id)
     update_config(run_dir, {"skipped": exp.skipped}, exp.config, fresh=True)
-    write_json(os.path.join(run_dir, "status.json"), {"state": "SKIPPED", "reason": exp.skipped, "attempts": 0})
+    write_status(run_dir, "SKIPPED", fresh=True, reason=exp.skipped, attempts=0)

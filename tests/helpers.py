@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from analysis.load import parse_rank_file
+from analysis.logread import parse_rank_file
 from contract.config import ExperimentConfig, validate
 from contract.paths import ROOT
 
@@ -36,7 +36,7 @@ def run_local(run_dir: str, strategy: str, nodes: int = 1, procs: int = 1, extra
 
 
 def records(run_dir: str, rank: int, event: str | None = None) -> list[dict]:
-    """A rank's records, in file order, read by analysis.load (a cut or garbage line is dropped there).
+    """A rank's records, in file order, read by analysis.logread (a cut or garbage line is dropped there).
     Step records are rebuilt from its columns (NaN -> None, the warm-up flag as a bool)."""
     rf = parse_rank_file(os.path.join(str(run_dir), f"rank-{rank}.jsonl"))
     out: list[dict] = []

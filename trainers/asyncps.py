@@ -21,7 +21,7 @@ depends on timing: runs are not bit-reproducible. Only the server holds optimize
 validates, and holds the current model; its step records have `loss` null, `samples` 0, and
 `comm_s` the time it waited for and received pushes and sent pulls. Between simulated nodes the
 server's link carries the traffic: it sleeps each remote push's wire time once the push is in,
-and each remote pull's before sending it (trainers/common/comm.py). A failing rank ends the job
+and each remote pull's before sending it (trainers/common/traffic.py). A failing rank ends the job
 as in every strategy: the launcher stops its peers (their receives would otherwise wait).
 """
 
@@ -34,9 +34,9 @@ import torch
 import torch.distributed as dist
 
 from trainers.common.collectives import Buckets, ps_pull
-from trainers.common.comm import CommMeter
 from trainers.common.context import Context
 from trainers.common.runtime import main
+from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ReplicaTrainer, StepResult, autocast, flat_grads, loss_fn, tensor_bytes
 
 SERVER = 0

@@ -3,7 +3,7 @@
 Every rank holds the whole model and reads its slice of the global batch. DDP all-reduces
 gradient buckets (ring all-reduce inside gloo/NCCL) while backward still runs, so
 communication overlaps compute. A comm hook times each bucket's all-reduce, from launch to
-completion plus the emulated wire time added after it (trainers/common/comm.py), and counts
+completion plus the emulated wire time added after it (trainers/common/traffic.py), and counts
 its bytes. Buckets queue behind each other, so their spans overlap: `comm_s` is the time at
 least one bucket was in flight (the union of the spans, `CommMeter.add_span`), not the sum
 of their durations; it can overlap `compute_s` (see docs/measurement.md).
@@ -17,9 +17,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from trainers.common.comm import CommMeter, ring_allreduce_bytes
 from trainers.common.context import Context
 from trainers.common.runtime import main
+from trainers.common.traffic import CommMeter, ring_allreduce_bytes
 from trainers.common.trainer import ReplicaTrainer
 
 

@@ -24,9 +24,9 @@ import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
-from trainers.common.comm import CommMeter
 from trainers.common.context import Context
 from trainers.common.runtime import main
+from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ReplicaTrainer, StepResult, make_optimizer
 
 

@@ -22,9 +22,9 @@ import time
 import torch
 import torch.distributed as dist
 
-from trainers.common.comm import ring_allreduce_bytes
 from trainers.common.context import Context
 from trainers.common.runtime import main
+from trainers.common.traffic import ring_allreduce_bytes
 from trainers.pipeline import PipelineTrainer
 
 

@@ -30,9 +30,9 @@ import torch
 
 from trainers.common.averaging import Averager, OuterStep, optimizer_state_tensors
 from trainers.common.collectives import comm_device
-from trainers.common.comm import CommMeter
 from trainers.common.context import Context
 from trainers.common.runtime import main
+from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ReplicaTrainer, StepResult
 
 

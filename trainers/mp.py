@@ -9,7 +9,7 @@ pipelined strategies (gpipe, pipeline) improve on with micro-batches.
 
 `comm_s` is the time spent in send/recv, which includes waiting for the neighbour's
 compute (the bubble) and, between simulated nodes, the emulated wire time added after each
-receive (trainers/common/comm.py); `compute_s` is the time spent in this stage's own work.
+receive (trainers/common/traffic.py); `compute_s` is the time spent in this stage's own work.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Only the server holds optimizer state. It reads no data and computes no loss: it
 records have `loss` null and `samples` 0, and its `comm_s` includes the time it waits for
 the workers' gradients. Between simulated nodes the emulated wire time is added after the
 real transfers (at the server once the pushes are in, at a remote worker once the pull
-arrived: trainers/common/comm.py) and is part of `comm_s`. The server holds the current
+arrived: trainers/common/traffic.py) and is part of `comm_s`. The server holds the current
 model, so it runs validation. With fp16 the server owns the loss scale (GradScaler) and
 sends it along with the parameters.
 """
@@ -27,9 +27,9 @@ import time
 import torch
 
 from trainers.common.collectives import Buckets, comm_device, ps_pull, ps_push
-from trainers.common.comm import CommMeter
 from trainers.common.context import Context
 from trainers.common.runtime import main
+from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ReplicaTrainer, StepResult, autocast, flat_grads, loss_fn
 
 SERVER = 0

@@ -11,7 +11,7 @@ identical and the maths is `single`'s on the global batch.
 Unlike DDP, nothing overlaps: the ring starts after backward. `comm_s` is the whole
 reduction (packing, ring, unpacking); `comm_bytes` the bytes this rank sent, 2(N-1)/N x
 gradient bytes. Between simulated nodes, each ring step's emulated wire time is added after
-its real transfer (the one rule of trainers/common/comm.py).
+its real transfer (the one rule of trainers/common/traffic.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import sys
 import time
 
 from trainers.common.collectives import Buckets, comm_device, ring_allreduce
-from trainers.common.comm import CommMeter
 from trainers.common.context import Context
 from trainers.common.runtime import main
+from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ReplicaTrainer, flat_grads
 
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from analysis.axisplots import VIEW_PLOTS
 from analysis.cli import generate
 from analysis.load import load_sweep
 from analysis.metrics import analyse
 from analysis.plots import PLOTS
-from analysis.views import VIEW_PLOTS
 from tests.figures import check_figure, colours, write_plot_sweep
 from tests.helpers import ROOT, exp_id, sweep
 

@@ -1,4 +1,4 @@
-"""analysis.load parses many rank files in a pool of worker processes (forked): the same result
+"""analysis.rankfiles parses many rank files in a pool of worker processes (forked): the same result
 as parsing them here, broken lines included, and every entry of the columnar cache written."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 
 import pandas as pd
 
-from analysis import cache, load
+from analysis import cache, rankfiles
 from analysis.load import load_sweep
 from analysis.synthetic import write_sweep
 from tests.helpers import synthetic_id
@@ -20,8 +20,8 @@ def test_a_pool_of_workers_loads_what_one_process_does(tmp_path, monkeypatch):
     with open(broken, "a") as f:
         f.write('{"event": "step", "rank": 5, "node": "node1", "ti')
     serial = load_sweep(path, use_cache=False)
-    monkeypatch.setattr(load, "POOL_MIN_FILES", 1)
-    monkeypatch.setattr(load, "_cpus", lambda: 2)  # a pool even where this machine has one CPU
+    monkeypatch.setattr(rankfiles, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(rankfiles, "_cpus", lambda: 2)  # a pool even where this machine has one CPU
     pooled = load_sweep(path)
     assert len(glob.glob(os.path.join(path, cache.CACHE_DIR, "*", "*" + cache.SUFFIX))) == 8
     for name in ("experiments", "steps", "epochs", "ranks", "problems"):

@@ -17,9 +17,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from contract import envnames
 from simulate.launcher import free_port
 from trainers.common.collectives import ps_allreduce, ring_allreduce
-from trainers.common.comm import CommMeter, ring_allreduce_bytes
+from trainers.common.traffic import CommMeter, ring_allreduce_bytes
 
 LENGTHS = (1, 7, 1000003)
 LATENCY_S = 0.01
@@ -28,7 +29,7 @@ LATENCY_S = 0.01
 def _fake_meter(rank: int, nodes: int, ppn: int) -> CommMeter:
     """A CommMeter emulating a link with LATENCY_S latency and unlimited bandwidth."""
     cfg = SimpleNamespace(nodes=nodes, procs_per_node=ppn, link_latency_us=LATENCY_S * 1e6, link_bandwidth_gbps=0.0)
-    os.environ["TS_EMULATE_LINK"] = "1"
+    os.environ[envnames.EMULATE_LINK] = "1"
     return CommMeter(SimpleNamespace(cfg=cfg, rank=rank))  # type: ignore[arg-type]
 
 

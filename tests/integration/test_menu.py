@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from contract import rundir
 from tests.helpers import ROOT, exp_id
 
 pytestmark = pytest.mark.timeout(240)
@@ -86,7 +87,7 @@ def test_menu_runs_a_sweep_file_then_plots_and_says_where_the_report_is(tmp_path
     grid = json.loads((path / "sweep.json").read_text())["grid"]
     assert grid["config"] == str(sweeps / "tiny.yaml") and grid["axes"]["steps"] == [3]
     run_id = exp_id("single", steps=3, global_batch=16)
-    assert json.loads((path / run_id / "status.json").read_text())["state"] == "COMPLETED"
+    assert rundir.read_status(str(path / run_id))["state"] == "COMPLETED"
 
 
 def test_menu_asks_again_after_a_bad_answer_and_dry_runs_a_grid_of_ones_own(tmp_path):

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+from contract import envnames
 from contract.config import ExperimentConfig
 from slurm import render
 from tests.helpers import ROOT
@@ -82,7 +83,7 @@ def test_launch_command_inside_an_allocation():
                           "--steps", "5"], env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert f"MASTER_PORT={port_for_job(4242)}" in out and "TS_THREADS=3" in out
+    assert f"MASTER_PORT={port_for_job(4242)}" in out and f"{envnames.THREADS}=3" in out
     assert "srun --kill-on-bad-exit=1 --nodes=2 --ntasks=4 --ntasks-per-node=2 --cpus-per-task=3" in out
     assert "-m trainers.ring --steps 5 --run-dir '/tmp/r x'" in out and "node-${SLURMD_NODENAME" in out
     bad = subprocess.run([os.path.join(ROOT, "bin", "launch"), "--run-dir", "/tmp/r", "ddp"],

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from contract import rundir
 from contract.config import ExperimentConfig
 from sweeper import grid
 from tests.helpers import ROOT, exp_id, records, sweep
@@ -57,7 +58,7 @@ def test_sweep_completes_with_schema_conforming_logs(finished_sweep):
     assert {e["id"] for e in runnable} == {exp_id(s, n, steps=6, global_batch=32) for s, n in want}
     for exp in runnable:
         run_dir = path / exp["id"]
-        assert json.loads((run_dir / "status.json").read_text())["state"] == "COMPLETED"
+        assert rundir.read_status(str(run_dir))["state"] == "COMPLETED"
         cfg = json.loads((run_dir / "config.json").read_text())
         assert cfg["config"]["strategy"] == exp["strategy"] and cfg["meta"]["torch"]
         world = exp["nodes"]
@@ -101,7 +102,7 @@ def test_faults_end_quickly_and_keep_every_completed_step(fault, tmp_path):
     for n in (2, 3):  # the sweep went on to the next experiment after the first failed
         exp = exp_id("ddp", n, steps=30, global_batch=24, fault=fault)
         run_dir = tmp_path / "fault" / exp
-        status = json.loads((run_dir / "status.json").read_text())
+        status = rundir.read_status(str(run_dir))
         assert status["state"] == "FAILED", status
         for rank in range(n):
             steps = [r["step"] for r in records(run_dir, rank, "step")]

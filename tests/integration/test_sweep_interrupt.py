@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from contract import rundir
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration
@@ -100,7 +101,7 @@ def check_interrupted(tmp_path, proc, out, err, took, signum) -> None:
     name = signal.Signals(signum).name
     assert lines[0].startswith(f"sweep intr interrupted by {name}: 0/1 completed, {EXP} cancelled (attempt 1); "
                                f"resume with: bin/sweep --logs {tmp_path}"), lines[0]
-    status = json.loads((tmp_path / "intr" / EXP / "status.json").read_text())
+    status = rundir.read_status(str(tmp_path / "intr" / EXP))
     assert status["state"] == "CANCELLED" and status["attempts"] == 1, status
     assert not group_alive(proc.pid)
     assert processes_naming(str(tmp_path)) == []
@@ -117,7 +118,7 @@ def test_ctrl_c_cancels_and_the_same_command_resumes_as_attempt_2(tmp_path, back
                            cwd=ROOT, env=no_slurm(tmp_path), capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout + again.stderr
     run_dir = tmp_path / "intr" / EXP
-    status = json.loads((run_dir / "status.json").read_text())
+    status = rundir.read_status(str(run_dir))
     assert status["state"] == "COMPLETED" and status["attempts"] == 2, status
     for rank in range(2):
         # The raw file (every attempt), not the analysis' reading of it (the last attempt only).

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from contract import rundir
 from tests.helpers import sweep
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,7 @@ def test_changed_model_runs_beside_and_sweep_json_lists_the_runs_present(tmp_pat
     for e in doc["experiments"]:
         run = json.loads((path / e["id"] / "config.json").read_text())
         assert run["identity"] == e["identity"]
-        assert json.loads((path / e["id"] / "status.json").read_text())["state"] == "COMPLETED"
+        assert rundir.read_status(str(path / e["id"]))["state"] == "COMPLETED"
     assert {e["identity"]["model"] for e in doc["experiments"]} == {"mlp", "cnn"}
     assert "model" not in doc["grid"] and len(doc["invocations"]) == 2
     # the same command again: both are done, nothing runs

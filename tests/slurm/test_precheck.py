@@ -63,7 +63,7 @@ def test_script_stops_on_a_bad_value_before_launch(tmp_path, committed):
     errors = [line for line in (res.stdout + res.stderr).splitlines() if "error:" in line]
     assert len(errors) == 1 and "invalid lr -1" in errors[0], res.stdout + res.stderr
     assert "torchswitch: job" not in res.stdout  # the launch line: never reached
-    status = rundir.read_json(str(tmp_path / "run" / "status.json"))
+    status = rundir.read_status(str(tmp_path / "run"))
     assert status["state"] == "FAILED" and status["exit_code"] == 2 and "lr" in status["reason"], status
 
 
@@ -94,5 +94,5 @@ def test_bad_setting_fails_the_job_before_srun(slurm_env, tmp_path):
     # No step ran: srun writes nothing, no rank wrote a node file, the launch line never came.
     assert "srun" not in text and "torchswitch: job" not in text, text
     assert not [f for f in os.listdir(run_dir) if f.startswith(("node-", "rank-"))]
-    status = rundir.read_json(str(run_dir / "status.json"))
+    status = rundir.read_status(str(run_dir))
     assert status["state"] == "FAILED" and status["exit_code"] == 2 and "lr" in status["reason"], status

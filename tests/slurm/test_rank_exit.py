@@ -17,6 +17,7 @@ import sys
 
 import pytest
 
+from contract import envnames
 from tests.helpers import ROOT, records
 
 # Runs the trainer as `python -m trainers.ddp` would, with an atexit marker registered first.
@@ -36,7 +37,7 @@ def test_completed_ranks_skip_finalization(tmp_path):
     procs = []
     for rank in (0, 1):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-               "TS_NODE": f"n{rank}", "TS_CHECKPOINT_ON_SIGNAL": "1", "TS_THREADS": "1"}
+               envnames.NODE: f"n{rank}", envnames.CHECKPOINT_ON_SIGNAL: "1", envnames.THREADS: "1"}
         procs.append(subprocess.Popen([sys.executable, "-c", PROBE, "--nodes", "2", "--steps", "3",
                                        "--run-dir", str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))

@@ -64,7 +64,7 @@ def test_sbatch_ddp_on_two_nodes(slurm_env):
     job, t0 = sbatch(slurm_env, "-N", "2", "slurm/ddp.sbatch", STEPS="6")
     run_dir = os.path.join(ROOT, "logs", "sbatch", f"ddp-j{job}")
     assert wait_final(job) == "COMPLETED"
-    status = rundir.read_json(os.path.join(run_dir, "status.json"))
+    status = rundir.read_status(run_dir)
     assert status["state"] == "COMPLETED" and status["attempts"] == 1 and status["job_id"] == job
     nodes = {records(run_dir, r)[0]["node"] for r in (0, 1)}
     assert len(nodes) == 2 and all(n.startswith("cn") for n in nodes)
@@ -132,7 +132,7 @@ def test_requeue_resumes_without_losing_steps(slurm_env, tmp_path):
     reference = final_loss(dirs["plain"], 2)
     for kind in ("requeued", "warned"):
         run_dir = dirs[kind]
-        status = rundir.read_json(os.path.join(run_dir, "status.json"))
+        status = rundir.read_status(run_dir)
         assert status["state"] == "COMPLETED" and status["attempts"] == 2, status
         assert [h["state"] for h in status["history"]] == ["PREEMPTED", "COMPLETED"]
         for rank in (0, 1):

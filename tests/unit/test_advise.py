@@ -12,7 +12,7 @@ from analysis import advise, synthetic
 from analysis.load import load_sweep
 from analysis.metrics import analyse
 from analysis.plan import ModelShape, params_shape
-from analysis.projection import for_advice
+from analysis.projection.sweep import for_advice
 from analysis.report import write_report
 
 STRATEGIES = ("ddp", "ring", "ps", "pipeline")
@@ -175,10 +175,10 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, args, needl
     assert sorted(os.listdir(path)) == before
 
 
-def test_a_sweep_with_no_completed_run_is_bad_input(tmp_path, capsys):
+def test_a_sweep_with_no_completed_run_is_refused(tmp_path, capsys):
     path = synthetic.write_sweep(str(tmp_path), "dead", strategies=("ddp",), nodes=(2,), state="FAILED")
     before = sorted(os.listdir(path))
     code = advise.main(["--logs", str(tmp_path), "--sweep", "dead"], None, for_advice)
     err = capsys.readouterr().err
-    assert code == 2 and "no COMPLETED experiment" in err and err.count("\n") == 1
+    assert code == 1 and "no COMPLETED experiment" in err and err.count("\n") == 1
     assert sorted(os.listdir(path)) == before

@@ -11,9 +11,9 @@ import pandas as pd
 
 from analysis import advise, synthetic
 from analysis.advise import Candidate
+from analysis.axisplots import plot_wall_time
 from analysis.load import load_sweep
 from analysis.metrics import analyse, same_maths
-from analysis.views import plot_wall_time
 
 
 def cand(strategy: str, throughput: float, ttt: float | None, epochs: float | None, same: bool = True,

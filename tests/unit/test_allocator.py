@@ -14,7 +14,7 @@ from contract import registry
 from contract.config import ExperimentConfig
 from contract.errors import ConfigError
 from tests.helpers import ROOT
-from trainers.common import allocator, distenv, runtime
+from trainers.common import allocator, distenv, runtime, setup
 from trainers.common.context import Context
 
 
@@ -77,7 +77,7 @@ def test_config_json_records_each_ranks_state(tmp_path):
     env = distenv.DistEnv(0, 1, 0, 1, "node0", "127.0.0.1", 0, "single")
     ctx = Context(cfg, env, torch.device("cpu"), None, None, None, str(tmp_path), 1)
     state = allocator.AllocatorState("glibc 2.36", allocator.MMAP_THRESHOLD, allocator.TRIM_THRESHOLD)
-    runtime._write_runtime_meta(ctx, "none", state)
+    setup._write_runtime_meta(ctx, "none", state)
     with open(tmp_path / "config.json") as f:
         ranks = json.load(f)["meta"]["ranks"]
     assert ranks[0]["allocator"] == state.describe()

@@ -20,12 +20,13 @@ from matplotlib import pyplot as plt
 from PIL import Image
 
 from analysis import AnalysisError, cli, compare
+from analysis.axisplots import VIEW_PLOTS
 from analysis.cli import generate
 from analysis.load import find_sweep, load_sweep
 from analysis.metrics import analyse
 from analysis.plots import PLOTS
 from analysis.synthetic import write_experiment, write_sweep
-from analysis.views import VIEW_PLOTS
+from contract import rundir
 from tests.figures import check_figure, colours, write_plot_sweep
 from tests.helpers import synthetic_id
 
@@ -83,8 +84,7 @@ def _defective(logs) -> str:
     open(r0, "w").writelines(lines)
     os.remove(os.path.join(path, B4, "rank-3.jsonl"))
     failed = os.path.join(path, B1)
-    with open(os.path.join(failed, "status.json"), "w") as f:
-        json.dump({"state": "FAILED", "exit_code": 1, "attempts": 1}, f)
+    rundir.write_status(failed, "FAILED", fresh=True, exit_code=1, attempts=1)
     with open(os.path.join(failed, "rank-0.jsonl"), "a") as f:
         f.write(json.dumps({"event": "error", "rank": 0, "node": "node0", "time": 1.0,
                             "message": "RuntimeError: injected fault raise@0:7", "traceback": "..."}) + "\n")

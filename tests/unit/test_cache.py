@@ -1,4 +1,4 @@
-"""The columnar cache of parsed rank files (analysis/cache.py, through analysis/load.py).
+"""The columnar cache of parsed rank files (analysis/cache.py, through analysis/rankfiles.py).
 
 In process, on small synthetic sweeps: a cached load equals a parsed one (broken lines included),
 an entry is rebuilt when its log changes, when it comes from another schema and when it is
@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.ipc as ipc
 import pytest
 
-from analysis import cache, load
+from analysis import cache, rankfiles
 from analysis.load import load_run, load_sweep
 from analysis.synthetic import write_sweep
 from tests.helpers import synthetic_id
@@ -43,13 +43,13 @@ def sweep(tmp_path) -> str:
 def parses(monkeypatch) -> list[int]:
     """Counts the rank files parsed (not taken from the cache)."""
     calls: list[int] = []
-    real = load.parse_rank_bytes
+    real = rankfiles.parse_rank_bytes
 
     def counting(raw: bytes):
         calls.append(len(raw))
         return real(raw)
 
-    monkeypatch.setattr(load, "parse_rank_bytes", counting)
+    monkeypatch.setattr(rankfiles, "parse_rank_bytes", counting)
     return calls
 
 
@@ -146,7 +146,7 @@ def test_a_racy_entry_is_written_again_once_its_log_is_old_enough(sweep, parses,
 def test_an_entry_of_another_schema_is_rebuilt(sweep, parses, monkeypatch):
     load_sweep(sweep)
     parses.clear()
-    monkeypatch.setattr(load, "CACHE_SCHEMA", "rankfile:older")
+    monkeypatch.setattr(rankfiles, "CACHE_SCHEMA", "rankfile:older")
     load_sweep(sweep)
     assert len(parses) == 4  # every entry rebuilt, under the new tag
     parses.clear()
@@ -163,7 +163,7 @@ def test_a_corrupted_entry_is_rebuilt_not_trusted(sweep, parses, damage):
     raw = open(entry, "rb").read()
     if damage == "wrong shape":  # a valid file of the right tag whose columns are not a rank file's
         log = os.path.join(sweep, DDP2, "rank-1.jsonl")
-        cache.save(entry, os.stat(log), open(log, "rb").read(), load.CACHE_SCHEMA,
+        cache.save(entry, os.stat(log), open(log, "rb").read(), rankfiles.CACHE_SCHEMA,
                    cache.Entry({"step": np.arange(3.0)}, {}))
     else:
         with open(entry, "wb") as f:

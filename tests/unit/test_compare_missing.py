@@ -7,6 +7,7 @@ import shutil
 
 from analysis import compare
 from analysis.synthetic import write_sweep
+from contract import rundir
 
 
 def _sweeps(tmp_path) -> str:
@@ -19,8 +20,7 @@ def _sweeps(tmp_path) -> str:
     meta = json.loads((tmp_path / "unlisted" / "sweep.json").read_text())
     meta["experiments"] = [e for e in meta["experiments"] if e.get("id") != exp]
     (tmp_path / "unlisted" / "sweep.json").write_text(json.dumps(meta))
-    status = tmp_path / "failed" / exp / "status.json"
-    status.write_text(json.dumps({**json.loads(status.read_text()), "state": "FAILED"}))
+    rundir.write_status(str(tmp_path / "failed" / exp), "FAILED")
     return exp
 
 

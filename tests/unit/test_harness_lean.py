@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from trainers.common import distenv, runtime
+from trainers.common import distenv, setup
 from trainers.common.logwriter import RankLog, encode
 
 
@@ -39,10 +39,10 @@ def test_waiting_for_the_store_returns_once_it_listens_and_fails_at_the_timeout(
         server.listen()
         port = server.getsockname()[1]
         t0 = time.monotonic()
-        runtime._await_store(distenv.DistEnv(1, 2, 1, 2, "node0", "127.0.0.1", port, "env"), 5.0)
+        setup._await_store(distenv.DistEnv(1, 2, 1, 2, "node0", "127.0.0.1", port, "env"), 5.0)
         assert time.monotonic() - t0 < 1.0
     t0 = time.monotonic()  # nothing listens now: it fails after the timeout, naming the address
     with pytest.raises(RuntimeError, match=f"store at 127.0.0.1:{port} did not answer within 0.2 s"):
-        runtime._await_store(distenv.DistEnv(1, 2, 1, 2, "node0", "127.0.0.1", port, "env"), 0.2)
+        setup._await_store(distenv.DistEnv(1, 2, 1, 2, "node0", "127.0.0.1", port, "env"), 0.2)
     assert 0.2 <= time.monotonic() - t0 < 2.0
-    runtime._await_store(distenv.DistEnv(0, 2, 0, 2, "node0", "127.0.0.1", port, "env"), 0.2)  # rank 0: no wait
+    setup._await_store(distenv.DistEnv(0, 2, 0, 2, "node0", "127.0.0.1", port, "env"), 0.2)  # rank 0: no wait

@@ -1,4 +1,4 @@
-"""A trainer's layout against its launcher's (runtime._launcher_layout): the command line's when
+"""A trainer's layout against its launcher's (setup._launcher_layout): the command line's when
 given (and then they must agree), else the launcher's WORLD_SIZE / LOCAL_WORLD_SIZE. The
 torchrun launch itself: tests/integration/test_torchrun.py."""
 
@@ -9,7 +9,7 @@ import pytest
 from contract.config import ExperimentConfig
 from contract.errors import ConfigError
 from trainers.common.distenv import from_environ
-from trainers.common.runtime import _launcher_layout, _layout_given
+from trainers.common.setup import _launcher_layout, _layout_given
 
 
 def torchrun_env(world: int, local: int) -> dict[str, str]:

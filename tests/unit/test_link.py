@@ -11,13 +11,14 @@ import types
 
 import pytest
 
+from contract import envnames
 from contract.config import ExperimentConfig
 from contract.tables import LINKS
-from trainers.common.comm import CommMeter, Link
+from trainers.common.traffic import CommMeter, Link
 
 
 def _meter(rank: int, nodes: int, procs: int, link: str, monkeypatch, emulate: bool = True, **kw) -> CommMeter:
-    monkeypatch.setenv("TS_EMULATE_LINK", "1" if emulate else "0")
+    monkeypatch.setenv(envnames.EMULATE_LINK, "1" if emulate else "0")
     cfg = ExperimentConfig(strategy="ddp", nodes=nodes, procs_per_node=procs, link=link, **kw)
     return CommMeter(types.SimpleNamespace(cfg=cfg, rank=rank))
 

@@ -6,12 +6,13 @@ import inspect
 import time
 import types
 
+from contract import envnames
 from contract.config import ExperimentConfig
-from trainers.common.comm import CommMeter, Link
+from trainers.common.traffic import CommMeter, Link
 
 
 def test_wire_time_is_added_after_a_slow_real_transfer(monkeypatch):
-    monkeypatch.setenv("TS_EMULATE_LINK", "1")
+    monkeypatch.setenv(envnames.EMULATE_LINK, "1")
     cfg = ExperimentConfig(strategy="ring", nodes=2, procs_per_node=1, link="10gbe", latency_us=20_000.0)
     m = CommMeter(types.SimpleNamespace(cfg=cfg, rank=0))
     wire = m.link.delay_s(1000, 1)

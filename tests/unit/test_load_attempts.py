@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import os
 
-from analysis.load import load_run, load_sweep, parse_rank_file
+from analysis.load import load_run, load_sweep
+from analysis.logread import parse_rank_file
 from analysis.metrics import analyse
 from analysis.synthetic import write_experiment
 

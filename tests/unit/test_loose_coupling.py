@@ -89,13 +89,14 @@ def test_traffic_per_step():
 
 def test_what_each_rank_holds():
     n = 1000
-    lsgd = registry.get("localsgd").held(n, 4, "sgd")
+    lsgd = registry.get("localsgd").state_bytes(n, 4, "sgd")
     assert (lsgd.param_bytes, lsgd.grad_bytes, lsgd.optim_bytes) == (4 * n, 4 * n, 4 * n)
     # DiLoCo: the last sync's copy, its pseudo-gradient and (nesterov) the outer momentum, as optimizer state
-    diloco = registry.get("localsgd").held(n, 4, "sgd", settings={"outer": "nesterov", "outer_lr": 0.7})
+    diloco = registry.get("localsgd").state_bytes(n, 4, "sgd", settings={"outer": "nesterov", "outer_lr": 0.7})
     assert diloco.optim_bytes == 4 * n + 3 * 4 * n
-    assert registry.get("localsgd").held(n, 4, "sgd", settings={"outer_lr": 0.5}).optim_bytes == 4 * n + 2 * 4 * n
-    assert registry.get("localsgd").held(n, 4, "sgd", settings={"sync_every": 8}).optim_bytes == 4 * n
-    server, worker = (registry.get("asyncps").held(n, 4, "adam", rank=r) for r in (0, 1))
+    lsgd_outer = registry.get("localsgd").state_bytes(n, 4, "sgd", settings={"outer_lr": 0.5})
+    assert lsgd_outer.optim_bytes == 4 * n + 2 * 4 * n
+    assert registry.get("localsgd").state_bytes(n, 4, "sgd", settings={"sync_every": 8}).optim_bytes == 4 * n
+    server, worker = (registry.get("asyncps").state_bytes(n, 4, "adam", rank=r) for r in (0, 1))
     assert server.optim_bytes == 8 * n and worker.optim_bytes == 0  # only the server steps an optimizer
     assert registry.get("asyncps").dp_size(1, 4) == 3

@@ -58,11 +58,11 @@ def test_planned_activations_within_10_percent_of_saved_tensors(model: str) -> N
 def test_sharded_shares_follow_the_trainers() -> None:
     shapes = [(256, 3072), (256,), (256, 256), (256,), (10, 256), (10,)]
     n = sum(torch.Size(s).numel() for s in shapes)
-    zero = registry.get("zero").held(n, 2, "adam", shapes=shapes)
+    zero = registry.get("zero").state_bytes(n, 2, "adam", shapes=shapes)
     assert zero.optim_bytes == 8 * (256 * 3072)  # the largest tensor alone on one rank
-    fsdp = registry.get("fsdp").held(n, 4, "sgd", shapes=shapes)
+    fsdp = registry.get("fsdp").state_bytes(n, 4, "sgd", shapes=shapes)
     assert fsdp.param_bytes == 4 * sum(-(-s[0] // 4) * torch.Size(s[1:]).numel() for s in shapes)
-    ps_worker = registry.get("ps").held(n, 3, "adam", rank=1)
+    ps_worker = registry.get("ps").state_bytes(n, 3, "adam", rank=1)
     assert ps_worker.optim_bytes == 0 and ps_worker.param_bytes == 4 * n
 
 

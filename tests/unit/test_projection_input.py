@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-import analysis.projection as pj
+from analysis.projection.cli import main
 from analysis.synthetic import write_sweep
 
 
@@ -30,7 +30,7 @@ def sweep(tmp_path) -> str:
 def test_bad_input(sweep, capsys, args, needle):
     logs, name = os.path.split(sweep)
     before = sorted(os.listdir(sweep))
-    assert pj.main(["--logs", logs, "--sweep", name, "--no-plot", *args]) == 2
+    assert main(["--logs", logs, "--sweep", name, "--no-plot", *args]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
     assert sorted(os.listdir(sweep)) == before
@@ -38,7 +38,7 @@ def test_bad_input(sweep, capsys, args, needle):
 
 def test_no_completed_run(tmp_path, capsys):
     path = write_sweep(str(tmp_path), "dead", strategies=("ddp",), nodes=(2,), steps=6, state="FAILED")
-    assert pj.main(["--logs", str(tmp_path), "--sweep", "dead", "--no-plot"]) == 2
+    assert main(["--logs", str(tmp_path), "--sweep", "dead", "--no-plot"]) == 1
     err = capsys.readouterr().err
     assert "no COMPLETED experiment" in err and err.count("\n") == 1
     assert not os.path.exists(os.path.join(path, "projection.csv"))
@@ -46,6 +46,6 @@ def test_no_completed_run(tmp_path, capsys):
 
 def test_two_node_counts_are_not_checked(sweep, capsys):
     logs, name = os.path.split(sweep)
-    assert pj.main(["--logs", logs, "--sweep", name, "--no-plot", "--max-nodes", "8"]) == 0
+    assert main(["--logs", logs, "--sweep", name, "--no-plot", "--max-nodes", "8"]) == 0
     out = capsys.readouterr().out
     assert "projection not checked" in out and "check ddp" not in out

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-import analysis.projection as pj
+from analysis.projection.points import load_point, load_points
 from analysis.synthetic import write_sweep
 
 
 def test_points_ignore_earlier_attempts(tmp_path):
     path = write_sweep(str(tmp_path), "s", strategies=("single", "ddp"), nodes=(1, 2), steps=10)
-    before = pj.load_points(path)
+    before = load_points(path)
     assert {p.strategy for p in before} == {"single", "ddp"} and all(p.busy for p in before)
     run = next(p for p in before if p.strategy == "ddp" and p.nodes == 2).experiment
     for f in (tmp_path / "s" / run).glob("rank-*.jsonl"):
@@ -21,5 +21,5 @@ def test_points_ignore_earlier_attempts(tmp_path):
             if r["event"] == "start":
                 r["attempt"] = 2
         f.write_text("".join(json.dumps(r) + "\n" for r in failed + recs))
-    assert pj.load_points(path) == before
-    assert pj.load_point(str(tmp_path / "s" / run)) == next(p for p in before if p.experiment == run)
+    assert load_points(path) == before
+    assert load_point(str(tmp_path / "s" / run)) == next(p for p in before if p.experiment == run)

@@ -35,26 +35,27 @@ def test_docs_carry_the_registry_table(doc):
 
 @pytest.mark.parametrize("strategy", registry.names(projected=True))
 def test_projection_traffic_is_the_registrys(strategy):
-    from analysis import projection as pj
+    from analysis.projection.model import messages, pattern
 
     s = registry.get(strategy)
     for world in (1, 2, 3, 4, 8, 64, 1024):
-        assert pj.pattern(strategy, world) == s.comm_bytes(world, 1.0)
+        assert pattern(strategy, world) == s.comm_bytes(world, 1.0)
         for chunks in (1, 4, 8):
-            assert pj.messages(strategy, world, chunks) == s.comm_messages(world, chunks)
-    assert pj.pattern(strategy, 1) == 0 and pj.messages(strategy, 1, 4) == 0
+            assert messages(strategy, world, chunks) == s.comm_messages(world, chunks)
+    assert pattern(strategy, 1) == 0 and messages(strategy, 1, 4) == 0
 
 
 def test_projection_covers_the_projected_strategies():
-    from analysis import projection as pj
+    from analysis.projection.model import PIPELINE, PROJECTED
 
-    assert pj.PROJECTED == registry.names(projected=True) and set(pj.PIPELINE) <= set(pj.PROJECTED)
-    assert all(registry.get(s).kind == "staged" for s in pj.PIPELINE)
+    assert PROJECTED == registry.names(projected=True) and set(PIPELINE) <= set(PROJECTED)
+    assert all(registry.get(s).kind == "staged" for s in PIPELINE)
 
 
 # Modules whose constants may list strategies (imported, so computed lists count as well as literal ones).
-MODULES = ("contract.config", "sweeper.grid", "contract.registry", "analysis.projection",
-           "simulate.launcher", "simulate.backend", "analysis.load", "analysis.metrics", "analysis.plots",
+MODULES = ("contract.config", "sweeper.grid", "contract.registry", "analysis.projection.model",
+           "analysis.projection.fit", "analysis.projection.points", "simulate.launcher", "simulate.backend",
+           "analysis.load", "analysis.frames", "analysis.logread", "analysis.metrics", "analysis.plots",
            "analysis.synthetic", "analysis.compare", "slurm.render", "slurm.track", "slurm.backend")
 
 

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from contract import envnames
 from contract.config import STRATEGIES, ExperimentConfig
 from contract.errors import ConfigError
 from slurm import cluster, render, track
@@ -34,12 +35,12 @@ def test_golden_experiment_script():
                          sweep="s1", experiment="ddp-n2-p1-b32-r0", job_name="ts-ddp-n2-p1-b32-r0",
                          partition="gpu", account="proj-1", time_s=600, output="/logs/s1/ddp-n2-p1-b32-r0/job.out")
     body, block = _split_settings(text)
-    if os.environ.get("TS_UPDATE_GOLDEN") == "1":
+    if os.environ.get(envnames.UPDATE_GOLDEN) == "1":
         os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
         with open(GOLDEN, "w") as f:
             f.write(body)
     with open(GOLDEN) as f:
-        assert body == f.read(), ("sbatch text changed: check it, then TS_UPDATE_GOLDEN=1 "
+        assert body == f.read(), (f"sbatch text changed: check it, then {envnames.UPDATE_GOLDEN}=1 "
                                   "pytest tests/unit/test_render.py")
     for line in ("#SBATCH --nodes=2", "#SBATCH --partition=gpu", "#SBATCH --account=proj-1", "#SBATCH --time=00:10:00",
                  "#SBATCH --signal=USR1@60", "#SBATCH --open-mode=append", "#SBATCH --requeue"):

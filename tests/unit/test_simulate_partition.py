@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from contract import gpushare as gpu
 from contract.errors import ConfigError
 from simulate.launcher import plan_cpus, plan_gpus
-from trainers.common import gpu
+from trainers.common import gpumemory
 
 
 def test_gpu_plan_spreads_nodes(monkeypatch):
@@ -22,7 +23,7 @@ def test_gpu_plan_spreads_nodes(monkeypatch):
     gpu.check_fraction(0.5, 2)
     with pytest.raises(ConfigError, match="2 ranks share a GPU"):
         gpu.check_fraction(0.6, 2)
-    assert gpu.requested_bytes("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 ...") == int(2.5 * 2**30)
+    assert gpumemory.requested_bytes("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 ...") == int(2.5 * 2**30)
 
 
 def test_cpu_plan_oversubscribed():

@@ -8,11 +8,12 @@ import signal
 
 import pytest
 
-from contract import rundir
+from contract import envnames, rundir
 from contract.config import ExperimentConfig
+from contract.rundir import current_attempt
 from sweeper import backends, sweepdir
 from sweeper.grid import Experiment
-from trainers.common.logwriter import RankLog, current_attempt
+from trainers.common.logwriter import RankLog
 
 
 def exp(**kw) -> Experiment:
@@ -26,7 +27,7 @@ def ran(path, e: Experiment, state="COMPLETED", identity=True) -> str:
         doc = json.loads(open(os.path.join(run_dir, "config.json")).read())
         doc.pop("identity")
         rundir.write_json(os.path.join(run_dir, "config.json"), doc)
-    rundir.write_json(os.path.join(run_dir, "status.json"), {"state": state, "attempts": 1})
+    rundir.write_status(run_dir, state, fresh=True, attempts=1)
     return run_dir
 
 
@@ -48,7 +49,7 @@ def test_same_settings_or_no_run_is_no_conflict(tmp_path):
     # a directory where nothing ran (prepared, PENDING, no rank file) holds no run to protect
     other = exp(lr=0.2)
     sweepdir.prepare_experiment(str(tmp_path), other, "simulate", "x")
-    rundir.write_json(str(tmp_path / other.id / "status.json"), {"state": "PENDING", "attempts": 0})
+    rundir.write_status(str(tmp_path / other.id), "PENDING", fresh=True, attempts=0)
     changed = Experiment(other.id, ExperimentConfig(strategy="ddp", lr=0.2, seed=3))
     assert sweepdir.identity_conflict(str(tmp_path), "x", [changed]) is None
     (tmp_path / other.id / "rank-0.jsonl").write_text("{}\n")  # ...but once a rank wrote, it is a run
@@ -111,10 +112,10 @@ def test_sweep_json_from_before_invocations_is_taken_over(tmp_path):
 
 
 def test_every_record_carries_the_attempt(tmp_path, monkeypatch):
-    assert current_attempt({"TS_ATTEMPT": "4", "TS_ATTEMPT_BASE": "9"}) == 4
-    assert current_attempt({"TS_ATTEMPT_BASE": "2", "SLURM_RESTART_COUNT": "1"}) == 4
+    assert current_attempt({envnames.ATTEMPT: "4", envnames.ATTEMPT_BASE: "9"}) == 4
+    assert current_attempt({envnames.ATTEMPT_BASE: "2", "SLURM_RESTART_COUNT": "1"}) == 4
     assert current_attempt({}) == 1
-    monkeypatch.setenv("TS_ATTEMPT", "3")
+    monkeypatch.setenv(envnames.ATTEMPT, "3")
     log = RankLog(str(tmp_path), 0, "node0")
     log.write("step", step=0)
     assert json.loads((tmp_path / "rank-0.jsonl").read_text())["attempt"] == 3
@@ -122,7 +123,7 @@ def test_every_record_carries_the_attempt(tmp_path, monkeypatch):
 
 def test_the_resume_command_names_the_sweep():
     args = argparse.Namespace(dry_run=False)
-    book = backends.Book("/l/20240101-000000", "20240101-000000", "simulate", [], args, ["--nodes", "1,2"])
+    book = backends.SweepLedger("/l/20240101-000000", "20240101-000000", "simulate", [], args, ["--nodes", "1,2"])
     assert book.resume_command() == "bin/sweep --nodes 1,2 --sweep 20240101-000000"
     book.argv = ["--sweep", "s", "--model", "it's"]
     assert book.resume_command() == "bin/sweep --sweep s --model 'it'\"'\"'s'"

@@ -1,12 +1,10 @@
 """Sweep files (sweeper/sweepfile.py, bin/sweep --config): every file of sweeps/ dry-runs,
 bad files get one line and exit 2 with nothing written, the command line overrides the file,
 the resolved grid reaches sweep.json and every setting config.json. In process: bin/sweep's
-main() is called, never launched."""
+main() (sweeper/cli.py) is called, never launched. The Makefile's variables: test_make_variables.py."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
@@ -14,7 +12,7 @@ import re
 import pytest
 
 import simulate.backend
-from sweeper import grid, sweepfile
+from sweeper import cli, grid, sweepfile
 from sweeper.backends import Backend
 from tests.helpers import ROOT
 
@@ -22,19 +20,8 @@ GPU_ONLY = {"gpu-shared.yaml"}
 FILES = sweepfile.available()
 
 
-def _load_bin_sweep():
-    loader = importlib.machinery.SourceFileLoader("bin_sweep", os.path.join(ROOT, "bin", "sweep"))
-    spec = importlib.util.spec_from_loader("bin_sweep", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-bin_sweep = _load_bin_sweep()
-
-
 def _sweep(capsys, logs, *argv: str) -> tuple[int, str, str]:
-    rc = bin_sweep.main(["--logs", str(logs), *argv])
+    rc = cli.main(["--logs", str(logs), *argv])
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -97,31 +84,15 @@ def test_a_missing_file_is_one_line(tmp_path, capsys):
 def test_the_command_line_overrides_the_file_and_the_file_the_defaults(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("strategies: [ddp, ring]\nbatch: [32, 64]\nsteps: 5\nlayouts: [1x2, 2x1]\ntime: 1:30:00\n")
-    settings, base, axes = bin_sweep.resolve(["--config", str(path), "--global-batch", "16"])
+    settings, base, axes = cli.resolve(["--config", str(path), "--global-batch", "16"])
     assert axes["strategy"] == ["ddp", "ring"] and axes["global_batch"] == [16] and axes["steps"] == [5]
     assert axes[("nodes", "procs_per_node")] == [(1, 2), (2, 1)] and "nodes" not in axes
     assert settings["time_limit"] == "1:30:00" and settings["repeats"] == 1  # not 5400: no base-60 YAML
     assert re.fullmatch(r"mine-\d{8}-\d{6}", settings["sweep"])
-    _, _, axes = bin_sweep.resolve(["--config", str(path), "--nodes", "4"])  # flags beat the file's layouts
+    _, _, axes = cli.resolve(["--config", str(path), "--nodes", "4"])  # flags beat the file's layouts
     assert axes["nodes"] == [4] and ("nodes", "procs_per_node") not in axes
-    _, _, axes = bin_sweep.resolve([])
+    _, _, axes = cli.resolve([])
     assert axes == {"strategy": ["ddp"], "nodes": [1, 2]}
-
-
-def test_every_make_variable_of_a_sweep_is_a_sweep_file_key():
-    """Makefile's SWEEP_FLAGS: VAR -> --flag; the flag's setting must be the key var.lower()."""
-    text = open(os.path.join(ROOT, "Makefile")).read()
-    block = text[text.index("SWEEP_FLAGS ="):text.index(".PHONY")]
-    pairs = re.findall(r"\$\(call opt,(--[a-z-]+),\$\(([A-Z_]+)\)\)", block)
-    pairs += [(f, v) for v, f in re.findall(r"\$\(if \$\(([A-Z_]+)\),(--[a-z-]+)\)", block)]
-    dests = {o: a.dest for a in bin_sweep.build_parser()._actions for o in a.option_strings}
-    assert len(pairs) > 25
-    for flag, var in pairs:
-        if flag != "--config":
-            assert sweepfile.key(dests[flag]) == var.lower(), (flag, var)
-    assert set(bin_sweep.converters()) == {dests[f] for f, _ in pairs} - {"config"} | {"balance", "data_dir", "stages",
-                                                                                       "lr", "warmup", "device",
-                                                                                       "gpipe_checkpoint"}
 
 
 class _Recorder(Backend):
@@ -154,4 +125,4 @@ def test_sweep_json_holds_the_resolved_grid_and_config_json_every_setting(tmp_pa
     for e in doc["experiments"]:
         cfg = json.loads((tmp_path / "logs" / "g" / e["id"] / "config.json").read_text())
         assert cfg["config"]["data_size"] in (256, 512) and cfg["identity"] == e["identity"]
-        assert set(cfg["config"]) == set(bin_sweep.FIELDS)
+        assert set(cfg["config"]) == set(cli.FIELDS)

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from trainers.common.collectives import Buckets, ring_allreduce
-from trainers.common.comm import CommMeter
+from trainers.common.traffic import CommMeter
 
 OUTER_MOMENTUM = 0.9  # DiLoCo's outer Nesterov momentum
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
+from contract import envnames
+
 if TYPE_CHECKING:
     from trainers.common.context import Context
     from trainers.common.trainer import Trainer
@@ -24,7 +26,7 @@ KEEP = 2  # complete checkpoints kept
 
 def watch_signal() -> bool:
     """Whether the job asked for a checkpoint on Slurm's --signal warning (set by the sbatch)."""
-    return os.environ.get("TS_CHECKPOINT_ON_SIGNAL") == "1"
+    return os.environ.get(envnames.CHECKPOINT_ON_SIGNAL) == "1"
 
 
 def _root(ctx: Context) -> str:

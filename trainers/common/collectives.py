@@ -17,7 +17,7 @@
 
 Sums are in place; every function returns the bytes this rank sent. A `CommMeter` passed
 in delays messages that cross simulated nodes (link emulation: the wire time is added after
-the real transfer, trainers/common/comm.py); pass None for no delay.
+the real transfer, trainers/common/traffic.py); pass None for no delay.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
-from trainers.common.comm import node_of
 from trainers.common.data import split_sizes
+from trainers.common.traffic import node_of
 
 if TYPE_CHECKING:
-    from trainers.common.comm import CommMeter
+    from trainers.common.traffic import CommMeter
 
 BUCKET_BYTES = 25 * 1024 * 1024  # as DDP's default bucket_cap_mb
 # A ring step's message goes as pieces of at most this, all posted at once: gloo writes a message
@@ -76,7 +76,7 @@ def ring_allreduce(tensor: torch.Tensor, ranks: Sequence[int] | None = None,
 
     Returns the bytes this rank sent. With a meter, each ring step whose send or receive
     crosses simulated nodes is followed by the emulated wire time of its larger message,
-    added to the step's real loopback time (comm.py's one rule).
+    added to the step's real loopback time (traffic.py's one rule).
     """
     if not tensor.is_contiguous():
         raise ValueError("ring_allreduce needs a contiguous tensor (it works on a flat view)")

@@ -12,6 +12,8 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
+from contract import envnames
+
 # Rendezvous ports derived from the Slurm job id fall in [PORT_BASE, PORT_BASE + PORT_SPAN):
 # below Linux's ephemeral range (32768-60999 by default), from which the gloo connections of
 # other jobs on the same host take their local ports: a port in there can be taken at random.
@@ -35,7 +37,7 @@ def node_name(env: dict[str, str] | None = None) -> str:
     """The node's name in logs: simulated node, else Slurm node, never just the host name
     (several Slurm nodes can share one host)."""
     env = os.environ if env is None else env
-    return env.get("TS_NODE") or env.get("SLURMD_NODENAME") or socket.gethostname()
+    return env.get(envnames.NODE) or env.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def port_for_job(job_id: str | int) -> int:

@@ -6,7 +6,8 @@ Every record carries `event`, `rank`, `node`, `time` (Unix seconds) and `attempt
 `attempt` numbers the runs of one experiment directory (1, 2, ...): a Slurm requeue, and a
 re-run of the sweep after a failure or an interrupt, each start a new one, so one rank file
 never holds two runs' steps under one attempt number. Readers keep the records of the
-highest attempt in a rank file (older files without the field: attempt 1).
+highest attempt in a rank file (older files without the field: attempt 1). The number comes
+from contract/rundir.py `current_attempt`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
+
+from contract.rundir import current_attempt  # the one attempt rule
 
 
 def _clean(value: Any) -> Any:
@@ -35,16 +37,6 @@ def encode(record: dict[str, Any]) -> bytes:
         return orjson.dumps(record) + b"\n"
     except TypeError:  # orjson.JSONEncodeError is a TypeError
         return (json.dumps({k: _clean(v) for k, v in record.items()}) + "\n").encode()
-
-
-def current_attempt(env: Mapping[str, str] | None = None) -> int:
-    """This run's attempt: TS_ATTEMPT (the simulate launcher counts them), else the attempts the
-    experiment had before this job (TS_ATTEMPT_BASE, set by the Slurm backends at submission)
-    plus Slurm's restart count plus one."""
-    env = os.environ if env is None else env
-    if env.get("TS_ATTEMPT"):
-        return int(env["TS_ATTEMPT"])
-    return int(env.get("TS_ATTEMPT_BASE") or 0) + int(env.get("SLURM_RESTART_COUNT") or 0) + 1
 
 
 class RankLog:

@@ -25,8 +25,8 @@ from torch import nn
 
 from contract.balance import balance_by_params
 from contract.errors import ConfigError
-from trainers.common.comm import CommMeter
 from trainers.common.models import build_model, param_counts, split_stages
+from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ModuleState, Trainer, autocast, loss_fn, make_optimizer
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ class StageTrainer(ModuleState, Trainer):
         self.stage_ranks = stage_ranks
         self.index, self.count = stage_ranks.index(ctx.rank), len(stage_ranks)
         full = build_model(ctx.cfg.model, ctx.data.spec, ctx.cfg.seed).to(ctx.device)
-        micro = ctx.cfg.chunks if ctx.cfg.traits.micro_batches else 1  # mp runs the batch whole
+        micro = ctx.cfg.chunks if ctx.cfg.strategy_record.micro_batches else 1  # mp runs the batch whole
         self.note_batchnorm(full, dp_size * micro, "micro-batch")
         self.balance = resolve_balance(ctx, full, self.count)
         self.first_block = sum(self.balance[:self.index])

@@ -1,7 +1,7 @@
 """What a strategy hands to the shared loop, and the replicated-model base most strategies use.
 
 A strategy file subclasses `Trainer` (or `ReplicaTrainer`, when every rank holds the whole
-model) and implements `train_step`. The loop in `runtime.py` does the rest.
+model) and implements `train_step`. The loop in `loop.py` does the rest.
 """
 
 from __future__ import annotations

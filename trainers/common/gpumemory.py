@@ -1,14 +1,5 @@
-"""GPU partitioning for simulated nodes: which GPU a rank uses and what share of its memory.
-
-The simulate backend runs NODES x PROCS ranks on one machine. With G GPUs, rank r gets GPU
-r x G // world (contiguous blocks, so the ranks of one simulated node share a GPU where they
-can, and simulated nodes spread over the GPUs). The launcher narrows each rank's
-CUDA_VISIBLE_DEVICES to that one GPU and sets TS_RANKS_PER_GPU; every rank then caps its
-caching allocator with `torch.cuda.set_per_process_memory_fraction`: MEMORY_FRACTION, or
-HEADROOM / ranks-per-GPU by default (the rest is left for CUDA contexts and fragmentation).
-Two ranks on one GPU cannot use NCCL, so runtime.py picks gloo then and says so in config.json.
-
-Torch is imported inside functions only: bin/sweep and the launcher use the planning part.
+"""A rank's side of GPU sharing: how many ranks share its GPU, the cap on its caching allocator,
+and what an out-of-memory error record carries. The plan itself is contract/gpushare.py.
 """
 
 from __future__ import annotations
@@ -17,51 +8,22 @@ import os
 import re
 from typing import Any
 
-from contract.errors import ConfigError
+import torch
 
-HEADROOM = 0.9  # share of a GPU's memory the ranks on it get together by default
-AUTO = -1.0  # memory_fraction value meaning "even split"
-
-
-def assign_gpus(world: int, gpus: int) -> list[int]:
-    """GPU index of each rank (contiguous blocks of ranks per GPU)."""
-    return [r * gpus // world for r in range(world)] if gpus > 0 else []
-
-
-def sharing(world: int, gpus: int) -> int:
-    """The most ranks any one GPU carries."""
-    assign = assign_gpus(world, max(gpus, 1))
-    return max(assign.count(g) for g in set(assign))
-
-
-def fraction_for(requested: float, ranks_on_gpu: int) -> float:
-    return HEADROOM / ranks_on_gpu if requested == AUTO else requested
-
-
-def check_fraction(requested: float, ranks_on_gpu: int) -> None:
-    """Fractions of the ranks sharing a GPU must not add up to more than the GPU."""
-    if requested != AUTO and requested * ranks_on_gpu > 1 + 1e-9:
-        raise ConfigError(f"invalid memory_fraction {requested!r}: {ranks_on_gpu} ranks share a GPU and "
-                          f"{ranks_on_gpu} x {requested} = {ranks_on_gpu * requested:.3g} > 1")
-
-
-def check_layout(memory_fraction: float, world: int, gpus: int) -> None:
-    """Sweep-time check for the simulate backend (no GPU here: checked as if on one GPU)."""
-    check_fraction(memory_fraction, sharing(world, max(gpus, 1)))
+from contract import envnames
+from contract.gpushare import AUTO, check_fraction, fraction_for
 
 
 def ranks_on_my_gpu(local_world_size: int, device_count: int) -> int:
     """How many ranks share this rank's GPU: the launcher says so; otherwise local ranks per GPU."""
-    if os.environ.get("TS_RANKS_PER_GPU"):
-        return int(os.environ["TS_RANKS_PER_GPU"])
+    if os.environ.get(envnames.RANKS_PER_GPU):
+        return int(os.environ[envnames.RANKS_PER_GPU])
     return max(1, -(-local_world_size // max(device_count, 1)))
 
 
 def apply_memory_fraction(requested: float, device: Any, ranks_on_gpu: int) -> tuple[float | None, str]:
     """Cap this process's share of `device`; returns (fraction, a note for config.json).
     A rank alone on its GPU (a real cluster) is capped only when a fraction was asked for."""
-    import torch
-
     check_fraction(requested, ranks_on_gpu)
     if requested == AUTO and ranks_on_gpu == 1:
         return None, f"whole GPU {torch.cuda.get_device_name(device)} (one rank on it, no memory cap)"
@@ -87,8 +49,6 @@ def oom_fields(error: BaseException, device: Any, fraction: float | None) -> dic
     available = fraction x total - reserved (what the capped allocator could still hand out).
     Empty when `error` is not a CUDA out-of-memory error.
     """
-    import torch
-
     if not isinstance(error, torch.OutOfMemoryError) or getattr(device, "type", "") != "cuda":
         return {}
     try:

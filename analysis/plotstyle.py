@@ -1,6 +1,6 @@
 """What every figure shares: strategy colours, series labels, the figure frame, legends, PlotSpec.
 
-analysis/plots.py (the scaling plots) and analysis/views.py (one view per swept setting) both
+analysis/plots.py (the scaling plots) and analysis/axisplots.py (one figure per swept setting) both
 draw with these, so a strategy has one colour and a setting one label format everywhere.
 """
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from matplotlib import pyplot as plt
 
+from analysis.axisplots import BATCH, DATA_SIZE, LAYOUT, PRECISION, VIEW_PLOTS, comparisons
 from analysis.load import load_sweep
 from analysis.metrics import analyse
 from analysis.plots import make_plots
 from analysis.report import write_report
 from analysis.synthetic import write_experiment, write_sweep
-from analysis.views import BATCH, DATA_SIZE, LAYOUT, PRECISION, VIEW_PLOTS, comparisons
 from contract.tables import TRAIN_SAMPLES
 
 VIEWS = {s.name: s for s in VIEW_PLOTS}

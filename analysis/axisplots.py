@@ -18,8 +18,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.figures import DASHES, MARKERS, PlotSpec, colour, figure, legend, series_label, setting_text, varying
 from analysis.metrics import Analysis, same_maths, train_samples
+from analysis.plotstyle import DASHES, MARKERS, PlotSpec, colour, figure, legend, series_label, setting_text, varying
 from contract.config import ExperimentConfig
 
 MIB = 2**20

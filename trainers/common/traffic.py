@@ -40,6 +40,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from contract import envnames
+from contract.tables import wire_units
+
 if TYPE_CHECKING:
     from trainers.common.context import Context
 
@@ -58,12 +61,12 @@ class Link:
     def from_context(cls, ctx: Context) -> Link | None:
         """The emulated link, or None when nothing is to be emulated."""
         cfg = ctx.cfg
-        if os.environ.get("TS_EMULATE_LINK") != "1" or cfg.nodes < 2:
+        if os.environ.get(envnames.EMULATE_LINK) != "1" or cfg.nodes < 2:
             return None
-        lat, bw = cfg.link_latency_us, cfg.link_bandwidth_gbps
-        if lat <= 0 and bw <= 0:
+        latency_s, bandwidth = wire_units(cfg.link_latency_us, cfg.link_bandwidth_gbps)
+        if latency_s <= 0 and bandwidth <= 0:
             return None
-        return cls(lat * 1e-6, bw * 1e9 / 8 if bw > 0 else 0.0)
+        return cls(latency_s, bandwidth)
 
     def delay_s(self, nbytes: int, messages: int = 1) -> float:
         transfer = nbytes / self.bandwidth_bytes_s if self.bandwidth_bytes_s > 0 else 0.0
