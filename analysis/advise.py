@@ -347,7 +347,8 @@ def memory_check(shape: ModelShape, cfg: dict, gpu_mem: int) -> MemoryCheck:
     def check(strategy: str, nodes: int, global_batch: int) -> str | None:
         o = Options([nodes], int(cfg.get("procs_per_node", 1)), global_batch, int(cfg.get("chunks", 4)),
                     str(cfg.get("schedule", "1f1b")), str(cfg.get("optimizer", "sgd")),
-                    str(cfg.get("precision", "fp32")), gpu_mem, str(cfg.get("gpipe_checkpoint", "never")))
+                    str(cfg.get("precision", "fp32")), gpu_mem, str(cfg.get("gpipe_checkpoint", "never")),
+                    settings=cfg)
         row = plan_one(registry.get(strategy), shape, nodes, o)
         if row["total_bytes"] is None:
             return f"cannot run at this layout: {row['reason']}"

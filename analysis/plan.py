@@ -33,7 +33,8 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from analysis import layout_search
 from analysis.mixplan import Transformer
@@ -41,7 +42,7 @@ from contract import defaults, registry
 from contract.balance import balance_by_params
 from contract.config import ExperimentConfig
 from contract.errors import ConfigError, OneLineParser
-from contract.tables import DATASETS, GPUS, MODELS, OPTIMIZERS, PRECISIONS, SCHEDULES
+from contract.tables import DATASETS, GPUS, MODELS, OPTIMIZERS, OUTER_OPTIMIZERS, PRECISIONS, SCHEDULES, SYNC_OPTIM
 
 UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -115,6 +116,9 @@ class Options:
     precision: str
     gpu_mem: int
     checkpoint: str = "never"
+    # The config's fields that change what a rank holds (registry.state_bytes: DiLoCo's outer state);
+    # a missing one reads as its default.
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 # Fields the mix rows add; the strategies' rows carry them too (null where unknown).
@@ -182,7 +186,7 @@ def plan_one(record: registry.Strategy, shape: ModelShape, nodes: int, o: Option
     roles = []
     for rank in ((0, 1) if record.computing_ranks == "workers" else (0,)):
         model_state = record.state_bytes(n, dp if record.shards else world, o.optimizer, o.precision, rank=rank,
-                                  shapes=shapes)  # bytes of parameters, gradients, optimizer state
+                                         shapes=shapes, settings={**o.settings, "optimizer": o.optimizer})
         act = 0.0 if record.computing_ranks == "workers" and rank == 0 else activations
         roles.append((model_state, act))
     total = max(st.total + (a or 0) + buffers for st, a in roles)
@@ -238,6 +242,14 @@ def table(shape: ModelShape, rows: list[dict], o: Options) -> str:
     return "\n".join(lines)
 
 
+# The settings only some strategies take (the registry's), as flags: what a localsgd rank holds depends on them.
+SETTING_FLAGS = tuple(dict.fromkeys(k for record in registry.REGISTRY.values() for k in record.settings))
+
+
+def _help(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(ExperimentConfig) if f.name == name)
+
+
 def add_gpu_mem(p: argparse.ArgumentParser) -> None:
     """--gpu-mem, as the planner and the advice take it."""
     p.add_argument("--gpu-mem", default=defaults.GPU_MEM,
@@ -264,9 +276,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--procs-per-node", default=str(d.procs_per_node),
                    help=f"ranks (GPUs) per node (default: {d.procs_per_node})")
     p.add_argument("--gpu-mem", default="", help="memory of one GPU, with a unit (default: the --gpu preset's)")
+    for name in SETTING_FLAGS:  # the loosely coupled strategies' own settings, the trainers' defaults
+        flag = name.replace("_", "-")
+        p.add_argument(f"--{flag}", default=str(getattr(d, name)), help=f"{_help(name)} (default: {getattr(d, name)})")
     layout_search.add_arguments(p)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     return p
+
+
+def parse_settings(a: argparse.Namespace) -> dict[str, Any]:
+    """The strategies' own settings of the command line, checked (ConfigError: one line, exit 2)."""
+    for name, choices in (("outer", OUTER_OPTIMIZERS), ("sync_optim", SYNC_OPTIM)):
+        if (value := getattr(a, name)) not in choices:
+            raise ConfigError(f"unknown {name.replace('_', '-')} {value!r}: choose from {', '.join(choices)}")
+    try:
+        outer_lr = float(a.outer_lr)
+    except ValueError:
+        outer_lr = math.nan
+    if not (math.isfinite(outer_lr) and outer_lr > 0):
+        raise ConfigError(f"invalid outer-lr {a.outer_lr!r}: expected a number > 0")
+    staleness = a.staleness.strip()
+    if not staleness.isdigit():
+        raise ConfigError(f"invalid staleness {a.staleness!r}: expected a whole number >= 0")
+    return {"sync_every": positive_int("sync-every", a.sync_every), "outer": a.outer, "outer_lr": outer_lr,
+            "sync_optim": a.sync_optim, "staleness": int(staleness)}
 
 
 Profiler = Callable[[str, str, str], list[Block]]
@@ -283,7 +316,8 @@ def main(argv: list[str], profiler: Profiler | None = None) -> int:
         nodes = [positive_int("nodes", x.strip()) for x in a.nodes.split(",")]
         o = Options(sorted(set(nodes)), positive_int("procs per node", a.procs_per_node),
                     positive_int("global batch", a.global_batch), positive_int("chunks", a.chunks), a.schedule,
-                    a.optimizer, a.precision, parse_size(a.gpu_mem) if a.gpu_mem else GPUS[cost["gpu"]][0])
+                    a.optimizer, a.precision, parse_size(a.gpu_mem) if a.gpu_mem else GPUS[cost["gpu"]][0],
+                    settings=parse_settings(a))
         shape_args = [a.layers, a.hidden, a.heads, a.seq, a.vocab]
         given = sum(bool(x) for x in (a.model, a.params, any(shape_args)))
         if given != 1:
