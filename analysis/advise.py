@@ -42,11 +42,10 @@ import pandas as pd
 
 from analysis import AnalysisError
 from analysis.load import completed, find_sweep, load_sweep
-from analysis.metrics import Analysis, analyse, same_maths, settings_of
+from analysis.metrics import Analysis, analyse, label_of, same_maths, settings_of
 from analysis.plan import GIB, ModelShape, Options, add_gpu_mem, parse_size, plan_one, positive_int
 from analysis.sweepstate import refuse
 from contract import defaults, registry
-from contract.config import ExperimentConfig
 from contract.errors import ConfigError, OneLineParser
 from contract.paths import LOGS
 from contract.tables import LINKS, MODEL_BLOCKS
@@ -240,18 +239,6 @@ def _better(c: Candidate, other: Candidate) -> bool:
     return c.throughput > other.throughput
 
 
-def _label(strategy: str, settings: dict) -> str:
-    """The strategy, with its own settings (registry: Strategy.settings) that are off their defaults."""
-    defaults = ExperimentConfig()
-    own = [f"{k}={_plain(settings[k])}" for k in registry.get(strategy).settings
-           if k in settings and settings[k] != getattr(defaults, k)]
-    return f"{strategy}[{','.join(own)}]" if own else ""
-
-
-def _plain(v: object) -> object:
-    return int(v) if isinstance(v, float) and v.is_integer() else v
-
-
 def _candidate(g: pd.DataFrame) -> Candidate:
     """One configuration's repeats -> a Candidate. Per sample: compute, communication (with the
     step's remainder, which is waiting: null comm timers leave all of it there), bubble."""
@@ -272,7 +259,7 @@ def _candidate(g: pd.DataFrame) -> Candidate:
                      same_maths=same_maths(g.iloc[0]),
                      epochs_to_target=float(epochs.median()) if all_reached and len(epochs) else None,
                      target_range=(float(ttt.min()), float(ttt.max())) if all_reached else None,
-                     label=_label(strategy, settings),
+                     label=label_of(strategy, settings),
                      epoch_s=_median(g["mean_epoch_s"]) or None if "mean_epoch_s" in g else None)
 
 
@@ -312,30 +299,29 @@ def projected(p: Projected, nodes: list[int], strategies: list[str], model: str,
     for n in nodes:
         here, refused = {}, {}
         for r in (r for r in p.rows if r["nodes"] == n):
-            err = p.errors.get(r["strategy"])
+            key = r.get("series") or r["strategy"]  # the strategy at its own settings: localsgd[sync_every=4]
+            err = p.errors.get(key)
             spread = abs(err) if err is not None else 0.0
             batch = float(r["global_batch"])
             thr = float(r["throughput"])
             per = {"compute": (r["compute_s"] - r["bubble_s"]) / batch, "bubble": r["bubble_s"] / batch,
                    "comm": (r["local_comm_s"] + r["link_s"]) / batch}
-            here[r["strategy"]] = Candidate(r["strategy"], thr, thr * (1 - spread), thr * (1 + spread), err is not None,
-                                            per, oversubscribed=False)
+            here[key] = Candidate(r["strategy"], thr, thr * (1 - spread), thr * (1 + spread), err is not None,
+                                  per, oversubscribed=False, label=key if key != r["strategy"] else "")
             if r.get("note"):
-                refused[r["strategy"]] = f"cannot run at this layout: {r['note']}"
+                refused[key] = f"cannot run at this layout: {r['note']}"
+            elif memory is not None and (why := memory(r["strategy"], n, int(batch))):
+                refused[key] = why
         for strategy in strategies:
             record = registry.get(strategy)
             why = record.refusal(registry.Layout(n, p.procs, record.stages(n, p.procs), blocks))
             if why:
-                refused[strategy] = f"cannot run at this layout: {why}"
-            elif strategy not in here:
+                keys = [k for k, c in here.items() if c.strategy == strategy] or [strategy]
+                refused.update(dict.fromkeys(keys, f"cannot run at this layout: {why}"))
+            elif not any(c.strategy == strategy for c in here.values()):
                 refused[strategy] = "not projected: the projection covers " + ", ".join(registry.names(projected=True))
-            elif memory is not None:
-                why = memory(strategy, n, int(next(r["global_batch"] for r in p.rows
-                                                   if r["nodes"] == n and r["strategy"] == strategy)))
-                if why:
-                    refused[strategy] = why
-        for strategy in refused:
-            here.pop(strategy, None)
+        for key in refused:
+            here.pop(key, None)
         out.candidates[n], out.refused[n] = here, refused
     return out
 

@@ -23,7 +23,9 @@ Definitions (the README repeats them):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -339,6 +341,19 @@ def _series_key(row: pd.Series, key: list[str]) -> tuple:
 def settings_of(row: pd.Series) -> dict:
     """A summary row's settings, without the empty cells of settings its strategy does not take."""
     return {k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))}
+
+
+def label_of(strategy: str, settings: Mapping[str, Any]) -> str:
+    """The strategy with its own settings (registry: Strategy.settings) that are off their defaults,
+    e.g. `localsgd[sync_every=4]`; "" when all are at their defaults. Advice candidates and the
+    projection's series are named by it."""
+    own = [f"{k}={_plain(settings[k])}" for k in registry.get(strategy).settings
+           if k in settings and settings[k] != _setting_default(k)]
+    return f"{strategy}[{','.join(own)}]" if own else ""
+
+
+def _plain(v: object) -> object:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 def same_maths(row: pd.Series) -> bool:

@@ -7,6 +7,7 @@ presented as measurements. Real sweeps come from `make sweep`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import zlib
@@ -20,10 +21,10 @@ from contract.config import ExperimentConfig
 
 
 def _config(strategy: str, nodes: int, procs: int, batch: int, chunks: int, steps: int, repeat: int = 0,
-            warmup: int = 2, seed: int = 0) -> ExperimentConfig:
+            warmup: int = 2, seed: int = 0, settings: dict[str, Any] | None = None) -> ExperimentConfig:
     return ExperimentConfig(strategy=strategy, nodes=nodes, procs_per_node=procs, model="mlp", dataset="digits",
                             steps=steps, global_batch=batch, chunks=chunks, repeat=repeat, warmup=warmup,
-                            seed=seed)
+                            seed=seed, **(settings or {}))
 
 
 def _dump(path: str, doc: dict) -> None:
@@ -58,12 +59,15 @@ def jsonl_lines(fields: dict[str, Any], n: int) -> list[bytes]:
 def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch: int, chunks: int, steps: int,
                      repeat: int = 0, warmup: int = 2, steps_per_epoch: int = 10, slow: float = 1.0,
                      straggler: int | None = None, seed: int = 0, oversubscribed: bool = False,
-                     state: str = "COMPLETED", attempt_field: bool = False) -> None:
+                     state: str = "COMPLETED", attempt_field: bool = False,
+                     settings: dict[str, Any] | None = None) -> None:
     """One experiment directory: config.json, status.json, rank-R.jsonl for every rank.
-    `attempt_field`: every record carries `attempt` (newer writers), not only the start record."""
+    `attempt_field`: every record carries `attempt` (newer writers), not only the start record.
+    `settings`: the strategy's own (localsgd's sync_every: it sends every H-th step only; asyncps's
+    staleness: its workers' records carry `staleness`, 0..S)."""
     rng = np.random.default_rng(_stable_seed(strategy, nodes, procs, chunks, repeat, seed))
     world = nodes * procs
-    config = _config(strategy, nodes, procs, batch, chunks, steps, repeat, warmup, seed)
+    config = _config(strategy, nodes, procs, batch, chunks, steps, repeat, warmup, seed, settings)
     stages, dp = config.pipeline_stages, config.dp_size
     os.makedirs(run_dir, exist_ok=True)
     cfg = {**config.to_dict(), "run_dir": run_dir}
@@ -85,22 +89,25 @@ def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch:
     step = np.arange(steps)
     ends_epoch = ((step + 1) % steps_per_epoch == 0) | (step == steps - 1)
     epoch_steps = step[ends_epoch]
+    syncs = (step + 1) % config.sync_every == 0  # the steps that communicate (all but localsgd's in between)
     nulls = [None] * steps
     attempt = {"attempt": 1} if attempt_field else {}
     for rank in range(world):
         node = f"node{rank // procs}"
         last_stage = not pipelined or rank % stages == stages - 1
         c = compute * (1.6 if rank == straggler else 1.0) * rng.uniform(0.95, 1.05, steps)
-        step_s = (c / (1 - bubble) if pipelined else c + comm) * rng.uniform(0.98, 1.02, steps)
+        step_s = (c / (1 - bubble) if pipelined else c + comm * syncs) * rng.uniform(0.98, 1.02, steps)
         t = t0 + np.cumsum(step_s)
         loss = 2.3 * 0.97 ** step * rng.uniform(0.99, 1.01, steps) if last_stage else None
         head = {"rank": rank, "node": node}
+        lagged = {"staleness": rng.integers(0, config.staleness + 1, steps)} \
+            if strategy == "asyncps" and rank > 0 else {}  # asyncps workers only
         lines = jsonl_lines({"event": "step", **head, "time": t, "step": step, "epoch": step // steps_per_epoch,
                              "samples": batch // dp, "step_s": step_s,
-                             "compute_s": nulls if pipelined else c, "comm_s": None if pipelined else comm,
-                             "comm_bytes": 0 if world == 1 else 2 * param_bytes,
+                             "compute_s": nulls if pipelined else c, "comm_s": nulls if pipelined else comm * syncs,
+                             "comm_bytes": 0 if world == 1 else 2 * param_bytes * syncs,
                              "loss": nulls if loss is None else loss, "mem_bytes": 200_000_000 + param_bytes * 3 + step,
-                             "cpu_s": c * 0.9, "warmup": step < warmup, **attempt}, steps)
+                             "cpu_s": c * 0.9, "warmup": step < warmup, **attempt, **lagged}, steps)
         acc = np.minimum(0.98, 0.1 + 0.9 * (1 - 0.9 ** (epoch_steps + 1))) if last_stage else None
         epochs = jsonl_lines({"event": "epoch", **head, "time": t[ends_epoch] + 0.01,
                               "epoch": epoch_steps // steps_per_epoch, "epoch_s": steps_per_epoch * step_s[ends_epoch],
@@ -126,25 +133,27 @@ DEFAULT_STRATEGIES = (registry.names(max_world=1)[0], registry.names(kind="repli
 
 def write_sweep(logs: str, name: str, strategies: tuple[str, ...] = DEFAULT_STRATEGIES,
                 nodes: tuple[int, ...] = (1, 2, 4), procs: int = 1, batch: int = 32, chunks: tuple[int, ...] = (4,),
-                steps: int = 20, repeats: int = 1, **kw) -> str:
-    """A whole sweep directory (sweep.json + experiments); returns its path. Skips like bin/sweep."""
+                steps: int = 20, repeats: int = 1, settings: dict[str, tuple[dict[str, Any], ...]] | None = None,
+                **kw) -> str:
+    """A whole sweep directory (sweep.json + experiments); returns its path. Skips like bin/sweep.
+    `settings`: per strategy, the combinations of its own settings to run (default: its defaults)."""
     path = os.path.join(logs, name)
     os.makedirs(path, exist_ok=True)
     listed = []
     for s in strategies:
         for n in nodes:
-            for c in chunks if registry.get(s).micro_batches else (4,):
-                for r in range(repeats):
-                    config = _config(s, n, procs, batch, c, steps, r, kw.get("warmup", 2), kw.get("seed", 0))
-                    exp = config.experiment_id()
-                    skipped = config.strategy_record.refusal(registry.Layout(n, procs))
-                    listed.append({"id": exp, "skipped": skipped, "strategy": s, "nodes": n, "procs_per_node": procs,
-                                   "global_batch": batch, "chunks": c, "schedule": "1f1b", "repeat": r})
-                    d = os.path.join(path, exp)
-                    if skipped:
-                        rundir.write_status(d, "SKIPPED", fresh=True, reason=skipped, attempts=0)
-                    else:
-                        write_experiment(d, s, n, procs, batch, c, steps, repeat=r, **kw)
+            for c, own, r in itertools.product(chunks if registry.get(s).micro_batches else (4,),
+                                               (settings or {}).get(s, ({},)), range(repeats)):
+                config = _config(s, n, procs, batch, c, steps, r, kw.get("warmup", 2), kw.get("seed", 0), own)
+                exp = config.experiment_id()
+                skipped = config.strategy_record.refusal(registry.Layout(n, procs))
+                listed.append({"id": exp, "skipped": skipped, "strategy": s, "nodes": n, "procs_per_node": procs,
+                               "global_batch": batch, "chunks": c, "schedule": "1f1b", "repeat": r})
+                d = os.path.join(path, exp)
+                if skipped:
+                    rundir.write_status(d, "SKIPPED", fresh=True, reason=skipped, attempts=0)
+                else:
+                    write_experiment(d, s, n, procs, batch, c, steps, repeat=r, settings=own, **kw)
     _dump(os.path.join(path, "sweep.json"), {
         "sweep": name, "backend": "simulate", "created": "2026-01-01T00:00:00", "git_commit": "0" * 40,
         "host": "synthetic", "grid": {"nodes": ",".join(map(str, nodes)), "strategies": ",".join(strategies),

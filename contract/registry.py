@@ -172,8 +172,9 @@ class Strategy:
     def comm_bytes(self, world: int, p_bytes: float, settings: Mapping[str, Any] | None = None) -> float:
         return self.traffic(world) * p_bytes * self.syncs(settings or {}) if world > 1 else 0.0
 
-    def comm_messages(self, world: int, chunks: int = 1) -> int:
-        return self.messages(world, chunks) if world > 1 else 0
+    def comm_messages(self, world: int, chunks: int = 1, settings: Mapping[str, Any] | None = None) -> float:
+        """Messages per step, averaged over steps as `comm_bytes` (bucketed payloads: a message per bucket)."""
+        return self.messages(world, chunks) * self.syncs(settings or {}) if world > 1 else 0
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -245,13 +246,13 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              batchnorm_note="rank", buffers=lambda n, unit, boundary: FP32 * n),  # flat gradient buckets
     Strategy("localsgd", "replicas", "local SGD / DiLoCo: replicas step on their own slice and average "
              "parameters every H steps, optionally through an outer optimizer", "any", sbatch_nodes=2,
-             traffic=_allreduce, messages=lambda w, m: 2 * (w - 1), batchnorm_note="rank",
+             projected=True, traffic=_allreduce, messages=lambda w, m: 2 * (w - 1), batchnorm_note="rank",
              buffers=lambda n, unit, boundary: FP32 * n,  # flat parameter buckets (DiLoCo: + the last sync's copy)
              settings=("sync_every", "outer", "outer_lr", "sync_optim"), maths=_localsgd_maths,
              syncs=_localsgd_syncs, extra_state=_localsgd_outer_state),
     Strategy("asyncps", "replicas", "asynchronous parameter server: workers push and pull without waiting "
              "for each other, parameters at most S server versions stale", "any", sbatch_nodes=2,
-             traffic=lambda w: w - 1.0, messages=lambda w, m: 2, min_world=2, computing_ranks="workers",
+             projected=True, traffic=lambda w: w - 1.0, messages=lambda w, m: 2, min_world=2, computing_ranks="workers",
              batchnorm_note="rank", buffers=lambda n, unit, boundary: 2 * FP32 * n, settings=("staleness",),
              loss_scaling=False,
              maths=lambda s: int(s.get("staleness", 0)) == 0),

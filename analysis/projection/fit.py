@@ -116,14 +116,17 @@ def fit(points: list[Point], pooled_shape: float | None = None, thread_gain: flo
                    thread_gain=thread_gain)
     c0, s = fit_compute(points, pooled_shape, busy)
     multi = [p for p in points if p.world > 1]
-    pb = statistics.median([p.comm_bytes / pattern(strategy, p.world) for p in multi]) if multi else 0.0
+    settings = points[0].settings  # one series: one value of each of the strategy's settings
+    # P per payload: a localsgd point's bytes and step are means over its sync period (points.py), and
+    # the pattern averages the syncs over the steps the same way, so P is the parameter bytes at any H.
+    pb = statistics.median([p.comm_bytes / pattern(strategy, p.world, settings) for p in multi]) if multi else 0.0
     serial = statistics.median([p.serial_s for p in multi]) if multi else 0.0
-    tmp = Fit(strategy, c0, s, 0.0, pb, chunks, points, busy, serial)
+    tmp = Fit(strategy, c0, s, 0.0, pb, chunks, points, busy, serial, settings=settings)
     num = den = 0.0
     for p in multi:
         r = tmp.contention(p.world, p.cores)
         _, comp, serial_part, wire = tmp.step_s(p.world, p.global_batch, r, p.latency_s, p.bandwidth, p.nodes > 1)
-        x = pb * pattern(strategy, p.world) * comm_contention(strategy, r, busy)
+        x = pb * pattern(strategy, p.world, settings) * comm_contention(strategy, r, busy)
         num += (p.step_s - comp - serial_part - wire) * x  # kappa is 0 in tmp: its local comm is the serial part
         den += x * x
     tmp.kappa = max(num / den, 0.0) if den > 0 else 0.0
@@ -134,38 +137,38 @@ def fit_all(points: list[Point]) -> dict[str, Fit]:
     by: dict[str, list[Point]] = {}
     for p in points:
         if p.strategy in PROJECTED:
-            by.setdefault(p.strategy, []).append(p)
+            by.setdefault(p.series, []).append(p)
     # The compute split (per step / per sample) of strategies measured at several slice sizes,
     # for those measured at one only. An edge fit (all per step) says nothing of the split: skipped.
     shapes = []
-    for strategy, pts in by.items():
-        if strategy not in PIPELINE and len({p.samples for p in pts if p.compute_s}) >= 2:
+    for pts in by.values():
+        if pts[0].strategy not in PIPELINE and len({p.samples for p in pts if p.compute_s}) >= 2:
             c0, s = fit_compute(pts, None, fit_busy(pts))
             if s > 0:
                 shapes.append(_shape(c0, s, pts[0].global_batch))
     pooled = statistics.median(shapes) if shapes else None
     gain = fit_thread_gain([p for pts in by.values() for p in pts])
-    return {strategy: fit(pts, pooled, gain) for strategy, pts in by.items()}
+    return {series: fit(pts, pooled, gain) for series, pts in by.items()}
 
 
 def held_out_check(points: list[Point]) -> list[tuple[str, int, float, float]]:
-    """Per strategy with 2+ node counts: fit without the largest, predict it.
-    (strategy, nodes, measured, predicted); with repeats, measured is their median."""
+    """Per series (a strategy at its settings) with 2+ node counts: fit without the largest, predict it.
+    (series, nodes, measured, predicted); with repeats, measured is their median."""
     out = []
     by: dict[str, list[Point]] = {}
     for p in points:
-        by.setdefault(p.strategy, []).append(p)
-    train = [p for p in points if p.nodes < max(q.nodes for q in by[p.strategy])]
+        by.setdefault(p.series, []).append(p)
+    train = [p for p in points if p.nodes < max(q.nodes for q in by[p.series])]
     fits = fit_all(train)
-    for strategy, pts in by.items():
-        if strategy not in fits or len({p.nodes for p in pts}) < 2:
+    for series, pts in by.items():
+        if series not in fits or len({p.nodes for p in pts}) < 2:
             continue
         top = max(p.nodes for p in pts)
         held_out = [p for p in pts if p.nodes == top]
         last = held_out[0]
-        pred = predict_here(fits[strategy], last.nodes, last.procs, last.cores, last.global_batch,
+        pred = predict_here(fits[series], last.nodes, last.procs, last.cores, last.global_batch,
                             last.latency_s, last.bandwidth)
-        out.append((strategy, top, statistics.median(p.step_s for p in held_out), pred))
+        out.append((series, top, statistics.median(p.step_s for p in held_out), pred))
     return out
 
 

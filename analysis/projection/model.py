@@ -26,7 +26,9 @@ machine r grows with the ranks, which is how NODES=4 on 2 cores is predicted.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from analysis.projection.points import Point
 from contract import registry
@@ -42,13 +44,14 @@ def dp_size(strategy: str, world: int) -> int:
     return record.dp_size(1, world, record.stages(1, world))
 
 
-def pattern(strategy: str, world: int) -> float:
-    """bytes(W) / P: how the bottleneck rank's traffic grows with the ranks (the registry's)."""
-    return registry.get(strategy).comm_bytes(world, 1.0)
+def pattern(strategy: str, world: int, settings: Mapping[str, Any] | None = None) -> float:
+    """bytes(W) / P per step: how the bottleneck rank's traffic grows with the ranks (the registry's),
+    averaged over steps at these settings (localsgd: one sync of P-sized payloads every H steps)."""
+    return registry.get(strategy).comm_bytes(world, 1.0, settings)
 
 
-def messages(strategy: str, world: int, chunks: int) -> int:
-    return registry.get(strategy).comm_messages(world, chunks)
+def messages(strategy: str, world: int, chunks: int, settings: Mapping[str, Any] | None = None) -> float:
+    return registry.get(strategy).comm_messages(world, chunks, settings)
 
 
 def contention(ranks_on_machine: int, cores: int, busy: float = 1.0) -> float:
@@ -70,9 +73,10 @@ def comm_contention(strategy: str, r: float, busy: float = 1.0) -> float:
     return r / busy if r > 1.0 and record.kind == "replicas" else r
 
 
-def link_s(strategy: str, world: int, chunks: int, nbytes: float, latency_s: float, bandwidth: float) -> float:
+def link_s(strategy: str, world: int, chunks: int, nbytes: float, latency_s: float, bandwidth: float,
+           settings: Mapping[str, Any] | None = None) -> float:
     transfer = nbytes / bandwidth if bandwidth > 0 else 0.0
-    return latency_s * messages(strategy, world, chunks) + transfer
+    return latency_s * messages(strategy, world, chunks, settings) + transfer
 
 
 def micro_batches(strategy: str, chunks: int) -> int:
@@ -108,6 +112,12 @@ class Fit:
     busy: float = 1.0  # fraction of a step a rank keeps a core busy (measured where not contended)
     serial_s: float = 0.0  # ps: the server's update, on the path between the workers' push and pull
     thread_gain: float = 0.0  # staged: compute on t threads costs t**-thread_gain of one thread's
+    settings: dict[str, Any] = field(default_factory=dict)  # the strategy's own settings (its points')
+
+    @property
+    def series(self) -> str:
+        """The strategy with its settings off their defaults (points.Point.series): a row's name."""
+        return self.points[0].series if self.points else self.strategy
 
     def contention(self, ranks_on_machine: int, cores: int) -> float:
         return contention(ranks_on_machine, cores, self.busy)
@@ -135,10 +145,11 @@ class Fit:
             local = self.kappa * nbytes * r
             wire = (latency_s * hops + (nbytes / bandwidth if bandwidth > 0 else 0.0)) if crosses_nodes else 0.0
             return comp + local + wire, comp, local, wire
-        nbytes = self.param_bytes * pattern(self.strategy, world)
+        nbytes = self.param_bytes * pattern(self.strategy, world, self.settings)
         local = self.kappa * nbytes * comm_contention(self.strategy, r, self.busy) + \
             (self.serial_s * r if world > 1 else 0.0)
-        wire = link_s(self.strategy, world, self.chunks, nbytes, latency_s, bandwidth) if crosses_nodes else 0.0
+        wire = link_s(self.strategy, world, self.chunks, nbytes, latency_s, bandwidth, self.settings) \
+            if crosses_nodes else 0.0
         return comp + local + wire, comp, local, wire
 
     def bubble(self, world: int, batch: float, r: float) -> float:
@@ -183,10 +194,11 @@ def project(f: Fit, nodes: int, procs: int, cores: int, batch: int, scaling: str
         note = f"more stages than the model's {blocks} blocks: not runnable"
     elif gbatch / dp_size(f.strategy, world) < 1:
         note = "fewer than one sample per rank (strong scaling past the global batch)"
-    return {"strategy": f.strategy, "nodes": nodes, "world_size": world, "global_batch": round(gbatch, 3),
+    return {"strategy": f.strategy, "series": f.series, "nodes": nodes, "world_size": world,
+            "global_batch": round(gbatch, 3),
             "step_s": step, "compute_s": comp, "bubble_s": f.bubble(world, gbatch, r), "local_comm_s": local,
             "link_s": wire,
-            "comm_bytes": f.param_bytes * pattern(f.strategy, world), "throughput": thr,
+            "comm_bytes": f.param_bytes * pattern(f.strategy, world, f.settings), "throughput": thr,
             "efficiency": thr / (nodes * base_thr) if base_thr == base_thr else math.nan, "note": note}
 
 

@@ -17,21 +17,21 @@ def plot(rows: list[dict], points: list[Point], fits: dict[str, Fit], path: str,
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for i, strategy in enumerate(sorted(fits)):
+    for i, series in enumerate(sorted(fits)):  # a series: a strategy at its own settings
         color = f"C{i}"
-        mine = [r for r in rows if r["strategy"] == strategy and not r["note"]]
+        mine = [r for r in rows if r["series"] == series and not r["note"]]
         ax1.plot([r["nodes"] for r in mine], [r["throughput"] for r in mine], "-", color=color,
-                 label=f"{strategy}: projected, {link}")
-        ax2.plot([r["nodes"] for r in mine], [r["efficiency"] for r in mine], "-", color=color, label=strategy)
-        pts = sorted((p for p in points if p.strategy == strategy), key=lambda p: p.nodes)
+                 label=f"{series}: projected, {link}")
+        ax2.plot([r["nodes"] for r in mine], [r["efficiency"] for r in mine], "-", color=color, label=series)
+        pts = sorted((p for p in points if p.series == series), key=lambda p: p.nodes)
         if pts:
-            f = fits[strategy]
+            f = fits[series]
             here = [predict_here(f, p.nodes, p.procs, p.cores, p.global_batch, p.latency_s, p.bandwidth)
                     for p in pts]
             ax1.plot([p.nodes for p in pts], [p.global_batch / p.step_s for p in pts], "o", color=color,
-                     label=f"{strategy}: measured here")
+                     label=f"{series}: measured here")
             modelled = [p.global_batch / t for p, t in zip(pts, here, strict=True)]
-            ax1.plot([p.nodes for p in pts], modelled, ":", color=color, label=f"{strategy}: model on this machine")
+            ax1.plot([p.nodes for p in pts], modelled, ":", color=color, label=f"{series}: model on this machine")
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("nodes")
@@ -60,16 +60,16 @@ def print_summary(proj: Projection, sweep_dir: str, out_csv: str) -> None:
     rows, fits = proj.rows, proj.fits
     print(f"projection of {os.path.basename(sweep_dir)} on {proj.link} ({proj.latency_s * 1e6:g} us, "
           f"{proj.bandwidth * 8 / 1e9:g} Gbit/s), {proj.scaling} scaling: {out_csv}")
-    for strategy, f in sorted(fits.items()):
-        print(f"  {strategy}: c0 {f.c0 * 1e3:.3f} ms, {f.s * 1e6:.2f} us/sample, kappa {f.kappa * 1e9:.3f} ns/byte, "
+    for series, f in sorted(fits.items()):
+        print(f"  {series}: c0 {f.c0 * 1e3:.3f} ms, {f.s * 1e6:.2f} us/sample, kappa {f.kappa * 1e9:.3f} ns/byte, "
               f"P {f.param_bytes / 1e6:.2f} MB; measured at nodes {sorted({q.nodes for q in f.points})}")
         for n in (64, 1024):
-            row = next((r for r in rows if r["strategy"] == strategy and r["nodes"] == n), None)
+            row = next((r for r in rows if r["series"] == series and r["nodes"] == n), None)
             if row:
                 print(f"    {n} nodes: efficiency {row['efficiency']:.3f}, step {row['step_s'] * 1e3:.2f} ms"
                       + (f" ({row['note']})" if row["note"] else ""))
-    for strategy, n, measured, pred in proj.checks:
-        print(f"  check {strategy}: fitted without {n} nodes, predicts {pred * 1e3:.2f} ms, measured "
+    for series, n, measured, pred in proj.checks:
+        print(f"  check {series}: fitted without {n} nodes, predicts {pred * 1e3:.2f} ms, measured "
               f"{measured * 1e3:.2f} ms ({(pred - measured) / measured:+.1%})")
     if proj.check_note:
         print(f"  {proj.check_note}")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
 from analysis.frames import SweepData
 from analysis.load import load_run, load_sweep
+from analysis.metrics import label_of
 from contract import registry
+from contract.config import ExperimentConfig
 from contract.tables import LINKS, link_wire
 
 
@@ -35,10 +38,17 @@ class Point:
     serial_s: float = 0.0  # own work of a rank that computes no samples (the ps server's update)
     threads: int = 1  # torch threads per rank (the CPU plan: the cores shared among the node's ranks)
     compute_sum_s: float | None = None  # staged: the stages' compute added up (the whole model's, on `threads`)
+    settings: dict[str, Any] = field(default_factory=dict)  # the strategy's own settings (registry), + optimizer
 
     @property
     def world(self) -> int:
         return self.nodes * self.procs
+
+    @property
+    def series(self) -> str:
+        """What is fitted as one: the strategy, with its own settings off their defaults
+        (`localsgd[sync_every=4]`: a different H is a different traffic per step)."""
+        return label_of(self.strategy, self.settings) or self.strategy
 
 
 QUANTILE = 0.25  # of the per-step times: the lower quartile resists other load on a shared machine
@@ -80,10 +90,15 @@ def _point(exp: str, cfg: dict, meta: dict, steps: pd.DataFrame) -> Point | None
         return None
     g = steps.groupby("step", sort=True)
     step_max = g["step_s"].max()
+    sent = steps["comm_bytes"].fillna(0).groupby(steps["step"]).max()
+    period = _sync_period(sent)
+    # A strategy that synchronises every H-th step only (localsgd): the model's step is the mean over a
+    # period, so times and bytes are taken as means over each window of H consecutive steps (one sync in each).
+    windows = step_max.rolling(period).mean().dropna() if period > 1 else step_max
     busy_rank = steps["compute_s"].notna() & (steps["compute_s"] != 0)
     computes = steps[busy_rank & (steps["samples"] > 0)].groupby("step")["compute_s"].max()
     serial = steps[busy_rank & (steps["samples"] == 0)].groupby("step")["compute_s"].max()
-    comm = steps["comm_bytes"].fillna(0).groupby(steps["step"]).max().median()
+    comm = (sent.rolling(period).mean().dropna() if period > 1 else sent).median()
     samples = g["samples"].max().median()
     plan = meta.get("cpu_plan") or {}
     cores = int(plan.get("machine_cores") or os.cpu_count() or 1)
@@ -94,11 +109,23 @@ def _point(exp: str, cfg: dict, meta: dict, steps: pd.DataFrame) -> Point | None
     summed = steps[busy_rank].groupby("rank")["compute_s"].median()
     staged_sum = float(summed.sum()) if registry.get(cfg["strategy"]).kind == "staged" and len(summed) == n_ranks \
         else None
+    record = registry.get(cfg["strategy"])
+    defaults = ExperimentConfig()
+    settings = {k: cfg.get(k, getattr(defaults, k)) for k in (*record.settings, "optimizer")}
     return Point(cfg["strategy"], cfg["nodes"], cfg["procs_per_node"], cfg["global_batch"], cfg.get("chunks", 1),
-                 cores, _quantile(list(step_max)), _quantile(list(computes)) if len(computes) else None, int(comm),
+                 cores, _quantile(list(windows)), _quantile(list(computes)) if len(computes) else None, int(comm),
                  int(samples), latency, bandwidth, exp, cfg.get("model", ""),
                  float(cpu.median()) if len(cpu) else None, _quantile(list(serial)) if len(serial) else 0.0,
-                 threads, staged_sum)
+                 threads, staged_sum, settings)
+
+
+def _sync_period(sent: pd.Series) -> int:
+    """Steps from one sending step to the next where only some steps send (the median gap between
+    them), else 1. Read from the records, not the config: the bytes say when a rank synchronised."""
+    steps = sent.index[sent > 0].to_numpy()
+    if len(steps) < 2 or len(steps) == len(sent):
+        return 1
+    return max(1, int(round(float(pd.Series(steps).diff().dropna().median()))))
 
 
 def load_point(run_dir: str) -> Point | None:

@@ -26,7 +26,7 @@ class Projection:
     latency_s: float
     bandwidth: float
     scaling: str
-    checks: list[tuple[str, int, float, float]]  # (strategy, held-out nodes, measured, predicted)
+    checks: list[tuple[str, int, float, float]]  # (series, held-out nodes, measured, predicted)
     check_note: str  # why there is no check ("" when there is one)
 
 
@@ -49,10 +49,10 @@ def project_sweep(sweep_dir: str, link: str = PROJECTED_LINK, max_nodes: int = M
     grid = read_json(os.path.join(sweep_dir, "sweep.json"))[0].get("grid") or {}
     scaling = scaling or grid.get("scaling", SCALINGS[0])
     rows = []
-    for strategy, f in sorted(fits.items()):
+    for _, f in sorted(fits.items()):  # one fit per series: a strategy at its own settings
         ref = min(f.points, key=lambda q: q.nodes)
         procs = procs_per_node or ref.procs
-        batch = ref.global_batch if scaling == "strong" else ref.samples * dp_size(strategy, procs)
+        batch = ref.global_batch if scaling == "strong" else ref.samples * dp_size(f.strategy, procs)
         for n in node_counts(max_nodes):
             rows.append({**project(f, n, procs, ref.cores, batch, scaling, latency_s, bandwidth),
                          "link": link, "scaling": scaling, "c0_s": f.c0, "s_per_sample": f.s,
