@@ -14,6 +14,8 @@ The model of one optimizer step on W = nodes x procs ranks (docs/projection.md):
     bytes(W) per pattern, P fitted from comm_bytes:   all-reduce / sharded collectives: 2 P (W-1)/W
     (ring all-reduce sends 2(N-1)/N x the gradient size), parameter server: P (W-1) at the server,
     pipeline: P (activations at a stage boundary).   messages(W): 2(W-1), 2, 2 x chunks.
+    Both per step, averaged over steps at a fit's settings: localsgd's are ddp's x syncs = (1 + averaged
+    optimizer-state tensors) / H (its points are means over a sync period: points.py).
     Pipelines: compute = A (M+K-1)/(M K) * r, A the whole model's compute per step, K stages,
     M micro-batches: the bubble (K-1)/(M+K-1) idles each stage.
 
