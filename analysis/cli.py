@@ -35,7 +35,7 @@ SUMMARY_COLUMNS = [
     "reason", "error", "attempts", "earlier_attempts",
     "oversubscribed", "timed_steps", "samples_per_s", "samples_per_s_per_rank", "median_step_s", "step_s_p10",
     "step_s_p90", "speedup", "efficiency", "speedup_vs_single", "base_nodes", "repeats", "repeat_spread",
-    "compute_s", "comm_s", "bubble_s", "other_s", "comm_bytes_per_step", "peak_mem_bytes_per_rank",
+    "compute_s", "comm_s", "bubble_s", "other_s", "comm_bytes_per_step", "staleness_mean", "peak_mem_bytes_per_rank",
     "state_bytes_per_rank", "skew", "slowest_rank", "final_loss", "final_val_acc", "best_val_acc",
     "epochs_done", "mean_epoch_s", "epochs_to_target", "time_to_target_s"]
 

@@ -30,10 +30,14 @@ except ImportError:  # pragma: no cover - an environment without it
 
 STEP_FIELDS = ("step", "epoch", "samples", "step_s", "compute_s", "comm_s", "comm_bytes", "loss", "mem_bytes",
                "time", "warmup")
-OPTIONAL_STEP_FIELDS = ("cpu_s",)  # step fields older logs lack (NaN there)
+# Step fields some records lack (NaN there): cpu_s older logs; staleness every rank but asyncps's workers.
+OPTIONAL_STEP_FIELDS = ("cpu_s", "staleness")
 ALL_STEP_FIELDS = (*STEP_FIELDS, *OPTIONAL_STEP_FIELDS)
 FLOAT_STEP_FIELDS = tuple(f for f in ALL_STEP_FIELDS if f != "warmup")  # RankFile.steps (warmup is its own)
-_get_steps, _get_all_steps = itemgetter(*STEP_FIELDS), itemgetter(*ALL_STEP_FIELDS)
+# The fast path's field sets, most first: every optional field, then one fewer each time (a ddp rank has
+# cpu_s but no staleness), then the required ones alone.
+_GETTERS = tuple((itemgetter(*names), names) for names in
+                 (STEP_FIELDS + OPTIONAL_STEP_FIELDS[:k] for k in range(len(OPTIONAL_STEP_FIELDS), -1, -1)))
 
 
 @dataclass
@@ -209,7 +213,7 @@ def parse_rank_bytes(raw: bytes) -> RankFile:
 def _step_columns(steps: list[dict]) -> dict[str, np.ndarray]:
     """The step records as one float column per field (null -> NaN): the records as tuples in one
     C-level pass where every record has every field with a number; else field by field."""
-    for getter, names in ((_get_all_steps, ALL_STEP_FIELDS), (_get_steps, STEP_FIELDS)):
+    for getter, names in _GETTERS:
         try:
             table = np.array(list(map(getter, steps)), dtype=float).reshape(len(steps), len(names))
             break

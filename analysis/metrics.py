@@ -243,6 +243,8 @@ def experiment_table(data: SweepData, per_step: pd.DataFrame, per_rank: pd.DataF
         row["samples_per_s_per_rank"] = row["samples_per_s"] / exp["world_size"]
         row.update(_time_split(steps_by.get(x, pd.DataFrame()), exp, median))
         row["comm_bytes_per_step"] = float(t["comm_bytes"].median()) if not t.empty else np.nan
+        lag = steps_by[x]["staleness"] if x in steps_by else pd.Series(dtype=float)  # asyncps workers only
+        row["staleness_mean"] = float(lag.mean()) if lag.notna().any() else np.nan
         r = rank_by.get(x, pd.DataFrame())
         row["peak_mem_bytes_per_rank"] = float(r["mem_bytes"].max()) if not r.empty else np.nan
         row["state_bytes_per_rank"] = float((r["param_bytes"].fillna(0) + r["grad_bytes"].fillna(0) +

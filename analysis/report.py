@@ -15,11 +15,12 @@ import math
 import os
 
 import jinja2
+import pandas as pd
 
 from analysis.advise import report_section
-from analysis.metrics import Analysis
+from analysis.metrics import Analysis, label_of, settings_of
 from analysis.sweepstate import SKIPPED, SweepState
-from contract import rundir
+from contract import registry, rundir
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 TABLE = [  # (column, header, format)
@@ -92,6 +93,16 @@ def _render(path: str, **context) -> str:
     return path
 
 
+def not_reproducible(summary: pd.DataFrame) -> list[str]:
+    """The labels (advise's names) of the sweep's runs that cannot repeat bit for bit (registry:
+    Strategy.reproducible; asyncps with staleness > 0), skipped points left out."""
+    out = []
+    for _, r in summary.iterrows():
+        if r.get("state") != SKIPPED and not registry.get(str(r["strategy"])).reproducible(settings_of(r)):
+            out.append(label_of(str(r["strategy"]), settings_of(r)) or str(r["strategy"]))
+    return list(dict.fromkeys(out))
+
+
 def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> str:
     rows = []
     for _, r in a.summary.iterrows():
@@ -110,7 +121,7 @@ def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> s
         grid=_grid(a.data.meta), headers=[h for _, h, _ in TABLE], rows=rows, experiments=len(rows), figures=figures,
         not_applicable=[(s.title, why) for s, why in not_applicable],
         problems=a.problems.fillna("").to_dict("records"), skipped=a.skipped.fillna("").to_dict("records"),
-        any_oversubscribed=any(r["oversubscribed"] for r in rows))
+        any_oversubscribed=any(r["oversubscribed"] for r in rows), not_reproducible=not_reproducible(a.summary))
 
 
 def write_problems_report(state: SweepState, path: str) -> str:

@@ -86,6 +86,9 @@ class Strategy:
     maths: Callable[[Mapping[str, Any]], bool] = field(default=lambda settings: True)
     # Payloads of `traffic` sent per step, averaged over steps (localsgd: one average every H steps).
     syncs: Callable[[Mapping[str, Any]], float] = field(default=lambda settings: 1.0)
+    # Whether a run repeats bit for bit at these settings (asyncps with S > 0: which server version a worker
+    # computes on depends on timing). The report says so where a sweep holds such a run.
+    reproducible: Callable[[Mapping[str, Any]], bool] = field(default=lambda settings: True)
     # Parameter-sized fp32 tensors of further training state, counted as optimizer state (DiLoCo's outer step).
     extra_state: Callable[[Mapping[str, Any]], int] = field(default=lambda settings: 0)
 
@@ -255,7 +258,7 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              projected=True, traffic=lambda w: w - 1.0, messages=lambda w, m: 2, min_world=2, computing_ranks="workers",
              batchnorm_note="rank", buffers=lambda n, unit, boundary: 2 * FP32 * n, settings=("staleness",),
              loss_scaling=False,
-             maths=lambda s: int(s.get("staleness", 0)) == 0),
+             maths=lambda s: int(s.get("staleness", 0)) == 0, reproducible=lambda s: int(s.get("staleness", 0)) == 0),
     Strategy("zero", "sharded", "DDP + ZeroRedundancyOptimizer: optimizer state sharded over ranks", "any",
              sbatch_nodes=2, projected=True, traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
              batchnorm_note="rank", shards=("optim",), buffers=lambda n, unit, boundary: FP32 * n),
