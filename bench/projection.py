@@ -1,6 +1,7 @@
 """Benchmark (d): how well the scaling projection predicts a node count it was not fitted on.
 
     python -m bench.projection [--quick] [--steps 20] [--repeats 1] [--link 10gbe] [--strategies a,b]
+                               [--sync-every H] [--staleness S]
 
 Runs one real sweep as a user would (bin/sweep, simulate backend, every simulated node on this
 machine, the link emulated between them) at NODES 1,2,4 for every strategy the projection
@@ -51,10 +52,11 @@ def one_per_kind(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def run_sweep(logs: str, name: str, strategies: tuple[str, ...], nodes: tuple[int, ...], steps: int, repeats: int,
-              link: str) -> None:
+              link: str, own: tuple[str, ...] = ()) -> None:
+    """`own`: flags of the strategies' own settings (--sync-every 4), which the others' runs leave out."""
     argv = [os.path.join(ROOT, "bin", "sweep"), "--backend", "simulate", "--device", "cpu", "--logs", logs,
             "--sweep", name, "--nodes", ",".join(map(str, nodes)), "--strategies", ",".join(strategies),
-            "--steps", str(steps), "--repeats", str(repeats), "--link", link]
+            "--steps", str(steps), "--repeats", str(repeats), "--link", link, *own]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"bench: sweep {name} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="runs of each experiment; NODES=4 is their median")
     p.add_argument("--link", default="10gbe", help=f"emulated link between simulated nodes: {', '.join(LINKS)}")
     p.add_argument("--quick", action="store_true", help="one projected strategy per kind, 12 steps")
+    d = ExperimentConfig()
+    p.add_argument("--sync-every", type=int, default=d.sync_every, help=f"localsgd's H (default: {d.sync_every})")
+    p.add_argument("--staleness", type=int, default=d.staleness, help=f"asyncps's S (default: {d.staleness})")
     args = p.parse_args(argv)
     projected = registry.names(projected=True)
     strategies = tuple(s for s in args.strategies.split(",") if s) or projected
@@ -94,24 +99,29 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"invalid strategy {s!r}: the projection covers {', '.join(projected)}")
         if args.steps < 4 or args.repeats < 1:
             raise ConfigError("invalid --steps/--repeats: need at least 4 steps and 1 repeat")
+        if args.sync_every < 1 or args.staleness < 0:
+            raise ConfigError("invalid --sync-every/--staleness: need H >= 1 and S >= 0")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     lat_us, gbps = link_figures(args.link)
     with tempfile.TemporaryDirectory(prefix="bench-projection-") as logs:
-        run_sweep(logs, "proj", strategies, NODES, args.steps, args.repeats, args.link)
+        run_sweep(logs, "proj", strategies, NODES, args.steps, args.repeats, args.link,
+                  ("--sync-every", str(args.sync_every), "--staleness", str(args.staleness)))
         points = load_points(os.path.join(logs, "proj"))
+        series = {p.strategy: p.series for p in points}  # localsgd[sync_every=4]: the check's name of it
         checks = {s: (n, measured, pred) for s, n, measured, pred in held_out_check(points)}
         print(f"projection fitted on NODES=1,2 (strategies that need 2 ranks: on 2), predicting NODES=4; simulate, "
               f"{args.link} emulated ({lat_us} us, {gbps} Gbit/s), {os.cpu_count()} cores, {args.steps} steps, "
               f"median of {args.repeats} repeat(s)")
         print(f"{'strategy':>9} {'kind':>9} {'measured ms':>11} {'predicted ms':>12} {'error':>7}")
         for s in strategies:
-            if s not in checks:
-                print(f"{s:>9} {registry.get(s).kind:>9} {'-':>11} {'-':>12} {'-':>7}  (no held-out point)")
+            name = series.get(s, s)
+            if name not in checks:
+                print(f"{name:>9} {registry.get(s).kind:>9} {'-':>11} {'-':>12} {'-':>7}  (no held-out point)")
                 continue
-            n, measured, pred = checks[s]
-            print(f"{s:>9} {registry.get(s).kind:>9} {measured * 1e3:>11.2f} {pred * 1e3:>12.2f} "
+            n, measured, pred = checks[name]
+            print(f"{name:>9} {registry.get(s).kind:>9} {measured * 1e3:>11.2f} {pred * 1e3:>12.2f} "
                   f"{(pred - measured) / measured:>+7.1%}", flush=True)
         if "ddp" in strategies:
             run_sweep(logs, "loopback", ("ddp",), (2,), args.steps, args.repeats, "loopback")

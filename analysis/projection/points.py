@@ -80,7 +80,8 @@ def points_from(data: SweepData) -> list[Point]:
 
 def _point(exp: str, cfg: dict, meta: dict, steps: pd.DataFrame) -> Point | None:
     """Reduce one experiment's timed rank-steps to a Point: per step the slowest rank (the
-    bottleneck), then over the steps QUANTILE (times) or the median; only steps every rank logged."""
+    bottleneck), then over the steps QUANTILE (times) or the median; only steps every rank logged.
+    Where only every H-th step sends (localsgd), over windows of H steps instead (docs/projection.md)."""
     if not cfg or steps.empty:
         return None
     n_ranks = steps["rank"].nunique()
@@ -106,10 +107,9 @@ def _point(exp: str, cfg: dict, meta: dict, steps: pd.DataFrame) -> Point | None
     cpu_all = g["cpu_s"].count() == g["cpu_s"].size()
     cpu = (g["cpu_s"].mean() / (step_max * threads))[cpu_all & (step_max > 0)]
     latency, bandwidth = _run_link(cfg, meta)
-    summed = steps[busy_rank].groupby("rank")["compute_s"].median()
-    staged_sum = float(summed.sum()) if registry.get(cfg["strategy"]).kind == "staged" and len(summed) == n_ranks \
-        else None
     record = registry.get(cfg["strategy"])
+    summed = steps[busy_rank].groupby("rank")["compute_s"].median()
+    staged_sum = float(summed.sum()) if record.kind == "staged" and len(summed) == n_ranks else None
     defaults = ExperimentConfig()
     settings = {k: cfg.get(k, getattr(defaults, k)) for k in (*record.settings, "optimizer")}
     return Point(cfg["strategy"], cfg["nodes"], cfg["procs_per_node"], cfg["global_batch"], cfg.get("chunks", 1),
