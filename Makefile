@@ -177,7 +177,9 @@ plan: $(STAMP) ## memory fit per strategy and node count; SEARCH=1 ranks tp x pp
 	$(PY) bin/plan $(call opt,--model,$(MODEL)) --nodes $(call q,$(or $(NODES),1$(comma)2)) $(call opt,--procs-per-node,$(PROCS)) \
 	  $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
 	  $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) $(call opt,--gpu,$(GPU)) $(if $(SEARCH),--search) \
-	  $(call opt,--gpu-mem,$(GPU_MEM)) $(PLAN_ARGS)
+	  $(call opt,--gpu-mem,$(GPU_MEM)) $(call opt,--sync-every,$(SYNC_EVERY)) $(call opt,--outer,$(OUTER)) \
+	  $(call opt,--outer-lr,$(OUTER_LR)) $(call opt,--sync-optim,$(SYNC_OPTIM)) $(call opt,--staleness,$(STALENESS)) \
+	  $(PLAN_ARGS)
 
 data: $(STAMP) ## download CIFAR-10 into DATA_DIR/cifar-10-batches-py with torchvision (needs internet)
 	$(PY) -m sweeper.download $(call opt,--data-dir,$(DATA_DIR))
