@@ -91,7 +91,8 @@ class Inputs:
     target_acc: float | None = None  # the validation accuracy time to target is measured at
 
 
-MemoryCheck = Callable[[str, int, int], str | None]  # (strategy, nodes, global batch) -> why it cannot, or None
+# (strategy, nodes, global batch, its own settings or None: the sweep's) -> why it cannot, or None
+MemoryCheck = Callable[[str, int, int, dict | None], str | None]
 
 
 # ---- ranking -------------------------------------------------------------------------------
@@ -223,7 +224,7 @@ def measured(a: Analysis, memory: MemoryCheck | None = None) -> Inputs:
             why = _not_here(s, strategy, nodes) if not present else None
             if why is None and memory is not None:
                 batch = int(s[(s["strategy"] == strategy) & (s["nodes"] == nodes)]["global_batch"].iloc[0])
-                why = memory(strategy, nodes, batch)
+                why = memory(strategy, nodes, batch, None)  # the sweep's settings
             if why:
                 refused[strategy] = why
                 here = {k: c for k, c in here.items() if c.strategy != strategy}
@@ -287,6 +288,7 @@ class Projected:
     checked_nodes: int | None  # the node count the check predicted
     note: str  # why there is no check ("" when there is one)
     procs: int = 1
+    settings: dict[str, dict] = field(default_factory=dict)  # per series: the strategy's own settings
 
 
 Projector = Callable[[str, str, int], Projected]  # (sweep dir, link, max nodes) -> Projected
@@ -310,7 +312,7 @@ def projected(p: Projected, nodes: list[int], strategies: list[str], model: str,
                                   per, oversubscribed=False, label=key if key != r["strategy"] else "")
             if r.get("note"):
                 refused[key] = f"cannot run at this layout: {r['note']}"
-            elif memory is not None and (why := memory(r["strategy"], n, int(batch))):
+            elif memory is not None and (why := memory(r["strategy"], n, int(batch), p.settings.get(key))):
                 refused[key] = why
         for strategy in strategies:
             record = registry.get(strategy)
@@ -330,11 +332,11 @@ def projected(p: Projected, nodes: list[int], strategies: list[str], model: str,
 
 def memory_check(shape: ModelShape, cfg: dict, gpu_mem: int) -> MemoryCheck:
     """A MemoryCheck from the planner, for the sweep's model and settings (`cfg`: a config.json's config)."""
-    def check(strategy: str, nodes: int, global_batch: int) -> str | None:
+    def check(strategy: str, nodes: int, global_batch: int, settings: dict | None = None) -> str | None:
         o = Options([nodes], int(cfg.get("procs_per_node", 1)), global_batch, int(cfg.get("chunks", 4)),
                     str(cfg.get("schedule", "1f1b")), str(cfg.get("optimizer", "sgd")),
                     str(cfg.get("precision", "fp32")), gpu_mem, str(cfg.get("gpipe_checkpoint", "never")),
-                    settings=cfg)
+                    settings={**cfg, **(settings or {})})  # DiLoCo's outer state: the series' own
         row = plan_one(registry.get(strategy), shape, nodes, o)
         if row["total_bytes"] is None:
             return f"cannot run at this layout: {row['reason']}"

@@ -67,4 +67,5 @@ def for_advice(sweep_dir: str, link: str, max_nodes: int) -> Projected:
     errors = {s: (pred - measured) / measured for s, _, measured, pred in proj.checks if measured > 0}
     held_out_nodes = max((n for _, n, _, _ in proj.checks), default=None)
     procs = min(proj.points, key=lambda q: q.nodes).procs
-    return Projected(proj.rows, errors, held_out_nodes, proj.check_note, procs)
+    return Projected(proj.rows, errors, held_out_nodes, proj.check_note, procs,
+                     {series: f.settings for series, f in proj.fits.items()})

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.advise import projected
+from analysis.advise import memory_check, projected
+from analysis.plan import params_shape
 from analysis.projection.fit import fit_all
 from analysis.projection.model import Fit, pattern
 from analysis.projection.points import load_points
@@ -85,3 +86,16 @@ def test_advice_names_projected_series_like_measured_ones(sweep: str) -> None:
     assert inputs.candidates[16]["localsgd[sync_every=4]"].strategy == "localsgd"
     assert inputs.candidates[16]["localsgd[sync_every=4]"].key == "localsgd[sync_every=4]"
     assert not inputs.refused[16]
+
+
+def test_memory_check_of_a_projected_series_takes_its_own_settings(sweep: str) -> None:
+    """A series' settings reach the planner: DiLoCo's outer state (3 copies of the parameters) can make a
+    localsgd series not fit where plain averaging does, whatever the sweep's first config says."""
+    p = for_advice(sweep, "10gbe", 16)
+    assert p.settings["localsgd[sync_every=4]"]["sync_every"] == 4 and p.settings["ddp"] == {"optimizer": "sgd"}
+    n = 1_000_000  # sgd: params + grads + momentum + ddp-like buckets = 16 B/param; DiLoCo + 12
+    check = memory_check(params_shape(n), {"procs_per_node": 1, "optimizer": "sgd", "outer": "nesterov",
+                                           "outer_lr": 0.7}, 20 * n)
+    assert check("localsgd", 2, 32, {"sync_every": 4, "outer": "sgd", "outer_lr": 1.0}) is None
+    assert check("localsgd", 2, 32, None).startswith("does not fit in memory")  # the sweep's: DiLoCo
+    assert check("localsgd", 2, 32, {"outer": "nesterov", "outer_lr": 0.7}).startswith("does not fit in memory")
