@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from analysis import advise, synthetic
+from analysis import advise, ranking, synthetic
 from analysis.load import load_sweep
 from analysis.metrics import analyse
 from analysis.plan import ModelShape, params_shape
@@ -124,14 +124,14 @@ def test_memory_excludes_what_does_not_fit(tmp_path, capsys):
 
 
 def test_why_names_the_part_that_costs_most():
-    best = advise.Candidate("ddp", 100.0, 100.0, 100.0, True, {"compute": 0.006, "comm": 0.004, "bubble": 0.0})
-    comm = advise.Candidate("ps", 50.0, 50.0, 50.0, True, {"compute": 0.008, "comm": 0.012, "bubble": 0.0})
-    bubble = advise.Candidate("pipeline", 80.0, 80.0, 80.0, True, {"compute": 0.006, "comm": 0.001, "bubble": 0.006})
-    assert advise.why_loses(comm, best) == "communication-bound: communication is 60% of its step; " \
+    best = ranking.Candidate("ddp", 100.0, 100.0, 100.0, True, {"compute": 0.006, "comm": 0.004, "bubble": 0.0})
+    comm = ranking.Candidate("ps", 50.0, 50.0, 50.0, True, {"compute": 0.008, "comm": 0.012, "bubble": 0.0})
+    bubble = ranking.Candidate("pipeline", 80.0, 80.0, 80.0, True, {"compute": 0.006, "comm": 0.001, "bubble": 0.006})
+    assert ranking.why_loses(comm, best) == "communication-bound: communication is 60% of its step; " \
                                           "2.00x the best's time per sample"
-    assert advise.why_loses(bubble, best).startswith("bubble-bound: the pipeline bubble is 46% of its step")
-    slow = advise.Candidate("ring", 40.0, 40.0, 40.0, True, {"compute": 0.02, "comm": 0.005, "bubble": 0.0})
-    assert advise.why_loses(slow, best).startswith("compute-bound: compute is 80% of its step")
+    assert ranking.why_loses(bubble, best).startswith("bubble-bound: the pipeline bubble is 46% of its step")
+    slow = ranking.Candidate("ring", 40.0, 40.0, 40.0, True, {"compute": 0.02, "comm": 0.005, "bubble": 0.0})
+    assert ranking.why_loses(slow, best).startswith("compute-bound: compute is 80% of its step")
 
 
 def test_oversubscribed_measurements_are_flagged(tmp_path, capsys):

@@ -9,7 +9,7 @@ import os
 
 import pandas as pd
 
-from analysis import advise, synthetic
+from analysis import advice_output, advise, ranking, synthetic
 from analysis.advise import Candidate
 from analysis.axisplots import plot_wall_time
 from analysis.load import load_sweep
@@ -27,7 +27,7 @@ def cand(strategy: str, throughput: float, ttt: float | None, epochs: float | No
 def test_a_faster_step_that_needs_more_epochs_loses_on_time_to_target():
     ddp = cand("ddp", 100.0, ttt=10.0, epochs=2)
     lsgd = cand("localsgd", 180.0, ttt=13.0, epochs=4, same=False, label="localsgd[sync_every=16]")
-    row = advise.rank_row(2, "measured", {c.key: c for c in (ddp, lsgd)}, {}, target=0.95)
+    row = ranking.rank_row(2, "measured", {c.key: c for c in (ddp, lsgd)}, {}, target=0.95)
     assert row["ranked_by"] == "time_to_target"
     assert row["best"] == "ddp" and row["runner_up"] == "localsgd[sync_every=16]"
     assert row["throughput"]["localsgd[sync_every=16]"] > row["throughput"]["ddp"]  # higher, and still loses
@@ -41,7 +41,7 @@ def test_a_faster_step_that_needs_more_epochs_loses_on_time_to_target():
 def test_a_loose_strategy_that_reaches_the_target_first_wins():
     ddp = cand("ddp", 100.0, ttt=14.0, epochs=2)
     lsgd = cand("localsgd", 180.0, ttt=10.0, epochs=2.8, same=False, label="localsgd[sync_every=4]")
-    row = advise.rank_row(2, "measured", {c.key: c for c in (ddp, lsgd)}, {}, target=0.95)
+    row = ranking.rank_row(2, "measured", {c.key: c for c in (ddp, lsgd)}, {}, target=0.95)
     assert row["best"] == "localsgd[sync_every=4]"
     assert row["best_why"] == ("against ddp: steps 1.8x faster, reaches 0.95 after 1.4x the epochs: "
                                "1.4x faster to target")
@@ -51,18 +51,18 @@ def test_a_loose_strategy_that_reaches_the_target_first_wins():
 def test_no_run_at_the_target_cannot_be_judged():
     ddp = cand("ddp", 100.0, None, None)
     aps = cand("asyncps", 150.0, None, None, same=False, label="asyncps[staleness=2]")
-    row = advise.rank_row(4, "measured", {c.key: c for c in (ddp, aps)}, {"ps": "cannot run at this layout: x"}, 0.9)
+    row = ranking.rank_row(4, "measured", {c.key: c for c in (ddp, aps)}, {"ps": "cannot run at this layout: x"}, 0.9)
     assert row["best"] is None and row["runner_up"] is None
     assert row["why"] == {"ddp": "cannot judge: no run reached the target",
                           "asyncps[staleness=2]": "cannot judge: no run reached the target",
                           "ps": "cannot run at this layout: x"}
-    assert "cannot judge: no run reached the target" in advise.table([row], "")
+    assert "cannot judge: no run reached the target" in advice_output.table([row], "")
 
 
 def test_one_that_misses_the_target_ranks_after_those_that_reach_it():
     ddp = cand("ddp", 100.0, ttt=10.0, epochs=2)
     aps = cand("asyncps", 300.0, ttt=None, epochs=None, same=False, label="asyncps[staleness=4]")
-    row = advise.rank_row(2, "measured", {c.key: c for c in (ddp, aps)}, {}, target=0.95)
+    row = ranking.rank_row(2, "measured", {c.key: c for c in (ddp, aps)}, {}, target=0.95)
     assert row["best"] == "ddp" and row["runner_up"] is None
     assert row["why"]["asyncps[staleness=4]"] == "steps 3.0x faster, but does not reach 0.95 (every repeat must)"
 
@@ -70,14 +70,14 @@ def test_one_that_misses_the_target_ranks_after_those_that_reach_it():
 def test_overlapping_repeats_to_target_tie():
     ddp = cand("ddp", 100.0, ttt=10.0, epochs=2, repeats=(9.0, 12.0))
     lsgd = cand("localsgd", 150.0, ttt=11.0, epochs=3, same=False, label="localsgd[sync_every=4]", repeats=(10.5, 11.5))
-    row = advise.rank_row(2, "measured", {c.key: c for c in (ddp, lsgd)}, {}, target=0.9)
+    row = ranking.rank_row(2, "measured", {c.key: c for c in (ddp, lsgd)}, {}, target=0.9)
     assert row["best"] == "ddp" and row["confirmed"] and row["tie"]
     assert row["why"]["localsgd[sync_every=4]"].startswith("tie with the best")
 
 
 def test_same_maths_rows_still_rank_by_throughput():
     ddp, ring = cand("ddp", 100.0, ttt=12.0, epochs=2), cand("ring", 90.0, ttt=10.0, epochs=2)
-    row = advise.rank_row(2, "measured", {"ddp": ddp, "ring": ring}, {}, target=0.9)
+    row = ranking.rank_row(2, "measured", {"ddp": ddp, "ring": ring}, {}, target=0.9)
     assert row["ranked_by"] == "throughput" and row["best"] == "ddp" and row["best_time_to_target"] == "ring"
 
 
@@ -113,7 +113,7 @@ def _loose_sweep(logs: str) -> str:
 def test_a_sweep_with_localsgd_is_judged_by_accuracy_and_drawn_against_wall_time(tmp_path):
     a = analyse(load_sweep(_loose_sweep(str(tmp_path))))
     assert sorted(a.summary.apply(same_maths, axis=1)) == [False, False, True, True]
-    row = advise.answer(advise.measured(a), {2: "measured"})[0]
+    row = ranking.answer(advise.measured(a), {2: "measured"})[0]
     assert row["ranked_by"] == "time_to_target" and set(row["throughput"]) == {"ddp", "localsgd[sync_every=4]"}
     other = ({"ddp", "localsgd[sync_every=4]"} - {row["best"]}).pop()
     # the synthetic sweep gives both the same accuracy curve and step time: a tie on time to target
@@ -135,5 +135,5 @@ def test_step_speed_is_per_epoch_where_measured():
     ddp = cand("ddp", 100.0, ttt=10.0, epochs=2)
     lsgd = cand("localsgd", 400.0, ttt=5.0, epochs=2, same=False, label="localsgd[sync_every=16]")
     ddp.epoch_s, lsgd.epoch_s = 4.0, 2.0  # 4x by the median step, 2x over whole epochs
-    assert advise.against(lsgd, ddp, 0.9) == "steps 2.0x faster, reaches 0.90 after 1.00x the epochs: " \
+    assert ranking.against(lsgd, ddp, 0.9) == "steps 2.0x faster, reaches 0.90 after 1.00x the epochs: " \
                                              "2.0x faster to target"
