@@ -252,3 +252,15 @@ def test_context_imports_nothing_that_imports_it_back():
             todo += [n for n in imports(_module_path(m)) if _existing_module(n)]
     assert "trainers.common.context" not in seen
     assert "trainers.common.runtime" not in seen
+
+
+MAX_MODULE_LINES = 450  # one job per module: a module past this is doing several
+
+
+def test_no_module_of_the_project_is_over_the_limit():
+    def lines(path: str) -> int:
+        with open(os.path.join(ROOT, path)) as f:
+            return sum(1 for _ in f)
+    code = [p for p in SOURCES if _top(p.replace(os.sep, ".")) not in ("tests",)]
+    assert len(code) > 80
+    assert not {p: n for p in code if (n := lines(p)) > MAX_MODULE_LINES}
