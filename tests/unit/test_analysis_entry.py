@@ -9,8 +9,9 @@ import pytest
 
 from analysis import cli
 from analysis.synthetic import write_sweep
+from contract.paths import ROOT
 
-ANALYSIS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "analysis")
+ANALYSIS = os.path.join(ROOT, "analysis")
 
 
 @pytest.mark.parametrize("module", ["plots", "report", "compare", "load", "metrics"])
