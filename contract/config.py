@@ -28,6 +28,7 @@ from contract.tables import (
     OUTER_OPTIMIZERS,
     PRECISIONS,
     SCHEDULES,
+    SEQUENCE_PARALLEL,
     SYNC_OPTIM,
     TRAIN_SAMPLES,
     link_figures,
@@ -75,6 +76,8 @@ class ExperimentConfig:
     sync_optim: str = setting("keep", "--sync-optim", "localsgd: optimizer state kept per replica or averaged too",
                            choices=SYNC_OPTIM)
     staleness: int = setting(0, "--staleness", "asyncps: server versions a worker's parameters may lag (0: ps)")
+    sequence_parallel: str = setting("on", "--sequence-parallel", "tp: LayerNorms on a slice of the sequence",
+                                     choices=SEQUENCE_PARALLEL)
     seed: int = setting(0, "--seed", "seed: same seed, same weights and data order on every strategy")
     repeat: int = setting(0, "--repeat", "repetition index (part of the experiment id)")
     warmup: int = setting(2, "--warmup", "steps flagged as warm-up and left out of timing summaries")
@@ -252,7 +255,7 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
                           ("schedule", SCHEDULES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                           ("device", DEVICES), ("link", tuple(LINKS)),
                           ("gpipe_checkpoint", GPIPE_CHECKPOINTS), ("outer", OUTER_OPTIMIZERS),
-                          ("sync_optim", SYNC_OPTIM)):
+                          ("sync_optim", SYNC_OPTIM), ("sequence_parallel", SEQUENCE_PARALLEL)):
         value = getattr(c, name)
         require(value in choices, f"unknown {name} {value!r}: choose from {', '.join(choices)}")
     usermodel.check(c.model)  # a built-in name, or module:function (its function's blocks: at build)
@@ -265,8 +268,8 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
     require(c.lr > 0, f"invalid lr {c.lr!r}: must be > 0")
     require(c.outer_lr > 0, f"invalid outer_lr {c.outer_lr!r}: must be > 0")
     require(c.precision != "fp16" or c.device != "cpu", fp16_on_cpu())
-    require(c.precision != "fp16" or c.strategy_record.loss_scaling, f"invalid precision fp16 for {c.strategy}: its "
-             "workers step on parameters of other server versions, without one loss scale; use bf16")
+    require(c.precision != "fp16" or not c.strategy_record.no_fp16,
+             f"invalid precision fp16 for {c.strategy}: {c.strategy_record.no_fp16}; use bf16")
     require(0 < c.memory_fraction <= 1 or c.memory_fraction == -1.0,
              f"invalid memory_fraction {c.memory_fraction!r}: must be in (0, 1] (leave it out for an even split)")
     require(c.latency_us >= 0 or c.latency_us == -1.0, f"invalid latency_us {c.latency_us!r}: must be >= 0")
@@ -295,7 +298,7 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
 def layout(c: ExperimentConfig, gpus: int | None = None) -> registry.Layout:
     # A module:function model's blocks are counted once built (stages.resolve_balance checks them there).
     blocks = {"blocks": MODEL_BLOCKS[c.model]} if c.model in MODEL_BLOCKS else {}
-    return registry.Layout(c.nodes, c.procs_per_node, c.pipeline_stages, gpus=gpus, **blocks)
+    return registry.Layout(c.nodes, c.procs_per_node, c.pipeline_stages, gpus=gpus, model=c.model, **blocks)
 
 
 def _validate_layout(c: ExperimentConfig) -> None:

@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("one-process", "replicas", "sharded", "staged")
+from contract.tables import TP_WIDTHS
+
+KINDS = ("one-process", "replicas", "sharded", "staged", "tensor")
 FP32 = 4  # bytes per parameter, gradient or optimizer-state element (autocast keeps fp32 storage)
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2}  # fp32 tensors per parameter: momentum; exp_avg + exp_avg_sq
 
@@ -41,6 +43,7 @@ class Layout:
     stages: int = 1  # the stage count the strategy would run (Strategy.stages)
     blocks: int = 10**9  # blocks of the model
     gpus: int | None = None  # GPUs on a node, where known
+    model: str = ""  # the model's name, where the strategy takes only some (tp)
 
     @property
     def world(self) -> int:
@@ -79,7 +82,8 @@ class Strategy:
     buffers: Callable[[int, int, float], float] = field(default=lambda n, unit, boundary: 0.0)
     stage_replicas: bool = False  # staged: ranks beyond the stages form data-parallel replicas (hybrid)
     default_stages: Callable[[int, int], int] = field(default=lambda nodes, procs: nodes * procs)
-    loss_scaling: bool = True  # takes fp16 (GradScaler's loss scaling)
+    no_fp16: str = ""  # why it refuses fp16 (GradScaler's loss scaling); empty: it takes fp16
+    models: tuple[str, ...] = ()  # the only models it takes (empty: every model)
     settings: tuple[str, ...] = ()  # config settings only this strategy takes (the others' identity leaves them out)
     # Whether a step computes single's update on the global batch (BatchNorm aside), given the settings
     # (a config's fields, as a mapping; a missing one reads as its default). False: judge it by accuracy.
@@ -102,7 +106,7 @@ class Strategy:
     def dp_size(self, nodes: int, procs: int, stages: int = 1) -> int:
         """Ranks that each read a different slice of the global batch."""
         world = nodes * procs
-        if self.kind == "one-process":
+        if self.kind in ("one-process", "tensor"):
             return 1
         if self.kind == "staged":
             return max(world // max(stages, 1), 1) if self.stage_replicas else 1
@@ -122,6 +126,12 @@ class Strategy:
             return f"{self.name} needs at least {self.min_gpus} GPUs on the node; the node has {layout.gpus}"
         if self.kind == "staged" and layout.stages > layout.blocks:
             return f"{self.name} needs {layout.stages} stages here; the model has {layout.blocks} blocks"
+        if self.models and layout.model and layout.model not in self.models:
+            return f"{self.name} cuts only the models {', '.join(self.models)}, not {layout.model}"
+        widths = TP_WIDTHS.get(layout.model, ()) if self.kind == "tensor" else ()
+        if any(n % w for n in widths):
+            return (f"{self.name} needs the world size {w} to divide the heads and widths of "
+                    f"{layout.model} ({', '.join(map(str, widths))})")
         return None
 
     @property
@@ -145,6 +155,8 @@ class Strategy:
         share = _shard(n_params, world)
         if shapes and world > 1:
             share = (_fsdp_share(shapes, world) if "params" in self.shards else _greedy_share(shapes, world))
+        if self.kind == "tensor":  # n/W: exact for the cut layers; the replicated norms, embedding, head undercounted
+            share = _shard(n_params, world)
         if "params" in self.shards:
             p = share
         if "grads" in self.shards:
@@ -257,7 +269,7 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              "for each other, parameters at most S server versions stale", "any", sbatch_nodes=2,
              projected=True, traffic=lambda w: w - 1.0, messages=lambda w, m: 2, min_world=2, computing_ranks="workers",
              batchnorm_note="rank", buffers=lambda n, unit, boundary: 2 * FP32 * n, settings=("staleness",),
-             loss_scaling=False,
+             no_fp16="its workers step on parameters of other server versions, without one loss scale",
              maths=lambda s: int(s.get("staleness", 0)) == 0, reproducible=lambda s: int(s.get("staleness", 0)) == 0),
     Strategy("zero", "sharded", "DDP + ZeroRedundancyOptimizer: optimizer state sharded over ranks", "any",
              sbatch_nodes=2, projected=True, traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
@@ -281,6 +293,12 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              "any", sbatch_nodes=2, sbatch_procs=2, micro_batches=True, scheduled=True,
              batchnorm_note="micro-batch", stage_replicas=True,
              buffers=lambda n, unit, boundary: FP32 * n + 2 * boundary, default_stages=lambda nodes, procs: procs),
+    # P: the bytes of every activation all-reduced in a step (trainers/tp.py, activation_bytes)
+    Strategy("tp", "tensor", "tensor parallel (DTensor): every layer pair cut over the ranks, colwise then "
+             "rowwise, attention heads split; optional sequence parallel norms", "any", sbatch_procs=2,
+             traffic=_allreduce, messages=lambda w, m: 2 * (w - 1), shards=("params", "grads", "optim"),
+             no_fp16="not tried with DTensor's sharded gradients", models=("mlp", "transformer"),
+             settings=("sequence_parallel",)),
 )}
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 

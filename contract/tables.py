@@ -10,6 +10,10 @@ MODELS = ("mlp", "cnn", "resnet18", "resnet50", "transformer")
 # Blocks in each model's nn.Sequential (trainers/common/models.py; tests/unit/test_layouts.py
 # checks the table), so "more stages than blocks" fails at validation, before anything starts.
 MODEL_BLOCKS = {"mlp": 6, "cnn": 6, "resnet18": 10, "resnet50": 18, "transformer": 6}
+# What tp cuts (trainers/common/models.py): the world size must divide each. mlp: hidden width;
+# transformer: heads, dim, MLP width, sequence length (sequence parallelism).
+TP_WIDTHS = {"mlp": (256,), "transformer": (4, 128, 512, 32)}
+SEQUENCE_PARALLEL = ("on", "off")  # tp: LayerNorms on a slice of the sequence (torchtitan's layouts)
 BALANCE_KEYWORDS = ("params", "time")  # --balance by parameter count (default) / measured time
 DATASETS = ("synthetic", "digits", "cifar10")
 # Training samples of each data set (trainers/common/data.py builds them; a test checks the table),
