@@ -222,7 +222,7 @@ ID_FIXED = ("strategy", "nodes", "procs_per_node", "global_batch", "chunks", "sc
 ID_PREFIX = {"data_size": "d", "steps": "s", "epochs": "e", "lr": "lr", "seed": "seed", "warmup": "w", "stages": "k",
              "balance": "bal", "latency_us": "lat", "bandwidth_gbps": "bw", "memory_fraction": "mf",
              "gpipe_checkpoint": "ckpt", "fault": "fault", "sync_every": "h",
-             "outer_lr": "olr", "sync_optim": "optim", "staleness": "stale"}
+             "outer_lr": "olr", "sync_optim": "optim", "staleness": "stale", "sequence_parallel": "sp"}
 
 
 def _id_token(name: str, value: Any) -> str:
