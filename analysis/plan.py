@@ -243,7 +243,9 @@ def table(shape: ModelShape, rows: list[dict], o: Options) -> str:
 
 
 # The settings only some strategies take (the registry's), as flags: what a localsgd rank holds depends on them.
-SETTING_FLAGS = tuple(dict.fromkeys(k for record in registry.REGISTRY.values() for k in record.settings))
+# tp's sequence_parallel changes activations only, and the mix plan's --sequence-parallel (layout_search) says it.
+SETTING_FLAGS = tuple(dict.fromkeys(k for record in registry.REGISTRY.values() for k in record.settings
+                                    if k != "sequence_parallel"))
 
 
 def _help(name: str) -> str:

@@ -46,7 +46,8 @@ def test_identity_lists_what_changes_results_and_nothing_else():
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     ddp = ExperimentConfig(strategy="ddp", nodes=2).identity()
     assert set(ddp) == fields - set(NOT_IDENTITY) - {"chunks", "schedule", "stages", "balance", "gpipe_checkpoint",
-                                                     "sync_every", "outer", "outer_lr", "sync_optim", "staleness"}
+                                                     "sync_every", "outer", "outer_lr", "sync_optim", "staleness",
+                                                     "sequence_parallel"}
     assert set(CHANGES) | {"strategy"} <= set(ddp)
     others = {"run_dir": "/elsewhere", "save_params": True, "checkpoint_every": 5, "data_dir": "/data2"}
     assert set(others) == set(NOT_IDENTITY)
