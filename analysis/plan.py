@@ -153,9 +153,9 @@ def plan_one(record: registry.Strategy, shape: ModelShape, nodes: int, o: Option
     row = empty_row(record.name, nodes, o.procs)
     splittable = len(shape.blocks) > 1
     refusal = record.refusal(registry.Layout(nodes, o.procs, stages, len(shape.blocks) if splittable else 10**9,
-                                             gpus=o.procs))
+                                             gpus=o.procs, model=shape.name if shape.name in MODELS else ""))
     dp = record.dp_size(nodes, o.procs, stages)
-    row.update(dp=dp, tp=1, pp=stages, shard=SHARD_OF.get(record.name, "none"),
+    row.update(dp=dp, tp=world if record.kind == "tensor" else 1, pp=stages, shard=SHARD_OF.get(record.name, "none"),
                recompute="full" if record.name == "gpipe" and o.checkpoint != "never" else "none")
     if refusal is None and o.global_batch < dp:
         refusal = f"global batch {o.global_batch} gives no sample to each of the {dp} data-parallel ranks"

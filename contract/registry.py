@@ -156,7 +156,7 @@ class Strategy:
         if shapes and world > 1:
             share = (_fsdp_share(shapes, world) if "params" in self.shards else _greedy_share(shapes, world))
         if self.kind == "tensor":  # n/W: exact for the cut layers; the replicated norms, embedding, head undercounted
-            share = _shard(n_params, world)
+            p = g = o = _shard(n_params, world)
         if "params" in self.shards:
             p = share
         if "grads" in self.shards:
@@ -296,7 +296,7 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
     # P: the bytes of every activation all-reduced in a step (trainers/tp.py, activation_bytes)
     Strategy("tp", "tensor", "tensor parallel (DTensor): every layer pair cut over the ranks, colwise then "
              "rowwise, attention heads split; optional sequence parallel norms", "any", sbatch_procs=2,
-             traffic=_allreduce, messages=lambda w, m: 2 * (w - 1), shards=("params", "grads", "optim"),
+             traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
              no_fp16="not tried with DTensor's sharded gradients", models=("mlp", "transformer"),
              settings=("sequence_parallel",)),
 )}
