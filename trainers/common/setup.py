@@ -22,7 +22,7 @@ from contract.errors import ConfigError
 from trainers.common import allocator, distenv, gpumemory
 from trainers.common.context import Context
 from trainers.common.data import GlobalBatches, load
-from trainers.common.logwriter import RankLog, current_attempt
+from trainers.common.logwriter import RankLog
 
 # A collective that waits longer than this on a dead peer fails instead of hanging.
 COLLECTIVE_TIMEOUT_S = float(os.environ.get(envnames.COLLECTIVE_TIMEOUT, "120"))
@@ -73,10 +73,6 @@ def _await_store(env: distenv.DistEnv, timeout_s: float) -> None:
                 raise RuntimeError(f"rank 0's rendezvous store at {env.master_addr}:{env.master_port} did not "
                                    f"answer within {timeout_s:g} s ({e})") from e
             time.sleep(0.01)
-
-
-def _attempt() -> int:
-    return current_attempt()  # one rule for the records' attempt and this (logwriter.py)
 
 
 def _write_runtime_meta(ctx: Context, backend: str, heap: allocator.AllocatorState | None) -> None:
@@ -159,7 +155,7 @@ def setup(cfg: ExperimentConfig, argv: list[str] | None = None,
     torch.manual_seed(cfg.seed)
     data = load(cfg.dataset, cfg.seed, cfg.data_dir, tokens=cfg.model == "transformer", data_size=cfg.data_size)
     ctx = Context(cfg, env, device, data, GlobalBatches(len(data.y_train), cfg.global_batch, cfg.seed),
-                  log, run_dir, _attempt())
+                  log, run_dir, log.attempt)
     if device.type == "cuda" and _ranks_share_a_gpu(env, device):
         ctx.notes.append("ranks share a GPU: collectives use gloo (NCCL refuses two ranks on one device)")
     if device.type == "cuda":
