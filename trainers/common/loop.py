@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from trainers.common import checkpoint
 from trainers.common.context import Context
+from trainers.common.savedpeak import SavedPeak, parameter_keys
 from trainers.common.trainer import Trainer
 
 
@@ -92,6 +93,8 @@ def train(ctx: Context, trainer: Trainer) -> dict[str, float]:
     watch_signal = checkpoint.watch_signal()
     epoch_start = time.perf_counter()
     timed_s, timed_samples = 0.0, 0
+    module = getattr(trainer, "module", None)
+    saved = SavedPeak(parameter_keys(module.parameters()) if module is not None else set())
     for step in range(start_step, total):
         epoch = batches.epoch_of(step)
         x, y = _fetch(ctx, batches.shard(step, trainer.dp_rank, trainer.dp_size))
@@ -99,7 +102,11 @@ def train(ctx: Context, trainer: Trainer) -> dict[str, float]:
             _inject_fault(ctx, fault, step)
         ctx.sync_device()
         t0, cpu0 = time.perf_counter(), time.process_time()
-        out = trainer.train_step(x, y)
+        if step == start_step:  # the first step also measures what autograd keeps (its hooks: a warm-up cost)
+            with saved.watch():
+                out = trainer.train_step(x, y)
+        else:
+            out = trainer.train_step(x, y)
         ctx.sync_device()
         step_s = time.perf_counter() - t0
         cpu_s = time.process_time() - cpu0  # CPU time of the whole process (all threads) in the step
@@ -126,4 +133,5 @@ def train(ctx: Context, trainer: Trainer) -> dict[str, float]:
             raise Preempted(f"checkpointed at step {step} after the time-limit warning")
         if due:
             checkpoint.save(ctx, trainer, step)
-    return {"steps": total - start_step, "timed_s": timed_s, "timed_samples": timed_samples}
+    return {"steps": total - start_step, "timed_s": timed_s, "timed_samples": timed_samples,
+            "saved_peak_bytes": saved.peak}
