@@ -46,7 +46,7 @@ def value(settings: Mapping[str, Any], name: str) -> Any:
 
 def columns(names: list[str]) -> list[str]:
     """Of a summary's column names, those that hold a layout setting (any strategy's own, or COMMON)."""
-    own = {k for name in registry.NAMES for k in registry.get(name).settings}
+    own = {k for record in registry.REGISTRY.values() for k in record.settings}
     return [c for c in names if c in own or c in COMMON]
 
 
