@@ -18,7 +18,8 @@ projected up to --max-nodes on --link (`source: projected`, analysis/projection/
   reaches 0.95 after 1.4x the epochs: 1.3x faster to target"); with no run at the target the row
   has no best ("cannot judge: no run reached the target"). A strategy's configurations that differ
   in its own settings (localsgd's H, outer step) are candidates of their own, e.g.
-  `localsgd[sync_every=4]`.
+  `localsgd[sync_every=4]`; so is every layout (analysis/layouts.py: dp, tp, pp, shard, recompute,
+  micro-batch, schedule), e.g. `mix[dp=2,tp=2,pp=2,shard=full]`, and `layout` names each one's.
 - why, for every other strategy: cannot run at this layout (the registry's reason), does not fit in
   memory (the planner's bytes per rank), else which part of its step costs it most against the
   best, per sample: communication-bound (its communication share of the step), bubble-bound, or

@@ -46,7 +46,8 @@ def test_labels_show_only_what_is_off_its_default(mix):
     assert layouts.label("mix", {"shard": "optim"}, dp=8) == "mix[shard=optim]"
     assert layouts.label("mix", {"schedule": "gpipe", "tp": 4.0}, dp=1) == "mix[dp=1,tp=4,schedule=gpipe]"
     # recompute and micro-batch for any strategy; a schedule only where the strategy takes one
-    assert layouts.label("ddp", {"recompute": "selective", "micro_batch": 8.0}) == "ddp[recompute=selective,micro_batch=8]"
+    assert layouts.label("ddp", {"recompute": "selective", "micro_batch": 8.0}) == \
+        "ddp[recompute=selective,micro_batch=8]"
     assert layouts.label("ddp", {"schedule": "gpipe"}) == ""
     assert layouts.label("pipeline", {"schedule": "gpipe"}) == "pipeline[schedule=gpipe]"
     assert layouts.label("tp", {"sequence_parallel": "off"}, dp=1) == "tp[sequence_parallel=off]"
