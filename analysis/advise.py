@@ -76,19 +76,21 @@ def measured(a: Analysis, memory: MemoryCheck | None = None) -> Inputs:
     for nodes in sorted({int(n) for n in s["nodes"]}):
         here: dict[str, Candidate] = {}
         refused = {}
+        own: dict[str, tuple[int, dict]] = {}  # per candidate: its global batch and layout settings (memory)
         for (_, g) in ok[ok["nodes"] == nodes].groupby(key, dropna=False):
             c = _candidate(g, logged.get(str(g["experiment"].iloc[0])) if "experiment" in g else None)
             if c.key not in here or _better(c, here[c.key]):  # its best configuration
                 here[c.key] = c
+                first = settings_of(g.iloc[0])
+                own[c.key] = (int(first["global_batch"]), {k: first[k] for k in layouts.columns(list(first))})
         for strategy in strategies:
-            present = any(c.strategy == strategy for c in here.values())
-            why = _not_here(s, strategy, nodes) if not present else None
-            if why is None and memory is not None:
-                batch = int(s[(s["strategy"] == strategy) & (s["nodes"] == nodes)]["global_batch"].iloc[0])
-                why = memory(strategy, nodes, batch, None)  # the sweep's settings
-            if why:
-                refused[strategy] = why
-                here = {k: c for k, c in here.items() if c.strategy != strategy}
+            mine = [k for k, c in here.items() if c.strategy == strategy]
+            if not mine:
+                refused[strategy] = _not_here(s, strategy, nodes)
+            for k in mine if memory is not None else []:  # each layout at its own settings
+                if why := memory(strategy, nodes, *own[k]):
+                    refused[k] = why
+                    del here[k]
         out.candidates[nodes], out.refused[nodes] = here, refused
     return out
 

@@ -117,3 +117,18 @@ def test_report_without_advice_json_names_the_layout_too(mix, tmp_path):
     path = _sweep(str(tmp_path), nodes=(1, 2))
     html = open(write_report(analyse(load_sweep(path)), [], [], os.path.join(path, "report.html"))).read()
     assert "measured rows only" in html and "dp 4 x tp 2 x pp 1, shard full" in html
+
+
+def test_memory_is_checked_per_layout_at_its_own_settings(mix, tmp_path):
+    """A mix layout of tp 1 may not fit where tp 2 does: the check gets each candidate's settings."""
+    a = analyse(load_sweep(_sweep(str(tmp_path), nodes=(2,))))
+    seen = []
+
+    def memory(strategy: str, nodes: int, batch: int, settings: dict | None) -> str | None:
+        seen.append((strategy, layouts.value(settings or {}, "tp"), layouts.value(settings or {}, "recompute")))
+        return "does not fit in memory: test" if strategy == "mix" and layouts.value(settings, "tp") == 1 else None
+
+    inputs = advise.measured(a, memory)
+    assert inputs.refused[2] == {"mix": "does not fit in memory: test"}
+    assert {"mix[dp=2,tp=2,pp=2]", "mix[dp=4,tp=2,shard=full]", "ddp[recompute=selective]"} <= set(inputs.candidates[2])
+    assert ("mix", 2, "none") in seen and ("ddp", 1, "selective") in seen
