@@ -100,6 +100,8 @@ def test_each_layout_is_a_candidate_and_the_winner_is_named(mix, tmp_path, capsy
                                                          "recompute": "none", "micro_batch": 0, "schedule": "1f1b"}
     assert two["layout"]["tp"]["tp"] == 8 and two["layout"]["tp"]["dp"] == 1
     assert two["layout"]["ddp[recompute=selective]"]["recompute"] == "selective"
+    # ddp's config.json has no recompute or micro_batch field here (as an older run): their defaults
+    assert (two["layout"]["ddp"]["recompute"], two["layout"]["ddp"]["micro_batch"]) == ("none", 0)
     assert "-bound" in two["why"]["ddp[recompute=selective]"] and "-bound" in two["why"]["mix[dp=2,tp=2,pp=2]"]
     assert rows[1]["best"] == "mix[dp=2,tp=2,shard=full]" and rows[4]["best"] == "mix[dp=8,tp=2,shard=full]"
     # projected like the others: the series at its dp there (16 nodes x 4 ranks / tp 2)
