@@ -6,6 +6,8 @@ import json
 import math
 import os
 
+from analysis.layouts import describe
+
 
 def table(rows: list[dict], check: str) -> str:
     lines = [f"{'nodes':>5} {'source':<9} {'best':<9} {'runner-up':<9} {'margin':>8}  {'':<11} time-to-target"]
@@ -15,6 +17,8 @@ def table(rows: list[dict], check: str) -> str:
         flag = " (oversubscribed)" if r["oversubscribed"] else ""
         lines.append(f"{r['nodes']:>5} {r['source']:<9} {r['best'] or '-':<9} {r['runner_up'] or '-':<9} "
                      f"{margin:>8}  {verdict:<11} {r['best_time_to_target'] or '-'}{flag}")
+        if (lay := (r.get("layout") or {}).get(r["best"])):
+            lines.append(f"{'':>16}best layout: {describe(lay)}")
         if r.get("ranked_by") == "time_to_target":
             lines.append(f"{'':>16}ranked by time to the target accuracy (the maths differs from single's)"
                          + (f"; {r['best']} {r['best_why']}" if r.get("best_why") else ""))

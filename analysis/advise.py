@@ -18,7 +18,8 @@ projected up to --max-nodes on --link (`source: projected`, analysis/projection/
   reaches 0.95 after 1.4x the epochs: 1.3x faster to target"); with no run at the target the row
   has no best ("cannot judge: no run reached the target"). A strategy's configurations that differ
   in its own settings (localsgd's H, outer step) are candidates of their own, e.g.
-  `localsgd[sync_every=4]`.
+  `localsgd[sync_every=4]`; so is every layout (analysis/layouts.py: dp, tp, pp, shard, recompute,
+  micro-batch, schedule), e.g. `mix[dp=2,tp=2,pp=2,shard=full]`, and `layout` names each one's.
 - why, for every other strategy: cannot run at this layout (the registry's reason), does not fit in
   memory (the planner's bytes per rank), else which part of its step costs it most against the
   best, per sample: communication-bound (its communication share of the step), bubble-bound, or
@@ -40,10 +41,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis import AnalysisError
+from analysis import AnalysisError, layouts
 from analysis.advice_output import plot, table, write
 from analysis.load import completed, find_sweep, load_sweep
-from analysis.metrics import Analysis, analyse, label_of, same_maths, settings_of
+from analysis.metrics import Analysis, analyse, same_maths, settings_of
 from analysis.plan import GIB, ModelShape, Options, add_gpu_mem, parse_size, plan_one, positive_int
 from analysis.ranking import Candidate, Inputs, answer
 from analysis.sweepstate import refuse
@@ -69,22 +70,27 @@ def measured(a: Analysis, memory: MemoryCheck | None = None) -> Inputs:
         return out
     ok = s[(s["state"] == "COMPLETED") & s["samples_per_s"].notna()]
     strategies = list(dict.fromkeys(s["strategy"]))
+    # A layout is a configuration of its own, whether or not the config's identity already says so (older runs).
+    key = [*a.config_key, *(c for c in layouts.columns(list(s.columns)) if c not in a.config_key)]
+    logged = _logged_dp(a)
     for nodes in sorted({int(n) for n in s["nodes"]}):
         here: dict[str, Candidate] = {}
         refused = {}
-        for (_, g) in ok[ok["nodes"] == nodes].groupby(a.config_key, dropna=False):
-            c = _candidate(g)
+        own: dict[str, tuple[int, dict]] = {}  # per candidate: its global batch and layout settings (memory)
+        for (_, g) in ok[ok["nodes"] == nodes].groupby(key, dropna=False):
+            c = _candidate(g, logged.get(str(g["experiment"].iloc[0])) if "experiment" in g else None)
             if c.key not in here or _better(c, here[c.key]):  # its best configuration
                 here[c.key] = c
+                first = settings_of(g.iloc[0])
+                own[c.key] = (int(first["global_batch"]), {k: first[k] for k in layouts.columns(list(first))})
         for strategy in strategies:
-            present = any(c.strategy == strategy for c in here.values())
-            why = _not_here(s, strategy, nodes) if not present else None
-            if why is None and memory is not None:
-                batch = int(s[(s["strategy"] == strategy) & (s["nodes"] == nodes)]["global_batch"].iloc[0])
-                why = memory(strategy, nodes, batch, None)  # the sweep's settings
-            if why:
-                refused[strategy] = why
-                here = {k: c for k, c in here.items() if c.strategy != strategy}
+            mine = [k for k, c in here.items() if c.strategy == strategy]
+            if not mine:
+                refused[strategy] = _not_here(s, strategy, nodes)
+            for k in mine if memory is not None else []:  # each layout at its own settings
+                if why := memory(strategy, nodes, *own[k]):
+                    refused[k] = why
+                    del here[k]
         out.candidates[nodes], out.refused[nodes] = here, refused
     return out
 
@@ -97,9 +103,18 @@ def _better(c: Candidate, other: Candidate) -> bool:
     return c.throughput > other.throughput
 
 
-def _candidate(g: pd.DataFrame) -> Candidate:
+def _logged_dp(a: Analysis) -> dict[str, int]:
+    """Per experiment, the data-parallel ranks its trainer logged (the start records' dp_size)."""
+    r = a.data.ranks
+    if r.empty or "dp_size" not in r:
+        return {}
+    return {str(k): int(v) for k, v in r.dropna(subset=["dp_size"]).groupby("experiment")["dp_size"].max().items()}
+
+
+def _candidate(g: pd.DataFrame, dp: int | None = None) -> Candidate:
     """One configuration's repeats -> a Candidate. Per sample: compute, communication (with the
-    step's remainder, which is waiting: null comm timers leave all of it there), bubble."""
+    step's remainder, which is waiting: null comm timers leave all of it there), bubble. `dp`: the
+    data-parallel ranks its trainer logged (else the experiments table's)."""
     batch = float(g["global_batch"].iloc[0])
     parts = {"compute": _median(g["compute_s"]), "comm": _median(g["comm_s"]) + _median(g["other_s"]),
              "bubble": _median(g["bubble_s"])}
@@ -111,14 +126,18 @@ def _candidate(g: pd.DataFrame) -> Candidate:
     strategy = str(g["strategy"].iloc[0])
     settings = settings_of(g.iloc[0])
     epochs = g["epochs_to_target"].dropna() if "epochs_to_target" in g else pd.Series(dtype=float)
+    first = g.iloc[0]
+    world = int(first.get("world_size", 1) or 1)
+    dp = dp or int(first.get("dp_size", world) or world)
     return Candidate(strategy, float(thr.median()), float(thr.min()), float(thr.max()),
                      len(thr) >= 2, {k: v / batch for k, v in parts.items()}, bool(g["oversubscribed"].any()),
                      float(ttt.median()) if all_reached else None,
                      same_maths=same_maths(g.iloc[0]),
                      epochs_to_target=float(epochs.median()) if all_reached and len(epochs) else None,
                      target_range=(float(ttt.min()), float(ttt.max())) if all_reached else None,
-                     label=label_of(strategy, settings),
-                     epoch_s=_median(g["mean_epoch_s"]) or None if "mean_epoch_s" in g else None)
+                     label=layouts.label(strategy, settings, dp),
+                     epoch_s=_median(g["mean_epoch_s"]) or None if "mean_epoch_s" in g else None,
+                     layout=layouts.layout(strategy, settings, world, dp, int(first.get("stages", 1) or 1)))
 
 
 def _not_here(s: pd.DataFrame, strategy: str, nodes: int) -> str:
@@ -158,18 +177,24 @@ def projected(p: Projected, nodes: list[int], strategies: list[str], model: str,
     for n in nodes:
         here, refused = {}, {}
         for r in (r for r in p.rows if r["nodes"] == n):
-            key = r.get("series") or r["strategy"]  # the strategy at its own settings: localsgd[sync_every=4]
-            err = p.errors.get(key)
+            series = r.get("series") or r["strategy"]  # the strategy at its own settings: localsgd[sync_every=4]
+            own = p.settings.get(series)
+            dp = layouts.dp_at(r["strategy"], n, p.procs, own or {})
+            # its name at this node count: with its dp where the layout has degrees (mix[dp=8,tp=2,pp=2])
+            key = (layouts.label(r["strategy"], own, dp) or r["strategy"]) if own is not None else series
+            record = registry.get(r["strategy"])
+            lay = layouts.layout(r["strategy"], own or {}, n * p.procs, dp, record.stages(n, p.procs))
+            err = p.errors.get(series)
             spread = abs(err) if err is not None else 0.0
             batch = float(r["global_batch"])
             thr = float(r["throughput"])
             per = {"compute": (r["compute_s"] - r["bubble_s"]) / batch, "bubble": r["bubble_s"] / batch,
                    "comm": (r["local_comm_s"] + r["link_s"]) / batch}
             here[key] = Candidate(r["strategy"], thr, thr * (1 - spread), thr * (1 + spread), err is not None,
-                                  per, oversubscribed=False, label=key if key != r["strategy"] else "")
+                                  per, oversubscribed=False, label=key if key != r["strategy"] else "", layout=lay)
             if r.get("note"):
                 refused[key] = f"cannot run at this layout: {r['note']}"
-            elif memory is not None and (why := memory(r["strategy"], n, int(batch), p.settings.get(key))):
+            elif memory is not None and (why := memory(r["strategy"], n, int(batch), own)):
                 refused[key] = why
         for strategy in strategies:
             record = registry.get(strategy)
@@ -219,6 +244,9 @@ def report_section(a: Analysis, sweep_dir: str) -> dict:
         rows = answer(inputs, {n: "measured" for n in inputs.candidates})
         check = "measured rows only: `make advise` adds the projected rows and the memory check"
     png = plot(rows, os.path.join(sweep_dir, "plots", "advice.png")) if any(r["best"] for r in rows) else None
+    for r in rows:  # the winner's layout in words (an advice.json of an older advise has none)
+        lay = (r.get("layout") or {}).get(r["best"])
+        r["best_layout"] = layouts.describe(lay) if lay else None
     return {"rows": rows, "check": check, "png": png}
 
 

@@ -30,6 +30,7 @@ class Candidate:
     target_range: tuple[float, float] | None = None  # min..max time to target over repeats
     label: str = ""  # the strategy and its own settings off their defaults; empty: the strategy
     epoch_s: float | None = None  # mean time of a complete epoch: every step counts (localsgd's averaging ones too)
+    layout: dict = field(default_factory=dict)  # analysis/layouts.py: dp, tp, pp, shard, recompute, ...
 
     @property
     def key(self) -> str:
@@ -117,7 +118,8 @@ def rank_row(nodes: int, source: str, candidates: dict[str, Candidate], refused:
     row: dict = {"nodes": nodes, "source": source, "best": None, "runner_up": None, "margin": None, "tie": False,
                  "confirmed": False, "best_time_to_target": None, "ranked_by": "throughput",
                  "throughput": {c.key: c.throughput for c in order},
-                 "oversubscribed": any(c.oversubscribed for c in order), "why": {}}
+                 "oversubscribed": any(c.oversubscribed for c in order), "why": {},
+                 "layout": {c.key: c.layout for c in order if c.layout}}
     if not order:
         row["why"] = dict(refused)
         return row

@@ -17,8 +17,9 @@ import os
 import jinja2
 import pandas as pd
 
+from analysis import layouts
 from analysis.advise import report_section
-from analysis.metrics import Analysis, label_of, settings_of
+from analysis.metrics import Analysis, settings_of
 from analysis.sweepstate import SKIPPED, SweepState
 from contract import registry, rundir
 
@@ -99,7 +100,9 @@ def not_reproducible(summary: pd.DataFrame) -> list[str]:
     out = []
     for _, r in summary.iterrows():
         if r.get("state") != SKIPPED and not registry.get(str(r["strategy"])).reproducible(settings_of(r)):
-            out.append(label_of(str(r["strategy"]), settings_of(r)) or str(r["strategy"]))
+            dp = r.get("dp_size")
+            dp = int(dp) if isinstance(dp, int | float) and dp == dp else None
+            out.append(layouts.label(str(r["strategy"]), settings_of(r), dp) or str(r["strategy"]))
     return list(dict.fromkeys(out))
 
 

@@ -7,6 +7,7 @@ presented as measurements. Real sweeps come from `make sweep`.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -16,15 +17,33 @@ from typing import Any
 import numpy as np
 import orjson
 
+from analysis import layouts
 from contract import registry, rundir
 from contract.config import ExperimentConfig
+
+_FIELDS = {f.name for f in dataclasses.fields(ExperimentConfig)}
+RECOMPUTE_COST = {"none": 1.0, "selective": 1.05, "full": 4 / 3}  # toy: full recompute repeats the forward
 
 
 def _config(strategy: str, nodes: int, procs: int, batch: int, chunks: int, steps: int, repeat: int = 0,
             warmup: int = 2, seed: int = 0, settings: dict[str, Any] | None = None) -> ExperimentConfig:
+    known = {k: v for k, v in (settings or {}).items() if k in _FIELDS}
     return ExperimentConfig(strategy=strategy, nodes=nodes, procs_per_node=procs, model="mlp", dataset="digits",
                             steps=steps, global_batch=batch, chunks=chunks, repeat=repeat, warmup=warmup,
-                            seed=seed, **(settings or {}))
+                            seed=seed, **known)
+
+
+def _beyond(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """Layout settings (tp, pp, shard, recompute, micro_batch) this checkout's config has no field for:
+    written into config.json and its identity as given, and into the experiment id."""
+    return {k: v for k, v in (settings or {}).items() if k not in _FIELDS}
+
+
+def experiment_id(config: ExperimentConfig, settings: dict[str, Any] | None = None) -> str:
+    """The config's id, with the settings it has no field for before the repeat index."""
+    head, _, repeat = config.experiment_id().rpartition("-")
+    extra = [f"{k.replace('_', '')}{v}" for k, v in _beyond(settings).items()]
+    return "-".join([head, *extra, repeat])
 
 
 def _dump(path: str, doc: dict) -> None:
@@ -64,26 +83,33 @@ def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch:
     """One experiment directory: config.json, status.json, rank-R.jsonl for every rank.
     `attempt_field`: every record carries `attempt` (newer writers), not only the start record.
     `settings`: the strategy's own (localsgd's sync_every: it sends every H-th step only; asyncps's
-    staleness: its workers' records carry `staleness`, 0..S)."""
-    rng = np.random.default_rng(_stable_seed(strategy, nodes, procs, chunks, repeat, seed))
+    staleness: its workers' records carry `staleness`, 0..S) and its layout's (analysis/layouts.py: a
+    mix's tp and pp cut each rank's compute, dp = world / (tp x pp); recompute costs compute)."""
+    beyond = sorted(_beyond(settings).items())  # a layout of its own, noise of its own (none: as before)
+    rng = np.random.default_rng(_stable_seed(strategy, nodes, procs, chunks, repeat, seed, *beyond))
     world = nodes * procs
     config = _config(strategy, nodes, procs, batch, chunks, steps, repeat, warmup, seed, settings)
-    stages, dp = config.pipeline_stages, config.dp_size
+    layout = {**config.to_dict(), **(settings or {})}
+    tp, stages = layouts.degrees(strategy, world, layout, config.pipeline_stages)
+    dp = layouts.dp_at(strategy, nodes, procs, layout) if layouts.lays_out_degrees(strategy) else config.dp_size
     os.makedirs(run_dir, exist_ok=True)
-    cfg = {**config.to_dict(), "run_dir": run_dir}
+    cfg = {**config.to_dict(), **_beyond(settings), "run_dir": run_dir}
     plan = {"cores_per_rank": [[r % 2] for r in range(world)], "threads_per_rank": 1,
             "oversubscribed": oversubscribed, "machine_cores": 2}
     meta = {"backend": "simulate", "sweep": os.path.basename(os.path.dirname(run_dir)),
             "experiment": os.path.basename(run_dir), "git_commit": "0" * 40, "cpu_plan": plan,
             "torch": "2.x (synthetic)", "python": "3.11", "dist_backend": "gloo" if world > 1 else "none",
             "ranks": [{"node": f"node{r // procs}", "host": "synthetic", "device": "cpu"} for r in range(world)]}
-    _dump(os.path.join(run_dir, "config.json"), {"config": cfg, "identity": config.identity(), "meta": meta})
+    _dump(os.path.join(run_dir, "config.json"), {"config": cfg, "identity": {**config.identity(), **_beyond(settings)},
+                                                 "meta": meta})
     rundir.write_status(run_dir, state, fresh=True, exit_code=0 if state == "COMPLETED" else 1, attempts=1,
                         wall_s=1.0 + steps * 0.01, cpu_plan=plan)
-    param_bytes = 4_000_000 // stages
-    compute = 0.02 * slow * batch / 32 / dp / stages
+    param_bytes = 4_000_000 // (stages * tp)
+    compute = 0.02 * slow * batch / 32 / dp / stages / tp * RECOMPUTE_COST[str(layouts.value(layout, "recompute"))]
     comm = 0.0 if world == 1 else 0.002 * slow * (world - 1) ** 0.8
-    pipelined = config.strategy_record.micro_batches
+    # A pipeline times no compute apart (null timers); a layout with degrees only where its pp cuts the model.
+    degrees = layouts.lays_out_degrees(strategy)
+    pipelined = config.strategy_record.micro_batches and (stages > 1 or not degrees)
     bubble = (stages - 1) / (chunks + stages - 1) if pipelined else 0.0
     t0 = 1_800_000_000.0 + repeat * 1000
     step = np.arange(steps)
@@ -96,7 +122,9 @@ def write_experiment(run_dir: str, strategy: str, nodes: int, procs: int, batch:
         node = f"node{rank // procs}"
         last_stage = not pipelined or rank % stages == stages - 1
         c = compute * (1.6 if rank == straggler else 1.0) * rng.uniform(0.95, 1.05, steps)
-        step_s = (c / (1 - bubble) if pipelined else c + comm * syncs) * rng.uniform(0.98, 1.02, steps)
+        # (a layout with degrees all-reduces over its data-parallel replicas, its pipeline or not)
+        step_s = (c / (1 - bubble) + comm * syncs * degrees if pipelined else c + comm * syncs) \
+            * rng.uniform(0.98, 1.02, steps)
         t = t0 + np.cumsum(step_s)
         loss = 2.3 * 0.97 ** step * rng.uniform(0.99, 1.01, steps) if last_stage else None
         head = {"rank": rank, "node": node}
@@ -145,7 +173,7 @@ def write_sweep(logs: str, name: str, strategies: tuple[str, ...] = DEFAULT_STRA
             for c, own, r in itertools.product(chunks if registry.get(s).micro_batches else (4,),
                                                (settings or {}).get(s, ({},)), range(repeats)):
                 config = _config(s, n, procs, batch, c, steps, r, kw.get("warmup", 2), kw.get("seed", 0), own)
-                exp = config.experiment_id()
+                exp = experiment_id(config, own)
                 skipped = config.strategy_record.refusal(registry.Layout(n, procs))
                 listed.append({"id": exp, "skipped": skipped, "strategy": s, "nodes": n, "procs_per_node": procs,
                                "global_batch": batch, "chunks": c, "schedule": "1f1b", "repeat": r})

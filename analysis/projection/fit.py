@@ -7,14 +7,14 @@ import math
 import statistics
 
 from analysis.projection.model import (
-    PIPELINE,
-    PROJECTED,
     Fit,
     comm_contention,
     contention,
     micro_batches,
     pattern,
     predict_here,
+    projected,
+    staged_per_rank,
     staged_terms,
 )
 from analysis.projection.points import Point
@@ -45,7 +45,7 @@ def fit_busy(points: list[Point]) -> float:
 def fit_compute(points: list[Point], shape: float | None, busy: float = 1.0) -> tuple[float, float]:
     """c0, s from compute_s = (c0 + s*b) * r. With one batch size only, the split between the
     per-step and the per-sample part is borrowed: `shape` = c0 / (c0 + s * global batch)."""
-    rows = [(contention(p.world, p.cores, busy), p.samples, p.compute_s) for p in points
+    rows = [(contention(p.world, p.cores, busy), p.work, p.compute_s) for p in points
             if p.compute_s is not None and p.samples > 0]
     if len({b for _, b, _ in rows}) >= 2:
         solved = _lstsq2([(r, r * b, c) for r, b, c in rows])
@@ -93,11 +93,12 @@ def fit(points: list[Point], pooled_shape: float | None = None, thread_gain: flo
     strategy = points[0].strategy
     chunks = points[0].chunks
     busy = fit_busy(points)
-    if strategy in PIPELINE and registry.get(strategy).micro_batches:
+    staged = staged_per_rank(strategy)
+    if staged and registry.get(strategy).micro_batches:
         # In a pipeline's steady state every stage computes at once: they share the cores fully.
         # (Its measured busy fraction counts the bubble's idle slots, which the staged factor has.)
         busy = 1.0
-    if strategy in PIPELINE:
+    if staged:
         # Staged strategies: fit A (the whole model's compute) and kappa together on the step time,
         # with the boundary's activation bytes from what the busiest stage sent (registry traffic).
         multi = [p for p in points if p.world > 1]
@@ -121,6 +122,8 @@ def fit(points: list[Point], pooled_shape: float | None = None, thread_gain: flo
     # the pattern averages the syncs over the steps the same way, so P is the parameter bytes at any H.
     pb = statistics.median([p.comm_bytes / pattern(strategy, p.world, settings) for p in multi]) if multi else 0.0
     serial = statistics.median([p.serial_s for p in multi]) if multi else 0.0
+    if not any(p.compute_s for p in points):
+        return _fit_on_steps(Fit(strategy, 0.0, 1.0, 0.0, pb, chunks, points, busy, serial, settings=settings))
     tmp = Fit(strategy, c0, s, 0.0, pb, chunks, points, busy, serial, settings=settings)
     num = den = 0.0
     for p in multi:
@@ -133,16 +136,32 @@ def fit(points: list[Point], pooled_shape: float | None = None, thread_gain: flo
     return tmp
 
 
+def _fit_on_steps(f: Fit) -> Fit:
+    """A data-parallel series whose runs log no compute time (a layout with a pipeline times no
+    compute apart): s (c0 = 0) and kappa together, least squares on the step time. `f`: s = 1, kappa 0."""
+    rows = []
+    for p in f.points:
+        r = f.contention(p.world, p.cores)
+        _, unit, serial_part, wire = f.step_s(p.world, p.global_batch, r, p.latency_s, p.bandwidth, p.nodes > 1)
+        x = f.param_bytes * pattern(f.strategy, p.world, f.settings) * comm_contention(f.strategy, r, f.busy)
+        rows.append((unit, x, p.step_s - serial_part - wire))
+    solved = _lstsq2(rows) if len(rows) >= 2 else None
+    if solved is None or solved[0] <= 0 or solved[1] < 0:  # one point, or an edge: compute alone
+        solved = (sum(u * y for u, _, y in rows) / sum(u * u for u, _, _ in rows), 0.0)
+    f.s, f.kappa = solved
+    return f
+
+
 def fit_all(points: list[Point]) -> dict[str, Fit]:
     by: dict[str, list[Point]] = {}
     for p in points:
-        if p.strategy in PROJECTED:
+        if projected(p.strategy):
             by.setdefault(p.series, []).append(p)
     # The compute split (per step / per sample) of strategies measured at several slice sizes,
     # for those measured at one only. An edge fit (all per step) says nothing of the split: skipped.
     shapes = []
     for pts in by.values():
-        if pts[0].strategy not in PIPELINE and len({p.samples for p in pts if p.compute_s}) >= 2:
+        if not staged_per_rank(pts[0].strategy) and len({p.work for p in pts if p.compute_s}) >= 2:
             c0, s = fit_compute(pts, None, fit_busy(pts))
             if s > 0:
                 shapes.append(_shape(c0, s, pts[0].global_batch))

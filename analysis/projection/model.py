@@ -32,18 +32,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from analysis import layouts
 from analysis.projection.points import Point
 from contract import registry
 from contract.errors import ConfigError
 from contract.tables import LINKS, MODEL_BLOCKS, link_wire
 
-PROJECTED = registry.names(projected=True)
-PIPELINE = tuple(s for s in PROJECTED if registry.get(s).kind == "staged")  # one stage per rank
+
+def projected(strategy: str) -> bool:
+    """Whether the projection fits and extrapolates the strategy (the registry's flag, asked per call)."""
+    return registry.get(strategy).projected
 
 
-def dp_size(strategy: str, world: int) -> int:
+def staged_per_rank(strategy: str) -> bool:
+    """A staged strategy with one stage per rank (mp, pipeline): the staged model. A layout with
+    degrees (tp x pp x dp) keeps its pp over the node counts: the data-parallel model, its bubble
+    a constant share of its compute."""
     record = registry.get(strategy)
-    return record.dp_size(1, world, record.stages(1, world))
+    return record.kind == "staged" and not record.stage_replicas and not layouts.lays_out_degrees(strategy)
+
+
+PROJECTED = registry.names(projected=True)
+PIPELINE = tuple(s for s in PROJECTED if staged_per_rank(s))  # one stage per rank
+
+
+def dp_size(strategy: str, world: int, settings: Mapping[str, Any] | None = None) -> int:
+    """Data-parallel ranks on `world` ranks at these settings (analysis/layouts.py: mix's world / (tp x pp))."""
+    return layouts.dp_at(strategy, 1, world, settings or {})
 
 
 def pattern(strategy: str, world: int, settings: Mapping[str, Any] | None = None) -> float:
@@ -131,18 +146,19 @@ class Fit:
         return self.contention(ranks_on_machine, cores) * threads ** -self.thread_gain
 
     def compute(self, world: int, batch: float, r: float) -> float:
-        if self.strategy in PIPELINE:
+        if staged_per_rank(self.strategy):
             factor, _, _ = staged_terms(world, micro_batches(self.strategy, self.chunks), self.param_bytes)
             return (self.c0 + self.s * batch) * factor * r
-        per_rank = batch / dp_size(self.strategy, world)
+        per_rank = batch / dp_size(self.strategy, world, self.settings)
         per_rank = math.ceil(per_rank - 1e-9) if per_rank >= 1 else per_rank  # the slowest rank's slice
-        return (self.c0 + self.s * per_rank) * r
+        work = per_rank / layouts.tp_at(self.strategy, world, self.settings)  # Point.work: 1/tp of the slice
+        return (self.c0 + self.s * work) * r
 
     def step_s(self, world: int, batch: float, r: float, latency_s: float = 0.0, bandwidth: float = 0.0,
                crosses_nodes: bool = True) -> tuple[float, float, float, float]:
         """(step, compute, local comm, link) seconds."""
         comp = self.compute(world, batch, r)
-        if self.strategy in PIPELINE:  # one stage per rank: the messages on the critical path
+        if staged_per_rank(self.strategy):  # one stage per rank: the messages on the critical path
             _, nbytes, hops = staged_terms(world, micro_batches(self.strategy, self.chunks), self.param_bytes)
             local = self.kappa * nbytes * r
             wire = (latency_s * hops + (nbytes / bandwidth if bandwidth > 0 else 0.0)) if crosses_nodes else 0.0
@@ -156,7 +172,7 @@ class Fit:
 
     def bubble(self, world: int, batch: float, r: float) -> float:
         """Seconds of the step a stage idles, (K-1)/(M+K-1) of the staged compute (0 for the others)."""
-        if self.strategy not in PIPELINE:
+        if not staged_per_rank(self.strategy):
             return 0.0
         m = micro_batches(self.strategy, self.chunks)
         return self.compute(world, batch, r) * (world - 1) / (m + world - 1)
@@ -184,17 +200,18 @@ def project(f: Fit, nodes: int, procs: int, cores: int, batch: int, scaling: str
     """One CSV row: the cluster of `nodes` machines like this one, on the given link."""
     world = nodes * procs
     r = f.slowdown(procs, cores)  # each node has its own cores
-    per_rank = batch / dp_size(f.strategy, procs) if scaling == "weak" else None
-    gbatch = per_rank * dp_size(f.strategy, world) if per_rank is not None else batch
+    dp = dp_size(f.strategy, world, f.settings)
+    per_rank = batch / dp_size(f.strategy, procs, f.settings) if scaling == "weak" else None
+    gbatch = per_rank * dp if per_rank is not None else batch
     step, comp, local, wire = f.step_s(world, gbatch, r, latency_s, bandwidth, nodes > 1)
-    one = f.compute(procs, batch, r) if f.strategy not in PIPELINE else f.compute(1, batch, r)
+    one = f.compute(procs, batch, r) if not staged_per_rank(f.strategy) else f.compute(1, batch, r)
     base_thr = batch / one if one > 0 else math.nan
     thr = gbatch / step if step > 0 else math.nan
     note = ""
     blocks = MODEL_BLOCKS.get(f.points[0].model if f.points else "", 10**9)
-    if f.strategy in PIPELINE and world > blocks:
+    if staged_per_rank(f.strategy) and world > blocks:
         note = f"more stages than the model's {blocks} blocks: not runnable"
-    elif gbatch / dp_size(f.strategy, world) < 1:
+    elif gbatch / dp < 1:
         note = "fewer than one sample per rank (strong scaling past the global batch)"
     return {"strategy": f.strategy, "series": f.series, "nodes": nodes, "world_size": world,
             "global_batch": round(gbatch, 3),

@@ -9,11 +9,10 @@ from typing import Any
 
 import pandas as pd
 
+from analysis import layouts
 from analysis.frames import SweepData
 from analysis.load import load_run, load_sweep
-from analysis.metrics import label_of
 from contract import registry
-from contract.config import ExperimentConfig
 from contract.tables import LINKS, link_wire
 
 
@@ -38,7 +37,7 @@ class Point:
     serial_s: float = 0.0  # own work of a rank that computes no samples (the ps server's update)
     threads: int = 1  # torch threads per rank (the CPU plan: the cores shared among the node's ranks)
     compute_sum_s: float | None = None  # staged: the stages' compute added up (the whole model's, on `threads`)
-    settings: dict[str, Any] = field(default_factory=dict)  # the strategy's own settings (registry), + optimizer
+    settings: dict[str, Any] = field(default_factory=dict)  # its layout's settings (analysis/layouts.py), + optimizer
 
     @property
     def world(self) -> int:
@@ -46,9 +45,16 @@ class Point:
 
     @property
     def series(self) -> str:
-        """What is fitted as one: the strategy, with its own settings off their defaults
-        (`localsgd[sync_every=4]`: a different H is a different traffic per step)."""
-        return label_of(self.strategy, self.settings) or self.strategy
+        """What is fitted as one: the strategy, with its own settings, recompute, micro-batch and
+        schedule off their defaults (`localsgd[sync_every=4]`: a different H is a different traffic
+        per step; `mix[tp=2,pp=2]`: a layout; its dp grows with the nodes)."""
+        return layouts.label(self.strategy, self.settings) or self.strategy
+
+    @property
+    def work(self) -> float:
+        """A computing rank's share of the samples' work: its samples over the ranks each layer is
+        cut over (tp: every rank reads the whole batch and computes 1/W of it)."""
+        return self.samples / layouts.tp_at(self.strategy, self.world, self.settings)
 
 
 QUANTILE = 0.25  # of the per-step times: the lower quartile resists other load on a shared machine
@@ -110,8 +116,8 @@ def _point(exp: str, cfg: dict, meta: dict, steps: pd.DataFrame) -> Point | None
     record = registry.get(cfg["strategy"])
     summed = steps[busy_rank].groupby("rank")["compute_s"].median()
     staged_sum = float(summed.sum()) if record.kind == "staged" and len(summed) == n_ranks else None
-    defaults = ExperimentConfig()
-    settings = {k: cfg.get(k, getattr(defaults, k)) for k in (*record.settings, "optimizer")}
+    names = [*record.settings, *layouts.COMMON, *(["schedule"] if record.scheduled else []), "optimizer"]
+    settings = {k: layouts.value(cfg, k) for k in names}  # a field an older config.json lacks: its default
     return Point(cfg["strategy"], cfg["nodes"], cfg["procs_per_node"], cfg["global_batch"], cfg.get("chunks", 1),
                  cores, _quantile(list(windows)), _quantile(list(computes)) if len(computes) else None, int(comm),
                  int(samples), latency, bandwidth, exp, cfg.get("model", ""),

@@ -9,8 +9,9 @@ from analysis.advise import Projected
 from analysis.load import completed
 from analysis.logread import read_json
 from analysis.projection.fit import checked, fit_all
-from analysis.projection.model import PROJECTED, Fit, dp_size, link_of, node_counts, project
+from analysis.projection.model import Fit, dp_size, link_of, node_counts, project
 from analysis.projection.points import Point, load_points
+from contract import registry
 from contract.defaults import MAX_NODES, PROJECTED_LINK
 from contract.errors import ConfigError
 from contract.tables import SCALINGS
@@ -45,14 +46,14 @@ def project_sweep(sweep_dir: str, link: str = PROJECTED_LINK, max_nodes: int = M
     fits = fit_all(points)
     if not fits:
         raise ConfigError(f"nothing to project in {sweep_dir}: no COMPLETED experiment of a projected strategy "
-                          f"({', '.join(PROJECTED)})")
+                          f"({', '.join(registry.names(projected=True))})")
     grid = read_json(os.path.join(sweep_dir, "sweep.json"))[0].get("grid") or {}
     scaling = scaling or grid.get("scaling", SCALINGS[0])
     rows = []
     for _, f in sorted(fits.items()):  # one fit per series: a strategy at its own settings
         ref = min(f.points, key=lambda q: q.nodes)
         procs = procs_per_node or ref.procs
-        batch = ref.global_batch if scaling == "strong" else ref.samples * dp_size(f.strategy, procs)
+        batch = ref.global_batch if scaling == "strong" else ref.samples * dp_size(f.strategy, procs, f.settings)
         for n in node_counts(max_nodes):
             rows.append({**project(f, n, procs, ref.cores, batch, scaling, latency_s, bandwidth),
                          "link": link, "scaling": scaling, "c0_s": f.c0, "s_per_sample": f.s,

@@ -92,7 +92,8 @@ def test_memory_check_of_a_projected_series_takes_its_own_settings(sweep: str) -
     """A series' settings reach the planner: DiLoCo's outer state (3 copies of the parameters) can make a
     localsgd series not fit where plain averaging does, whatever the sweep's first config says."""
     p = for_advice(sweep, "10gbe", 16)
-    assert p.settings["localsgd[sync_every=4]"]["sync_every"] == 4 and p.settings["ddp"] == {"optimizer": "sgd"}
+    assert p.settings["localsgd[sync_every=4]"]["sync_every"] == 4
+    assert p.settings["ddp"] == {"optimizer": "sgd", "recompute": "none", "micro_batch": 0}
     n = 1_000_000  # sgd: params + grads + momentum + ddp-like buckets = 16 B/param; DiLoCo + 12
     check = memory_check(params_shape(n), {"procs_per_node": 1, "optimizer": "sgd", "outer": "nesterov",
                                            "outer_lr": 0.7}, 20 * n)
