@@ -410,5 +410,5 @@ def parse_trainer_args(argv: list[str] | None, strategy: str) -> ExperimentConfi
     ns.strategy = strategy
     cfg = ExperimentConfig(**vars(ns))
     validate(cfg)
-    return cfg.normalised()
+    return cfg
 

@@ -72,5 +72,6 @@ class ModelParallelTrainer(StageTrainer):
             self.p2p.send(inp.grad, self.prev_rank)
         return (float(loss.detach()) if loss is not None else 0.0), compute
 
+
 if __name__ == "__main__":
     sys.exit(main(lambda ctx: ModelParallelTrainer(ctx), "mp"))

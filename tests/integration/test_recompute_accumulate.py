@@ -2,9 +2,9 @@
 `single` without either (same model, synthetic data, global batch 64, 10 steps) within 1e-4
 relative loss at every step, final parameters within 1e-4 (test_equivalence_all.py's bounds).
 
-- single: accumulation over 4 micro-steps with full recomputation; the transformer (6 steps)
-  with full recomputation and accumulation, and with selective recomputation (only the
-  attention core recomputed; tests/unit/test_recompute.py counts what backward reruns).
+- single, on the transformer (batch 8, 4 steps: it is the slow model): full recomputation with
+  accumulation over 4 micro-steps of 2, and selective recomputation (only the attention core
+  recomputed; tests/unit/test_recompute.py counts what backward reruns).
 - ddp, fsdp at 2 ranks: accumulation (DDP's no_sync, FSDP2's set_requires_gradient_sync) with
   full recomputation (fsdp: wrapped before fully_shard).
 - pipeline at 2 stages: --micro-batch sets its chunks (64 / 8 = 8 micro-batches), recomputation
@@ -23,12 +23,11 @@ from tests.helpers import ROOT, assert_params_close, final_params, step_losses, 
 from tests.integration.test_equivalence_all import STEPS, runner, world
 from tests.integration.test_strategies_staged import _one_line_exit_2
 
-TF = {"model": "transformer", "global_batch": 16, "steps": 6}  # a small batch, fewer steps: the transformer is slow
+TF = {"model": "transformer", "global_batch": 8, "steps": 4}  # a small batch, fewer steps: the transformer is slow
 CASES: dict[str, tuple[str, int, int, dict]] = {
     "single": ("single", 1, 1, {}),
     "single-tf": ("single", 1, 1, TF),
-    "single-mb16-full": ("single", 1, 1, {"micro_batch": 16, "recompute": "full"}),
-    "single-tf-full-mb4": ("single", 1, 1, {**TF, "recompute": "full", "micro_batch": 4}),
+    "single-tf-full-mb2": ("single", 1, 1, {**TF, "recompute": "full", "micro_batch": 2}),
     "single-tf-selective": ("single", 1, 1, {**TF, "recompute": "selective"}),
     "ddp-mb8-full": ("ddp", 1, 2, {"micro_batch": 8, "recompute": "full"}),
     "fsdp-mb16-full": ("fsdp", 1, 2, {"micro_batch": 16, "recompute": "full"}),
