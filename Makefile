@@ -23,6 +23,7 @@ STEPS ?=
 EPOCHS ?=
 BATCH ?=
 CHUNKS ?=
+MICRO_BATCH ?=
 SCHEDULE ?=
 SYNC_EVERY ?=
 OUTER ?=
@@ -33,6 +34,7 @@ SEQUENCE_PARALLEL ?=
 STAGES ?=
 BALANCE ?=
 GPIPE_CHECKPOINT ?=
+RECOMPUTE ?=
 PRECISION ?=
 OPTIMIZER ?=
 LR ?=
@@ -85,6 +87,7 @@ SWEEP_FLAGS = $(call opt,--config,$(CONFIG)) $(call opt,--nodes,$(NODES)) $(call
   $(call opt,--procs-per-node,$(PROCS)) $(call opt,--model,$(MODEL)) $(call opt,--dataset,$(DATASET)) \
   $(call opt,--data-size,$(DATA_SIZE)) $(call opt,--data-dir,$(DATA_DIR)) $(call opt,--steps,$(STEPS)) $(call opt,--epochs,$(EPOCHS)) \
   $(call opt,--global-batch,$(BATCH)) $(call opt,--chunks,$(CHUNKS)) $(call opt,--schedule,$(SCHEDULE)) \
+  $(call opt,--micro-batch,$(MICRO_BATCH)) $(call opt,--recompute,$(RECOMPUTE)) \
   $(call opt,--stages,$(STAGES)) $(call opt,--balance,$(BALANCE)) $(call opt,--checkpoint,$(GPIPE_CHECKPOINT)) \
   $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) $(call opt,--lr,$(LR)) \
   $(call opt,--sync-every,$(SYNC_EVERY)) $(call opt,--outer,$(OUTER)) $(call opt,--outer-lr,$(OUTER_LR)) \
@@ -115,6 +118,9 @@ help: ## list targets and variables
 	@echo "  DATASET          synthetic|digits|cifar10 (synthetic)   DATA_SIZE  training samples used (0 = all)"
 	@echo "  STEPS / EPOCHS   training length (20 steps)    BATCH   global batch (64)"
 	@echo "  CHUNKS           micro-batches (4)             SCHEDULE  gpipe|1f1b (1f1b)"
+	@echo "  MICRO_BATCH      samples a rank computes at once: gradients accumulate over its share; pipelines:"
+	@echo "                   the micro-batch size, share / MICRO_BATCH chunks (0 = the whole share; pipelines: chunks)"
+	@echo "  RECOMPUTE        activation recomputation per block: none|full|selective (none); selective: attention only"
 	@echo "  STAGES           pipeline stages (0 = automatic)   BALANCE  blocks per stage, e.g. 3,3, or params / time"
 	@echo "  GPIPE_CHECKPOINT torchgpipe activation checkpointing: always|except_last|never (never)"
 	@echo "  PRECISION        fp32|bf16|fp16 (fp32)         OPTIMIZER  sgd|adam (sgd)"

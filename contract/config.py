@@ -17,6 +17,7 @@ from contract import cifarfiles, registry, usermodel
 from contract.errors import OneLineParser, require
 from contract.registry import NAMES as STRATEGIES
 from contract.tables import (
+    ATTENTION_MODELS,
     BALANCE_KEYWORDS,
     DATASETS,
     DEVICES,
@@ -27,6 +28,7 @@ from contract.tables import (
     OPTIMIZERS,
     OUTER_OPTIMIZERS,
     PRECISIONS,
+    RECOMPUTE,
     SCHEDULES,
     SEQUENCE_PARALLEL,
     SYNC_OPTIM,
@@ -61,11 +63,15 @@ class ExperimentConfig:
     epochs: int = setting(0, "--epochs", "epochs, used when --steps is 0")
     global_batch: int = setting(64, "--global-batch", "samples per optimizer step over all data-parallel ranks")
     chunks: int = setting(4, "--chunks", "micro-batches per step (pipeline strategies)")
+    micro_batch: int = setting(0, "--micro-batch", "samples a rank computes at once: gradients accumulate over its "
+                               "share (pipelines: sets the chunks); 0: the whole share (pipelines: --chunks)")
     schedule: str = setting("1f1b", "--schedule", "pipeline schedule", choices=SCHEDULES)
     stages: int = setting(0, "--stages", "pipeline stages (0: automatic)")
     balance: str = setting("", "--balance", "blocks per stage, e.g. 3,3, or params / time (empty: by parameter count)")
     gpipe_checkpoint: str = setting("never", "--checkpoint", "torchgpipe activation checkpointing",
                                choices=GPIPE_CHECKPOINTS)
+    recompute: str = setting("none", "--recompute", "activation recomputation per block: full, or selective (the "
+                             "attention core only)", choices=RECOMPUTE)
     precision: str = setting("fp32", "--precision", "autocast precision", choices=PRECISIONS)
     optimizer: str = setting("sgd", "--optimizer", "optimizer", choices=OPTIMIZERS)
     lr: float = setting(0.05, "--lr", "learning rate")
@@ -113,6 +119,29 @@ class ExperimentConfig:
         return self.strategy_record.dp_size(self.nodes, self.procs_per_node, self.pipeline_stages)
 
     @property
+    def replica_batch(self) -> int:
+        """Samples of one data-parallel rank's share of the global batch."""
+        return self.global_batch // max(self.dp_size, 1)
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches a rank cuts its share into each step: a pipeline's chunks (--micro-batch, where
+        given, sets them), the others' gradient-accumulation steps (1 without --micro-batch)."""
+        if self.micro_batch > 0:
+            return max(self.replica_batch // self.micro_batch, 1)
+        return self.chunks if self.strategy_record.micro_batches else 1
+
+    def normalised(self) -> ExperimentConfig:
+        """The same experiment in its one spelling: a pipeline's --micro-batch folded into its chunks, a
+        micro-batch of the whole share written 0. A config that does not divide is left as it is."""
+        b, share = self.micro_batch, self.replica_batch
+        if b <= 0 or share % b or self.global_batch % max(self.dp_size, 1):
+            return self
+        if self.strategy_record.micro_batches:
+            return dataclasses.replace(self, chunks=share // b, micro_batch=0)
+        return dataclasses.replace(self, micro_batch=0) if b == share else self
+
+    @property
     def dataset_samples(self) -> int:
         """Training samples of the whole data set: for cifar10 what its files hold where they are
         (a partial file set is another experiment), else the table's figure."""
@@ -147,24 +176,31 @@ class ExperimentConfig:
                  f"list of block counts, e.g. 3,3, or one of {', '.join(BALANCE_KEYWORDS)}")
         return [int(b) for b in items]
 
+    def applies(self, name: str) -> bool:
+        """Whether setting `name` can change this experiment (chunks cannot for ddp); a sweep keeps
+        the base's value of a setting that does not apply, so it never splits one experiment in two."""
+        record = self.strategy_record
+        if name in NOT_IDENTITY:
+            return False
+        if name == "chunks":
+            return record.micro_batches
+        if name == "schedule":
+            return record.scheduled
+        if name in ("stages", "balance", "gpipe_checkpoint"):
+            return record.kind == "staged"
+        if name == "recompute":
+            return not record.no_recompute
+        return name not in OWN_SETTINGS or name in record.settings
+
     def identity(self) -> dict[str, Any]:
         """Every setting that changes this experiment's results, and nothing else: two runs with
         the same identity are the same experiment. Settings a strategy ignores are left out
-        (chunks for ddp), so they never split one experiment in two."""
-        record = self.strategy_record
-        out = {}
-        for f in dataclasses.fields(self):
-            if f.name in NOT_IDENTITY:
-                continue
-            if f.name == "chunks" and not record.micro_batches:
-                continue
-            if f.name == "schedule" and not record.scheduled:
-                continue
-            if f.name in ("stages", "balance", "gpipe_checkpoint") and record.kind != "staged":
-                continue
-            if f.name in OWN_SETTINGS and f.name not in record.settings:
-                continue
-            out[f.name] = getattr(self, f.name)
+        (chunks for ddp), so they never split one experiment in two; two spellings of one
+        experiment are written one way (`normalised`: a pipeline's micro-batch is its chunks)."""
+        c = self.normalised()
+        out = {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if c.applies(f.name)}
+        if c.strategy_record.micro_batches:
+            del out["micro_batch"]  # its chunks say it
         whole = self.dataset_samples
         if out["data_size"] in (0, whole):  # the whole training set, named or not, is one experiment; and
             out["data_size"] = 0 if whole == TRAIN_SAMPLES[self.dataset] else whole  # a partial cifar10 set, another
@@ -177,7 +213,7 @@ class ExperimentConfig:
         ident = self.identity()
         parts = [self.strategy, f"n{self.nodes}", f"p{self.procs_per_node}", f"b{self.global_batch}"]
         if "chunks" in ident:
-            parts.append(f"c{self.chunks}")
+            parts.append(f"c{ident['chunks']}")
         if "schedule" in ident:
             parts.append(self.schedule)
         defaults = ExperimentConfig()
@@ -222,7 +258,8 @@ ID_FIXED = ("strategy", "nodes", "procs_per_node", "global_batch", "chunks", "sc
 ID_PREFIX = {"data_size": "d", "steps": "s", "epochs": "e", "lr": "lr", "seed": "seed", "warmup": "w", "stages": "k",
              "balance": "bal", "latency_us": "lat", "bandwidth_gbps": "bw", "memory_fraction": "mf",
              "gpipe_checkpoint": "ckpt", "fault": "fault", "sync_every": "h",
-             "outer_lr": "olr", "sync_optim": "optim", "staleness": "stale", "sequence_parallel": "sp"}
+             "outer_lr": "olr", "sync_optim": "optim", "staleness": "stale", "sequence_parallel": "sp",
+             "micro_batch": "mb", "recompute": "rc"}
 
 
 def _id_token(name: str, value: Any) -> str:
@@ -255,14 +292,15 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
                           ("schedule", SCHEDULES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                           ("device", DEVICES), ("link", tuple(LINKS)),
                           ("gpipe_checkpoint", GPIPE_CHECKPOINTS), ("outer", OUTER_OPTIMIZERS),
-                          ("sync_optim", SYNC_OPTIM), ("sequence_parallel", SEQUENCE_PARALLEL)):
+                          ("sync_optim", SYNC_OPTIM), ("sequence_parallel", SEQUENCE_PARALLEL),
+                          ("recompute", RECOMPUTE)):
         value = getattr(c, name)
         require(value in choices, f"unknown {name} {value!r}: choose from {', '.join(choices)}")
     usermodel.check(c.model)  # a built-in name, or module:function (its function's blocks: at build)
     for name in ("nodes", "procs_per_node", "global_batch", "chunks", "sync_every"):
         require(getattr(c, name) >= 1, f"invalid {name} {getattr(c, name)!r}: must be >= 1")
     for name in ("data_size", "steps", "epochs", "warmup", "checkpoint_every", "seed", "repeat", "stages",
-                 "staleness"):
+                 "staleness", "micro_batch"):
         require(getattr(c, name) >= 0, f"invalid {name} {getattr(c, name)!r}: must be >= 0")
     require(c.steps > 0 or c.epochs > 0, "invalid steps 0: give --steps >= 1 or --epochs >= 1")
     require(c.lr > 0, f"invalid lr {c.lr!r}: must be > 0")
@@ -288,6 +326,12 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
         require(spec is not None, f"invalid fault {c.fault!r}: use raise@RANK:STEP or kill@RANK:STEP")
         assert spec is not None
         require(spec[1] < c.world_size, f"invalid fault {c.fault!r}: rank {spec[1]} >= world size {c.world_size}")
+    if c.recompute != "none":
+        require(not c.strategy_record.no_recompute, f"invalid recompute {c.recompute} for {c.strategy}: "
+                 f"{c.strategy_record.no_recompute}")
+    if c.recompute == "selective" and not usermodel.is_reference(c.model):  # a module:function model: once built
+        require(c.model in ATTENTION_MODELS, f"invalid recompute selective for model {c.model}: it recomputes "
+                 f"the attention core only, and {c.model} has no attention; use --recompute full")
     if c.model == "transformer":
         require(c.dataset == "synthetic", f"invalid dataset {c.dataset!r} for transformer: it needs "
                  "token data (dataset synthetic)")
@@ -324,10 +368,24 @@ def _validate_layout(c: ExperimentConfig) -> None:
             blocks = MODEL_BLOCKS.get(c.model, sum(bal))  # a module:function model's: checked once built
             require(sum(bal) == blocks, f"invalid balance {c.balance!r}: covers {sum(bal)} blocks, "
                      f"model {c.model} has {blocks}")
-    if record.micro_batches:
+    if c.micro_batch:
+        _validate_micro_batch(c)
+    elif record.micro_batches:
         per_replica = c.global_batch // c.dp_size
         require(per_replica % c.chunks == 0, f"invalid global_batch {c.global_batch}: not divisible by "
                  f"chunks x data-parallel ranks ({c.chunks} x {c.dp_size})")
+
+
+def _validate_micro_batch(c: ExperimentConfig) -> None:
+    """--micro-batch B cuts each rank's share into micro-batches of B: B must divide it; a pipeline's
+    --chunks, where not at its default, must say the same count."""
+    b, share, dp = c.micro_batch, c.replica_batch, c.dp_size
+    require(c.global_batch % dp == 0 and share % b == 0, f"invalid micro_batch {b}: must divide the rank's share "
+             f"of the global batch ({c.global_batch} / {dp} data-parallel ranks = {c.global_batch / dp:g} samples)")
+    default = next(f.default for f in dataclasses.fields(c) if f.name == "chunks")
+    require(not c.strategy_record.micro_batches or c.chunks in (default, share // b),
+             f"invalid chunks {c.chunks} with micro_batch {b}: {share} samples per rank in micro-batches of {b} "
+             f"are {share // b} chunks; give one of --chunks, --micro-batch")
 
 
 # ---- command line ---------------------------------------------------------

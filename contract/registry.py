@@ -83,6 +83,7 @@ class Strategy:
     stage_replicas: bool = False  # staged: ranks beyond the stages form data-parallel replicas (hybrid)
     default_stages: Callable[[int, int], int] = field(default=lambda nodes, procs: nodes * procs)
     no_fp16: str = ""  # why it refuses fp16 (GradScaler's loss scaling); empty: it takes fp16
+    no_recompute: str = ""  # why it refuses --recompute (its own recomputation); empty: it takes it
     models: tuple[str, ...] = ()  # the only models it takes (empty: every model)
     settings: tuple[str, ...] = ()  # config settings only this strategy takes (the others' identity leaves them out)
     # Whether a step computes single's update on the global batch (BatchNorm aside), given the settings
@@ -284,7 +285,8 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
     Strategy("gpipe", "staged", "GPipe through torchgpipe: one process, one device per stage",
              "GPU for speed, CPU for correctness", micro_batches=True, max_world=1,
              default_stages=lambda nodes, procs: 2,
-             batchnorm_note="micro-batch"),
+             batchnorm_note="micro-batch",
+             no_recompute="torchgpipe recomputes by itself: use --checkpoint always|except_last|never"),
     Strategy("pipeline", "staged", "torch.distributed.pipelining: one stage per rank, GPipe or 1F1B "
              "schedule over micro-batches", "any", sbatch_nodes=2, micro_batches=True, scheduled=True,
              projected=True, traffic=_stage, messages=lambda w, m: 2 * m, batchnorm_note="micro-batch",

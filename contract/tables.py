@@ -13,6 +13,10 @@ MODEL_BLOCKS = {"mlp": 6, "cnn": 6, "resnet18": 10, "resnet50": 18, "transformer
 # What tp cuts (trainers/common/models.py): the world size must divide each. mlp: hidden width;
 # transformer: heads, dim, MLP width, sequence length (sequence parallelism).
 TP_WIDTHS = {"mlp": (256,), "transformer": (4, 128, 512, 32)}
+# --recompute: activation checkpointing per block (trainers/common/recompute.py); selective drops the attention
+# core only, so it takes the models with attention (a module:function model: checked once built).
+RECOMPUTE = ("none", "full", "selective")
+ATTENTION_MODELS = ("transformer",)
 SEQUENCE_PARALLEL = ("on", "off")  # tp: LayerNorms on a slice of the sequence (torchtitan's layouts)
 BALANCE_KEYWORDS = ("params", "time")  # --balance by parameter count (default) / measured time
 DATASETS = ("synthetic", "digits", "cifar10")

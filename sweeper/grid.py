@@ -162,7 +162,7 @@ def expand(base: ExperimentConfig, axes: Axes, repeats: int = 1, scaling: str = 
                     raise ConfigError(f"invalid nodes {cfg.nodes}: weak scaling needs multiples of the smallest "
                                       f"({smallest})")
                 cfg = dataclasses.replace(cfg, global_batch=cfg.global_batch * (cfg.nodes // smallest))
-            ignored = {n: getattr(base, n) for n in setting if n not in cfg.identity()}
+            ignored = {n: getattr(base, n) for n in setting if not cfg.applies(n)}
             cfg = dataclasses.replace(cfg, **ignored)
             exp_id = cfg.experiment_id()
             if exp_id in seen:
@@ -172,5 +172,6 @@ def expand(base: ExperimentConfig, axes: Axes, repeats: int = 1, scaling: str = 
             reason = skip_reason(cfg, gpus if cfg.strategy_record.min_gpus else None)
             if reason is None:
                 validate(cfg)
+                cfg = cfg.normalised()  # one spelling of each experiment (a pipeline's micro-batch: its chunks)
             experiments.append(Experiment(exp_id, cfg, reason))
     return experiments

@@ -37,7 +37,7 @@ from trainers.common.collectives import Buckets, ps_pull
 from trainers.common.context import Context
 from trainers.common.runtime import main
 from trainers.common.traffic import CommMeter
-from trainers.common.trainer import ReplicaTrainer, StepResult, autocast, flat_grads, loss_fn, tensor_bytes
+from trainers.common.trainer import ReplicaTrainer, StepResult, flat_grads, tensor_bytes
 
 SERVER = 0
 PUSH, GRADS, PULL = 1, 2, 3  # message tags: a push's header, its gradient buckets, a pull's reply
@@ -93,9 +93,7 @@ class AsyncPSTrainer(ReplicaTrainer):
     def _work(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         staleness = self.step - self.version
         self.optimizer.zero_grad(set_to_none=False)
-        with autocast(self.ctx):
-            loss = loss_fn(self.model(x), y)
-        loss.backward()
+        loss = self.forward_backward(x, y)  # no fp16 here (registry): the scaler is off
         self.ctx.sync_device()
         start = time.perf_counter()
         self.header.fill_(self.step)
@@ -113,7 +111,7 @@ class AsyncPSTrainer(ReplicaTrainer):
         self.param_buckets.unpack(self.params)
         self.version = int(self.header)
         self.step += 1
-        return StepResult(float(loss.detach()), len(y), time.perf_counter() - start, sent, staleness=staleness)
+        return StepResult(loss, len(y), time.perf_counter() - start, sent, staleness=staleness)
 
     # ---- server --------------------------------------------------------------------------------
     def _serve(self) -> StepResult:

@@ -9,7 +9,7 @@ least one bucket was in flight (the union of the spans, `CommMeter.add_span`), n
 of their durations; it can overlap `compute_s` (see docs/measurement.md).
 """
 
-
+import contextlib
 import sys
 import time
 
@@ -30,6 +30,9 @@ class DDPTrainer(ReplicaTrainer):
         self.model = DistributedDataParallel(self.module, device_ids=device_ids)
         self.meter = CommMeter(ctx)
         self.model.register_comm_hook(self.meter, timed_allreduce_hook)
+
+    def no_sync(self) -> contextlib.AbstractContextManager:
+        return self.model.no_sync()  # micro-steps before the last accumulate locally
 
     def reduce_gradients(self, samples: int) -> tuple[float | None, int]:
         return self.meter.take()  # DDP already reduced during backward

@@ -12,11 +12,18 @@ slices the averaged gradient is `single`'s mean-loss gradient.
 Communication happens inside forward/backward (prefetched, overlapped), so `comm_s` is
 null; `comm_bytes` is the traffic FSDP must send per step: two all-gathers (forward and
 backward) and one reduce-scatter of the parameters, each (N-1)/N of the model's bytes.
+
+With `--micro-batch`, every micro-step all-gathers in its forward and backward, and only the
+last reduce-scatters (`set_requires_gradient_sync(False)` before: the others accumulate whole,
+unsharded gradients), so a step sends (2M + 1)(N-1)/N of the model's bytes for M micro-steps.
+`--recompute` wraps the blocks (ReplicaTrainer) before they are sharded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -52,16 +59,25 @@ class FSDPTrainer(ReplicaTrainer):
         self.params = [p for p in self.module.parameters() if p.requires_grad]  # now DTensors
         self.optimizer = make_optimizer(self.params, ctx.cfg)
         world = ctx.world_size
-        self.step_bytes = 3 * (world - 1) * full_bytes // world if world > 1 else 0
+        self.collectives = 2 * self.micro_steps + 1  # each micro-step's two all-gathers, one reduce-scatter
+        self.step_bytes = self.collectives * (world - 1) * full_bytes // world if world > 1 else 0
         self.meter = CommMeter(ctx)
         self.notes.append(f"FSDP2 fully_shard per block over {world} ranks")
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         out = super().train_step(x, y)
         # Emulated slow link (simulated nodes): add the wire time of this step's collectives
-        # (3 ring collectives of N-1 messages per fully_shard group), serialised after the step.
-        self.meter.emulate(self.step_bytes, messages=3 * (self.ctx.world_size - 1) * self.units)
+        # (2M + 1 ring collectives of N-1 messages per fully_shard group), serialised after the step.
+        self.meter.emulate(self.step_bytes, messages=self.collectives * (self.ctx.world_size - 1) * self.units)
         return StepResult(out.loss, out.samples, None, self.step_bytes)
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        self.module.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            self.module.set_requires_gradient_sync(True)
 
     def state_bytes(self) -> tuple[int, int, int]:
         state = [v for s in self.optimizer.state.values() for v in s.values()

@@ -3,8 +3,10 @@
 `torchgpipe.GPipe` cuts the block list into stages (one device each), splits the batch into
 `--chunks` micro-batches and runs them through the stages in GPipe's fill-drain order, one
 worker thread per device; `--checkpoint always|except_last|never` recomputes activations
-in backward to save memory. The output is the concatenation of the micro-batches' outputs,
-so the loss (mean over the whole batch) and its gradient are exactly `single`'s.
+in backward to save memory (so `--recompute` is refused here: registry `no_recompute`);
+`--micro-batch B` sets the chunks to batch / B. The output is the concatenation of the
+micro-batches' outputs, so the loss (mean over the whole batch) and its gradient are exactly
+`single`'s.
 
 On CPU every stage sits on the same device ('cpu' x K), and torchgpipe keeps one worker
 thread per distinct device: the stages then run one after another and GPipe cannot be
@@ -59,13 +61,13 @@ class GPipeTrainer(ReplicaTrainer):
                               "cannot be faster than single here (correctness only)")
         # GPipe moves each block to its stage's device; self.module keeps the same parameters,
         # so state_dict/full_parameters keep single's names.
-        self.model = GPipe(self.module, balance=balance, devices=devices, chunks=ctx.cfg.chunks,
+        self.model = GPipe(self.module, balance=balance, devices=devices, chunks=ctx.cfg.micro_batches,
                            checkpoint=ctx.cfg.gpipe_checkpoint)
         _autocast_in_workers(ctx, self.module)
         self.devices = devices
-        self.note_batchnorm(self.module, ctx.cfg.chunks, "micro-batch")
+        self.note_batchnorm(self.module, ctx.cfg.micro_batches, "micro-batch")
         self.notes.append(f"{stages} stages on {[str(d) for d in devices]}, blocks per stage {balance} "
-                          f"(balance: {ctx.cfg.balance or 'params'}), {ctx.cfg.chunks} micro-batches, "
+                          f"(balance: {ctx.cfg.balance or 'params'}), {ctx.cfg.micro_batches} micro-batches, "
                           f"checkpoint {ctx.cfg.gpipe_checkpoint}")
 
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> float:

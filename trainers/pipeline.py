@@ -1,9 +1,10 @@
 """pipeline: multi-process pipeline parallelism with `torch.distributed.pipelining`.
 
 The blocks are cut into one stage per rank (across nodes too), as in `mp`, but each step's
-global batch is split into `--chunks` micro-batches that flow through the stages one after
-another, so stages work on different micro-batches at the same time. With K stages and M
-micro-batches the ideal speed-up over `mp` is K*M/(M+K-1) (the bubble is K-1 slots).
+global batch is split into `--chunks` micro-batches (`--micro-batch B`: batch / B of them)
+that flow through the stages one after another, so stages work on different micro-batches
+at the same time. With K stages and M micro-batches the ideal speed-up over `mp` is
+K*M/(M+K-1) (the bubble is K-1 slots).
 
 Schedules (`--schedule`): `gpipe` runs every micro-batch's forward, then every backward
 (activations of all M micro-batches alive at once); `1f1b` alternates one forward and one
@@ -38,7 +39,7 @@ class PipelineTrainer(StageTrainer):
     def __init__(self, ctx: Context, stage_ranks: list[int] | None = None, group=None,
                  dp_rank: int = 0, dp_size: int = 1) -> None:
         super().__init__(ctx, stage_ranks or list(range(ctx.world_size)), dp_rank, dp_size)
-        self.chunks = ctx.cfg.chunks
+        self.chunks = self.micro_batches  # --chunks, or the share / --micro-batch
         stage = PipelineStage(self.module, self.index, self.count, ctx.device, group=group)
         schedule = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[ctx.cfg.schedule]
         if schedule is Schedule1F1B and self.chunks < self.count:

@@ -30,7 +30,7 @@ from trainers.common.collectives import Buckets, comm_device, ps_pull, ps_push
 from trainers.common.context import Context
 from trainers.common.runtime import main
 from trainers.common.traffic import CommMeter
-from trainers.common.trainer import ReplicaTrainer, StepResult, autocast, flat_grads, loss_fn
+from trainers.common.trainer import ReplicaTrainer, StepResult, flat_grads
 
 SERVER = 0
 
@@ -80,16 +80,17 @@ class PSTrainer(ReplicaTrainer):
 
     def _work(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         self.optimizer.zero_grad(set_to_none=False)
-        with autocast(self.ctx):
-            loss = loss_fn(self.model(x), y)
-        (loss * float(self.loss_scale)).backward()
+        loss = self.forward_backward(x, y)
         self.ctx.sync_device()
         start = time.perf_counter()
         # Mean over the slice x its size = sum over the slice; the server divides by the global batch.
         sent = sum(ps_push(b, SERVER, self.meter) for b in self.grad_buckets.pack(list(flat_grads(self.params)),
                                                                                     scale=float(len(y))))
         sent += self._send_params()
-        return StepResult(float(loss.detach()), len(y), time.perf_counter() - start, sent)
+        return StepResult(loss, len(y), time.perf_counter() - start, sent)
+
+    def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * float(self.loss_scale)  # the server's loss scale (1 without fp16)
 
     def _serve(self) -> StepResult:
         start = time.perf_counter()

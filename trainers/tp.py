@@ -42,6 +42,7 @@ from torch.distributed.tensor.parallel import (
 from contract import registry
 from trainers.common.context import Context
 from trainers.common.models import DecoderBlock
+from trainers.common.recompute import apply_recompute
 from trainers.common.runtime import main
 from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ReplicaTrainer, StepResult, make_optimizer
@@ -49,6 +50,8 @@ from trainers.common.trainer import ReplicaTrainer, StepResult, make_optimizer
 
 class TPAttention(nn.Module):
     """Causal self-attention with separate q, k, v, out projections (cut by parallelize_module)."""
+
+    attention_core = True  # --recompute selective finds its scaled_dot_product_attention (recompute.py)
 
     def __init__(self, mha: nn.MultiheadAttention) -> None:
         super().__init__()
@@ -120,6 +123,7 @@ class TPTrainer(ReplicaTrainer):
             for i, b in enumerate(blocks):
                 style = ColwiseParallel() if i % 2 == 0 else RowwiseParallel()
                 parallelize_module(b, mesh, {linear_path(b): style} if linear_path(b) else style)
+        apply_recompute(self.module, ctx.cfg.recompute)  # the rebuilt blocks too (selective: TPAttention's core)
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, ctx.cfg)
         self.step_bytes = int(registry.get("tp").comm_bytes(world, self.activation_bytes(ctx)))
@@ -142,7 +146,8 @@ class TPTrainer(ReplicaTrainer):
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         out = super().train_step(x, y)
         # Emulated slow link: the wire time of this step's all-reduces, serialised after the step.
-        self.meter.emulate(self.step_bytes, messages=int(registry.get("tp").comm_messages(self.ctx.world_size)))
+        messages = int(registry.get("tp").comm_messages(self.ctx.world_size)) * self.micro_steps  # per micro-step
+        self.meter.emulate(self.step_bytes, messages=messages)
         # Every rank computes the whole batch: rank 0 counts its samples, the others none (throughput).
         return StepResult(out.loss, out.samples if self.ctx.rank == 0 else 0, None, self.step_bytes)
 

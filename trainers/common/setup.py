@@ -144,7 +144,8 @@ def setup(cfg: ExperimentConfig, argv: list[str] | None = None,
     """The rank's context. `argv`: the trainer's command line (whether it gives a layout);
     `heap`: the allocator state `main` set, for config.json."""
     env = distenv.from_environ()
-    cfg = _launcher_layout(cfg, env, sys.argv[1:] if argv is None else argv)
+    # one spelling once the layout is known (a pipeline's micro-batch: its chunks, over its replicas' shares)
+    cfg = _launcher_layout(cfg, env, sys.argv[1:] if argv is None else argv).normalised()
     run_dir = _run_dir(cfg)
     device = _pick_device(cfg, env)
     if cfg.precision == "fp16" and device.type == "cpu":  # device auto found no GPU (validation: cpu)

@@ -26,6 +26,7 @@ from torch import nn
 from contract.balance import balance_by_params
 from contract.errors import ConfigError
 from trainers.common.models import build_model, param_counts, split_stages
+from trainers.common.recompute import apply_recompute
 from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ModuleState, Trainer, autocast, loss_fn, make_optimizer
 
@@ -64,7 +65,7 @@ def _balance_by_time(ctx: Context, model: nn.Sequential, stages: int) -> list[in
     balance: list[Any] = [None]
     if ctx.rank == 0:
         # Profiles forward+backward of every block on a (small) copy of one micro-batch.
-        sample = sample_input(ctx, max(ctx.cfg.global_batch // max(ctx.cfg.chunks, 1), 1))
+        sample = sample_input(ctx, max(ctx.cfg.replica_batch // ctx.cfg.micro_batches, 1))
         if ctx.data.spec.kind == "image":
             sample.normal_()
         # On a copy: profiling runs training steps that would move BatchNorm statistics.
@@ -127,8 +128,9 @@ class StageTrainer(ModuleState, Trainer):
         self.stage_ranks = stage_ranks
         self.index, self.count = stage_ranks.index(ctx.rank), len(stage_ranks)
         full = build_model(ctx.cfg.model, ctx.data.spec, ctx.cfg.seed).to(ctx.device)
-        micro = ctx.cfg.chunks if ctx.cfg.strategy_record.micro_batches else 1  # mp runs the batch whole
-        self.note_batchnorm(full, dp_size * micro, "micro-batch")
+        apply_recompute(full, ctx.cfg.recompute)  # on the whole model: selective refuses one without attention
+        self.micro_batches = ctx.cfg.micro_batches  # pipelines' chunks; mp: 1, or its accumulation steps
+        self.note_batchnorm(full, dp_size * self.micro_batches, "micro-batch")
         self.balance = resolve_balance(ctx, full, self.count)
         self.first_block = sum(self.balance[:self.index])
         self.boundaries = boundary_shapes(ctx, full)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers.common.models import build_model, has_batchnorm
+from trainers.common.recompute import apply_recompute
 
 if TYPE_CHECKING:
     from trainers.common.context import Context
@@ -157,13 +158,22 @@ class ReplicaTrainer(ModuleState, Trainer):
     Subclasses implement `reduce_gradients` (and may wrap `self.model`). The maths of a step
     is that of `single` on the global batch: each rank's loss is the mean over its slice, and
     the reduction averages gradients weighted by slice size.
+
+    With `--micro-batch B` a rank's slice runs as slice / B micro-steps whose gradients add up
+    (each loss scaled by its share of the slice) before the one reduction and optimizer step;
+    `no_sync` keeps a wrapper's reduction (DDP, FSDP) out of all but the last micro-step.
+    Blocks are wrapped for `--recompute` here (trainers/common/recompute.py), before any
+    subclass shards or cuts them.
     """
 
     def __init__(self, ctx: Context, dp_rank: int = 0, dp_size: int = 1) -> None:
         super().__init__(ctx)
         self.dp_rank, self.dp_size = dp_rank, dp_size
         self.module = build_model(ctx.cfg.model, ctx.data.spec, ctx.cfg.seed).to(ctx.device)
+        apply_recompute(self.module, ctx.cfg.recompute)
         self.model: nn.Module = self.module  # may be wrapped (DDP) by a subclass
+        # gpipe's GPipe pipelines the micro-batches itself; everyone else accumulates over them here.
+        self.micro_steps = 1 if ctx.cfg.strategy_record.micro_batches else ctx.cfg.micro_batches
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, ctx.cfg)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.cfg.precision == "fp16")
@@ -173,11 +183,31 @@ class ReplicaTrainer(ModuleState, Trainer):
         """Average gradients over data-parallel ranks. Returns (comm seconds, bytes sent)."""
         return 0.0, 0
 
+    def no_sync(self) -> contextlib.AbstractContextManager:
+        """Around a micro-step whose gradients must not be reduced yet (a wrapper that reduces in backward)."""
+        return contextlib.nullcontext()
+
+    def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss backward starts from (fp16: multiplied by the loss scale)."""
+        return self.scaler.scale(loss)
+
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        with autocast(self.ctx):
-            loss = loss_fn(self.model(x), y)
-        self.scaler.scale(loss).backward()
-        return float(loss.detach())
+        """Gradients of the mean loss over (x, y) into .grad, in `micro_steps` pieces; the mean loss."""
+        if self.micro_steps == 1:
+            with autocast(self.ctx):
+                loss = loss_fn(self.model(x), y)
+            self.scale_loss(loss).backward()
+            return float(loss.detach())
+        total = torch.zeros((), device=self.ctx.device)
+        pieces = list(zip(x.chunk(self.micro_steps), y.chunk(self.micro_steps), strict=True))
+        for i, (xb, yb) in enumerate(pieces):
+            weight = len(yb) / len(y)  # equal pieces: the mean of the piece means is the slice's mean
+            with self.no_sync() if i < len(pieces) - 1 else contextlib.nullcontext():
+                with autocast(self.ctx):
+                    loss = loss_fn(self.model(xb), yb) * weight
+                self.scale_loss(loss).backward()
+            total += loss.detach().float()
+        return float(total)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         self.optimizer.zero_grad(set_to_none=False)
