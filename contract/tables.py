@@ -13,6 +13,7 @@ MODEL_BLOCKS = {"mlp": 6, "cnn": 6, "resnet18": 10, "resnet50": 18, "transformer
 # What tp cuts (trainers/common/models.py): the world size must divide each. mlp: hidden width;
 # transformer: heads, dim, MLP width, sequence length (sequence parallelism).
 TP_WIDTHS = {"mlp": (256,), "transformer": (4, 128, 512, 32)}
+SHARDS = ("none", "optim", "full")  # mix: what is split over the dp ranks (replicas, ZeRO-1, FSDP2)
 SEQUENCE_PARALLEL = ("on", "off")  # tp: LayerNorms on a slice of the sequence (torchtitan's layouts)
 BALANCE_KEYWORDS = ("params", "time")  # --balance by parameter count (default) / measured time
 DATASETS = ("synthetic", "digits", "cifar10")

@@ -17,7 +17,6 @@ backward) and one reduce-scatter of the parameters, each (N-1)/N of the model's 
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -26,17 +25,9 @@ from torch.distributed.tensor import DTensor
 
 from trainers.common.context import Context
 from trainers.common.runtime import main
+from trainers.common.tensor_parallel import local_bytes
 from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ReplicaTrainer, StepResult, make_optimizer
-
-
-def local(t: torch.Tensor | None) -> torch.Tensor | None:
-    """What this rank actually holds of a (possibly sharded) tensor."""
-    return t.to_local() if isinstance(t, DTensor) else t
-
-
-def local_bytes(tensors: Any) -> int:
-    return sum(lt.numel() * lt.element_size() for lt in map(local, tensors) if lt is not None)
 
 
 class FSDPTrainer(ReplicaTrainer):

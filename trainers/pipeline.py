@@ -30,7 +30,7 @@ from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGP
 
 from trainers.common.context import Context
 from trainers.common.runtime import main
-from trainers.common.stages import StageTrainer
+from trainers.common.stages import StageTrainer, micro_batches
 from trainers.common.trainer import StepResult, autocast, loss_fn
 
 
@@ -38,7 +38,7 @@ class PipelineTrainer(StageTrainer):
     def __init__(self, ctx: Context, stage_ranks: list[int] | None = None, group=None,
                  dp_rank: int = 0, dp_size: int = 1) -> None:
         super().__init__(ctx, stage_ranks or list(range(ctx.world_size)), dp_rank, dp_size)
-        self.chunks = ctx.cfg.chunks
+        self.chunks = micro_batches(ctx.cfg)
         stage = PipelineStage(self.module, self.index, self.count, ctx.device, group=group)
         schedule = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[ctx.cfg.schedule]
         if schedule is Schedule1F1B and self.chunks < self.count:

@@ -26,6 +26,7 @@ from torch import nn
 from contract.balance import balance_by_params
 from contract.errors import ConfigError
 from trainers.common.models import build_model, param_counts, split_stages
+from trainers.common.tensor_parallel import full_state
 from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ModuleState, Trainer, autocast, loss_fn, make_optimizer
 
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
     from trainers.common.context import Context
 
 EVAL_TAG = 7  # evaluation traffic never matches a training message (torch.distributed.pipelining uses 0)
+
+
+def micro_batches(cfg: Any) -> int:
+    """Micro-batches per step of a pipelined strategy: the one place that reads it."""
+    return cfg.chunks
 
 
 def sample_input(ctx: Context, batch: int) -> torch.Tensor:
@@ -64,7 +70,7 @@ def _balance_by_time(ctx: Context, model: nn.Sequential, stages: int) -> list[in
     balance: list[Any] = [None]
     if ctx.rank == 0:
         # Profiles forward+backward of every block on a (small) copy of one micro-batch.
-        sample = sample_input(ctx, max(ctx.cfg.global_batch // max(ctx.cfg.chunks, 1), 1))
+        sample = sample_input(ctx, max(ctx.cfg.global_batch // max(micro_batches(ctx.cfg), 1), 1))
         if ctx.data.spec.kind == "image":
             sample.normal_()
         # On a copy: profiling runs training steps that would move BatchNorm statistics.
@@ -127,10 +133,11 @@ class StageTrainer(ModuleState, Trainer):
         self.stage_ranks = stage_ranks
         self.index, self.count = stage_ranks.index(ctx.rank), len(stage_ranks)
         full = build_model(ctx.cfg.model, ctx.data.spec, ctx.cfg.seed).to(ctx.device)
-        micro = ctx.cfg.chunks if ctx.cfg.strategy_record.micro_batches else 1  # mp runs the batch whole
+        micro = micro_batches(ctx.cfg) if ctx.cfg.strategy_record.micro_batches else 1  # mp runs the batch whole
         self.note_batchnorm(full, dp_size * micro, "micro-batch")
         self.balance = resolve_balance(ctx, full, self.count)
         self.first_block = sum(self.balance[:self.index])
+        full = self.prepare(full)
         self.boundaries = boundary_shapes(ctx, full)
         self.module = split_stages(full, self.balance)[self.index]
         del full
@@ -143,6 +150,11 @@ class StageTrainer(ModuleState, Trainer):
                               f"(balance: {ctx.cfg.balance or 'params'})")
         if ctx.cfg.precision == "fp16":
             self.notes.append("fp16 on a staged model runs without loss scaling (use bf16 to be safe)")
+
+    def prepare(self, full: nn.Sequential) -> nn.Sequential:
+        """The whole model as the stages will run it, before the cut (mix: cut over the tp ranks, so the
+        boundaries are what a rank sends); the blocks are the model's own by default."""
+        return full
 
     # ---- layout --------------------------------------------------------------
     @property
@@ -202,15 +214,22 @@ class StageTrainer(ModuleState, Trainer):
 
     # ---- state -----------------------------------------------------------------
     def global_state(self) -> dict[str, torch.Tensor]:
-        """This stage's state_dict under the whole model's names ('<block>.<rest>', as in single)."""
+        """This stage's state_dict under the whole model's names ('<block>.<rest>', as in single),
+        sharded tensors gathered whole (collective over the ranks holding this stage)."""
         out = {}
-        for key, value in self.module.state_dict().items():
+        for key, value in full_state(self.module).items():
             local, rest = key.split(".", 1)
-            out[f"{self.first_block + int(local)}.{rest}"] = value.detach().cpu().clone()
+            out[f"{self.first_block + int(local)}.{rest}"] = value
         return out
 
+    @property
+    def reports_state(self) -> bool:
+        """Whether this rank's copy of its stage is the one rank 0 gathers (replicas hold the same values)."""
+        return self.dp_rank == 0
+
     def full_parameters(self) -> dict[str, torch.Tensor] | None:
-        mine = self.global_state() if self.dp_rank == 0 else {}  # replicas hold the same values
+        mine = self.global_state()
+        mine = mine if self.reports_state else {}
         if not dist.is_initialized() or dist.get_world_size() == 1:
             return mine
         parts: list[Any] = [None] * dist.get_world_size() if self.ctx.rank == 0 else []
