@@ -35,7 +35,7 @@ import sys
 import torch
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from contract import registry
 from trainers.common.context import Context
@@ -119,6 +119,14 @@ class MixTrainer(PipelineTrainer):
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         out = super().train_step(x, y)
         return StepResult(out.loss, out.samples, None, int(self.step_bytes))
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float] | None:
+        result = super().evaluate(x, y)
+        if self.shard == "full":  # kept unsharded after forward: shard again, as a training step leaves it
+            for m in self.module.modules():
+                if isinstance(m, FSDPModule):
+                    m.reshard()
+        return result
 
     # ---- state -----------------------------------------------------------------------------
     @property
