@@ -46,12 +46,15 @@ from trainers.common.trainer import StepResult, make_optimizer
 from trainers.pipeline import PipelineTrainer
 
 
+MESH_DIMS = tuple("pp dp tp".split())  # the mesh's dimensions, outermost first (not strategy names)
+
+
 class MixTrainer(PipelineTrainer):
     def __init__(self, ctx: Context) -> None:
         cfg = ctx.cfg
         tp, pp = cfg.tp, cfg.pp
         dp = ctx.world_size // (tp * pp)
-        self.mesh = init_device_mesh(ctx.device.type, (pp, dp, tp), mesh_dim_names=("pp", "dp", "tp"))
+        self.mesh = init_device_mesh(ctx.device.type, (pp, dp, tp), mesh_dim_names=MESH_DIMS)
         _, dp_rank, self.tp_rank = self.mesh.get_coordinate()
         self.shard = cfg.shard if dp > 1 else "none"  # one replica: nothing to shard over
         # PipelineTrainer builds the model, calls `prepare` (the TP cut), keeps this rank's stage and

@@ -30,7 +30,7 @@ VALUES = {
     "link": ["loopback", "10gbe"], "latency_us": [-1.0, 2.5], "bandwidth_gbps": [-1.0, 40.0],
     "memory_fraction": [-1.0, 0.25], "fault": ["", "raise@0:1"], "sync_every": [1, 4], "outer": ["sgd", "nesterov"],
     "outer_lr": [1.0, 0.7], "sync_optim": ["keep", "average"], "staleness": [0, 2],
-    "sequence_parallel": ["on", "off"],
+    "sequence_parallel": ["on", "off"], "tp": [1, 2], "pp": [1, 2], "shard": ["none", "full"],
 }
 
 
