@@ -45,7 +45,6 @@ from trainers.common.tensor_parallel import collectives, local_bytes, paralleliz
 from trainers.common.trainer import StepResult, make_optimizer
 from trainers.pipeline import PipelineTrainer
 
-
 MESH_DIMS = tuple("pp dp tp".split())  # the mesh's dimensions, outermost first (not strategy names)
 
 
