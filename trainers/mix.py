@@ -63,15 +63,15 @@ class MixTrainer(PipelineTrainer):
         self.dp_group = self.mesh["dp"].get_group()
         self.payloads = self.measure_payloads()
         self.shard_data_parallel()
-        traffic = registry.get("mix").step_traffic
-        (self.step_bytes, messages), alone = traffic(cfg.to_dict(), dp, self.payloads), \
-            traffic(cfg.to_dict(), 1, self.payloads)
-        self.dp_bytes, self.dp_messages = self.step_bytes - alone[0], messages - alone[1]  # the dp part
+        traffic, settings = registry.get("mix").step_traffic, cfg.to_dict()
+        self.step_bytes, messages = traffic(settings, dp, self.payloads)
+        alone_bytes, alone_messages = traffic(settings, 1, self.payloads)  # the same step without dp
+        self.dp_bytes, self.dp_messages = self.step_bytes - alone_bytes, messages - alone_messages
         # A dp peer on another simulated node, if any: then the dp traffic crosses the emulated link.
         dp_ranks = self.mesh["dp"].mesh.tolist()
         self.remote_peer = next((r for r in dp_ranks if self.meter.crosses_nodes(r)), None)
         if ctx.rank == 0:
-            self.notes.append(f"mesh pp {pp} x dp {dp} x tp {tp}, shard {cfg.shard}, "
+            self.notes.append(f"mesh pp {pp} x dp {dp} x tp {tp}, shard {self.shard}, "
                               f"sequence parallel {cfg.sequence_parallel if tp > 1 else 'off (tp 1)'}")
 
     # ---- building ------------------------------------------------------------------------
