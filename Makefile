@@ -31,6 +31,9 @@ OUTER_LR ?=
 SYNC_OPTIM ?=
 STALENESS ?=
 SEQUENCE_PARALLEL ?=
+TP ?=
+PP ?=
+SHARD ?=
 STAGES ?=
 BALANCE ?=
 GPIPE_CHECKPOINT ?=
@@ -92,8 +95,8 @@ SWEEP_FLAGS = $(call opt,--config,$(CONFIG)) $(call opt,--nodes,$(NODES)) $(call
   $(call opt,--precision,$(PRECISION)) $(call opt,--optimizer,$(OPTIMIZER)) $(call opt,--lr,$(LR)) \
   $(call opt,--sync-every,$(SYNC_EVERY)) $(call opt,--outer,$(OUTER)) $(call opt,--outer-lr,$(OUTER_LR)) \
   $(call opt,--sync-optim,$(SYNC_OPTIM)) $(call opt,--staleness,$(STALENESS)) \
-  $(call opt,--sequence-parallel,$(SEQUENCE_PARALLEL)) \
-  $(call opt,--warmup,$(WARMUP)) $(call opt,--device,$(DEVICE)) $(call opt,--partition,$(PARTITION)) $(call opt,--account,$(ACCOUNT)) $(call opt,--time-limit,$(TIME)) \
+  $(call opt,--sequence-parallel,$(SEQUENCE_PARALLEL)) $(call opt,--tp,$(TP)) $(call opt,--pp,$(PP)) \
+  $(call opt,--shard,$(SHARD)) $(call opt,--warmup,$(WARMUP)) $(call opt,--device,$(DEVICE)) $(call opt,--partition,$(PARTITION)) $(call opt,--account,$(ACCOUNT)) $(call opt,--time-limit,$(TIME)) \
   $(call opt,--link,$(LINK)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS)) \
   $(call opt,--memory-fraction,$(MEMORY_FRACTION)) $(call opt,--checkpoint-every,$(CHECKPOINT_EVERY)) $(call opt,--fault,$(FAULT)) \
   $(call opt,--seed,$(SEED)) $(call opt,--repeats,$(REPEATS)) $(call opt,--scaling,$(SCALING)) \
@@ -127,7 +130,9 @@ help: ## list targets and variables
 	@echo "  SYNC_EVERY       localsgd: steps between averages (1)   SYNC_OPTIM  optimizer state: keep|average (keep)"
 	@echo "  OUTER            localsgd outer step: sgd|nesterov (sgd)   OUTER_LR  outer learning rate (1.0)"
 	@echo "  STALENESS        asyncps: server versions a worker may lag (0)"
-	@echo "  SEQUENCE_PARALLEL tp: LayerNorms on a slice of the sequence: on|off (on)"
+	@echo "  SEQUENCE_PARALLEL tp, mix: LayerNorms on a slice of the sequence: on|off (on)"
+	@echo "  TP               mix: tensor-parallel ranks per stage (1)   PP  mix: pipeline stages (1)"
+	@echo "  SHARD            mix: over the dp ranks: none|optim|full (none)"
 	@echo "  LR               learning rate (0.05)          WARMUP  warm-up steps left out of timings (2)"
 	@echo "  DEVICE           auto|cpu|cuda (auto)          DATA_DIR  where real data sets live (data)"
 	@echo "  LINK             loopback|10gbe|100gbe|ib-hdr|nvlink|nvlink4|ib-ndr (loopback)   LATENCY_US BANDWIDTH_GBPS  override it"

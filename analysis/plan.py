@@ -201,7 +201,8 @@ def plan_one(record: registry.Strategy, shape: ModelShape, nodes: int, o: Option
 
 
 def plan(shape: ModelShape, o: Options) -> list[dict]:
-    return [plan_one(record, shape, n, o) for record in registry.REGISTRY.values() for n in o.nodes]
+    return [plan_one(record, shape, n, o) for record in registry.REGISTRY.values() if record.kind != "mixture"
+            for n in o.nodes]  # mix: layout_search's rows
 
 
 def smallest_fit(rows: list[dict]) -> dict[str, int | None]:
@@ -244,8 +245,8 @@ def table(shape: ModelShape, rows: list[dict], o: Options) -> str:
 
 # The settings only some strategies take (the registry's), as flags: what a localsgd rank holds depends on them.
 # tp's sequence_parallel changes activations only, and the mix plan's --sequence-parallel (layout_search) says it.
-SETTING_FLAGS = tuple(dict.fromkeys(k for record in registry.REGISTRY.values() for k in record.settings
-                                    if k != "sequence_parallel"))
+SETTING_FLAGS = tuple(dict.fromkeys(k for record in registry.REGISTRY.values() if record.kind != "mixture"
+                                    for k in record.settings if k != "sequence_parallel"))  # mix: layout_search's flags
 
 
 def _help(name: str) -> str:

@@ -31,6 +31,7 @@ from contract.tables import (
     RECOMPUTE,
     SCHEDULES,
     SEQUENCE_PARALLEL,
+    SHARDS,
     SYNC_OPTIM,
     TRAIN_SAMPLES,
     link_figures,
@@ -84,6 +85,10 @@ class ExperimentConfig:
     staleness: int = setting(0, "--staleness", "asyncps: server versions a worker's parameters may lag (0: ps)")
     sequence_parallel: str = setting("on", "--sequence-parallel", "tp: LayerNorms on a slice of the sequence",
                                      choices=SEQUENCE_PARALLEL)
+    tp: int = setting(1, "--tp", "mix: tensor-parallel ranks inside each stage (a TP group stays in a node)")
+    pp: int = setting(1, "--pp", "mix: pipeline stages (dp = world / (tp x pp))")
+    shard: str = setting("none", "--shard", "mix: over dp, replicas (none), ZeRO-1 (optim) or FSDP2 (full)",
+                         choices=SHARDS)
     seed: int = setting(0, "--seed", "seed: same seed, same weights and data order on every strategy")
     repeat: int = setting(0, "--repeat", "repetition index (part of the experiment id)")
     warmup: int = setting(2, "--warmup", "steps flagged as warm-up and left out of timing summaries")
@@ -111,12 +116,13 @@ class ExperimentConfig:
     @property
     def pipeline_stages(self) -> int:
         """Stages of a staged strategy (1 for the others)."""
-        return self.strategy_record.stages(self.nodes, self.procs_per_node, self.stages)
+        record = self.strategy_record
+        return record.stages(self.nodes, self.procs_per_node, getattr(self, record.stage_setting))
 
     @property
     def dp_size(self) -> int:
         """Ranks that each read a different slice of the global batch."""
-        return self.strategy_record.dp_size(self.nodes, self.procs_per_node, self.pipeline_stages)
+        return self.strategy_record.dp_size(self.nodes, self.procs_per_node, self.pipeline_stages, self.tp)
 
     @property
     def replica_batch(self) -> int:
@@ -187,7 +193,7 @@ class ExperimentConfig:
         if name == "schedule":
             return record.scheduled
         if name in ("stages", "balance", "gpipe_checkpoint"):
-            return record.kind == "staged"
+            return record.kind == "staged" or (name == "balance" and record.kind == "mixture")  # mix: --pp
         if name == "recompute":
             return not record.no_recompute
         return name not in OWN_SETTINGS or name in record.settings
@@ -259,7 +265,7 @@ ID_PREFIX = {"data_size": "d", "steps": "s", "epochs": "e", "lr": "lr", "seed": 
              "balance": "bal", "latency_us": "lat", "bandwidth_gbps": "bw", "memory_fraction": "mf",
              "gpipe_checkpoint": "ckpt", "fault": "fault", "sync_every": "h",
              "outer_lr": "olr", "sync_optim": "optim", "staleness": "stale", "sequence_parallel": "sp",
-             "micro_batch": "mb", "recompute": "rc"}
+             "micro_batch": "mb", "recompute": "rc", "tp": "tp", "pp": "pp", "shard": "shard"}
 
 
 def _id_token(name: str, value: Any) -> str:
@@ -293,11 +299,11 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
                           ("device", DEVICES), ("link", tuple(LINKS)),
                           ("gpipe_checkpoint", GPIPE_CHECKPOINTS), ("outer", OUTER_OPTIMIZERS),
                           ("sync_optim", SYNC_OPTIM), ("sequence_parallel", SEQUENCE_PARALLEL),
-                          ("recompute", RECOMPUTE)):
+                          ("recompute", RECOMPUTE), ("shard", SHARDS)):
         value = getattr(c, name)
         require(value in choices, f"unknown {name} {value!r}: choose from {', '.join(choices)}")
     usermodel.check(c.model)  # a built-in name, or module:function (its function's blocks: at build)
-    for name in ("nodes", "procs_per_node", "global_batch", "chunks", "sync_every"):
+    for name in ("nodes", "procs_per_node", "global_batch", "chunks", "sync_every", "tp", "pp"):
         require(getattr(c, name) >= 1, f"invalid {name} {getattr(c, name)!r}: must be >= 1")
     for name in ("data_size", "steps", "epochs", "warmup", "checkpoint_every", "seed", "repeat", "stages",
                  "staleness", "micro_batch"):
@@ -342,7 +348,7 @@ def validate(c: ExperimentConfig, check_layout: bool = True) -> None:
 def layout(c: ExperimentConfig, gpus: int | None = None) -> registry.Layout:
     # A module:function model's blocks are counted once built (stages.resolve_balance checks them there).
     blocks = {"blocks": MODEL_BLOCKS[c.model]} if c.model in MODEL_BLOCKS else {}
-    return registry.Layout(c.nodes, c.procs_per_node, c.pipeline_stages, gpus=gpus, model=c.model, **blocks)
+    return registry.Layout(c.nodes, c.procs_per_node, c.pipeline_stages, gpus=gpus, model=c.model, tp=c.tp, **blocks)
 
 
 def _validate_layout(c: ExperimentConfig) -> None:
@@ -355,7 +361,7 @@ def _validate_layout(c: ExperimentConfig) -> None:
     elif c.dp_size > 1:
         require(c.global_batch % c.dp_size == 0, f"invalid global_batch {c.global_batch}: not divisible by "
                  f"the {c.dp_size} data-parallel ranks of {c.strategy}")
-    if record.kind == "staged":
+    if record.kind in ("staged", "mixture"):
         k, w = c.pipeline_stages, c.world_size
         if record.stage_replicas:
             require(w % k == 0, f"invalid stages {k} for {c.strategy}: must divide the world size {w}")

@@ -18,7 +18,7 @@ from typing import Any
 
 from contract.tables import TP_WIDTHS
 
-KINDS = ("one-process", "replicas", "sharded", "staged", "tensor")
+KINDS = ("one-process", "replicas", "sharded", "staged", "tensor", "mixture")
 FP32 = 4  # bytes per parameter, gradient or optimizer-state element (autocast keeps fp32 storage)
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2}  # fp32 tensors per parameter: momentum; exp_avg + exp_avg_sq
 
@@ -44,10 +44,22 @@ class Layout:
     blocks: int = 10**9  # blocks of the model
     gpus: int | None = None  # GPUs on a node, where known
     model: str = ""  # the model's name, where the strategy takes only some (tp)
+    tp: int = 1  # tensor-parallel ranks of a mixture (mix)
 
     @property
     def world(self) -> int:
         return self.nodes * self.procs
+
+
+@dataclass(frozen=True)
+class Payloads:
+    """What one mix rank's three kinds of traffic carry in a step (trainers/mix.py measures them)."""
+    tp: float  # bytes its stage's TP collectives carry: collective_elements x its replica's samples x 4
+    collectives: int  # TP collectives per micro-batch (forward and backward)
+    boundary: float  # activations it sends forward plus gradients it sends back, every micro-batch
+    sends: int  # boundaries it sends across per micro-batch: 0 (one stage), 1 (first, last) or 2
+    stage: float  # bytes of its stage's parameters after the TP cut, before any dp sharding
+    units: int = 1  # fully_shard groups of its stage (shard full)
 
 
 def _shard(n: int, world: int) -> int:
@@ -81,6 +93,7 @@ class Strategy:
     # the largest unit gathered at once, bytes of one micro-batch at a stage boundary).
     buffers: Callable[[int, int, float], float] = field(default=lambda n, unit, boundary: 0.0)
     stage_replicas: bool = False  # staged: ranks beyond the stages form data-parallel replicas (hybrid)
+    stage_setting: str = "stages"  # the config field asking for a stage count (mix: pp)
     default_stages: Callable[[int, int], int] = field(default=lambda nodes, procs: nodes * procs)
     no_fp16: str = ""  # why it refuses fp16 (GradScaler's loss scaling); empty: it takes fp16
     no_recompute: str = ""  # why it refuses --recompute (its own recomputation); empty: it takes it
@@ -100,13 +113,17 @@ class Strategy:
     # ---- layout -------------------------------------------------------------------------
     def stages(self, nodes: int, procs: int, requested: int = 0) -> int:
         """Pipeline stages at this layout (1 where the model is not cut)."""
+        if self.kind == "mixture":
+            return max(requested, 1)
         if self.kind != "staged":
             return 1
         return requested or self.default_stages(nodes, procs)
 
-    def dp_size(self, nodes: int, procs: int, stages: int = 1) -> int:
-        """Ranks that each read a different slice of the global batch."""
+    def dp_size(self, nodes: int, procs: int, stages: int = 1, tp: int = 1) -> int:
+        """Ranks that each read a different slice of the global batch (a mixture: world / (pp x tp))."""
         world = nodes * procs
+        if self.kind == "mixture":
+            return max(world // max(stages * tp, 1), 1)
         if self.kind in ("one-process", "tensor"):
             return 1
         if self.kind == "staged":
@@ -125,14 +142,28 @@ class Strategy:
             return f"{self.name} needs at least {self.min_world} ranks ({self.summary_short}), got {w}"
         if self.min_gpus and layout.gpus is not None and layout.gpus < self.min_gpus:
             return f"{self.name} needs at least {self.min_gpus} GPUs on the node; the node has {layout.gpus}"
-        if self.kind == "staged" and layout.stages > layout.blocks:
+        if self.kind in ("staged", "mixture") and layout.stages > layout.blocks:
             return f"{self.name} needs {layout.stages} stages here; the model has {layout.blocks} blocks"
         if self.models and layout.model and layout.model not in self.models:
             return f"{self.name} cuts only the models {', '.join(self.models)}, not {layout.model}"
+        if self.kind == "mixture":
+            return self._mixture_refusal(layout)
         widths = TP_WIDTHS.get(layout.model, ()) if self.kind == "tensor" else ()
         if any(n % w for n in widths):
             return (f"{self.name} needs the world size {w} to divide the heads and widths of "
                     f"{layout.model} ({', '.join(map(str, widths))})")
+        return None
+
+    def _mixture_refusal(self, layout: Layout) -> str | None:
+        tp, pp, w = layout.tp, layout.stages, layout.world
+        if w % (tp * pp):
+            return f"{self.name} needs tp x pp ({tp} x {pp}) to divide the world size {w}"
+        if tp > layout.procs:
+            return f"{self.name} keeps each TP group inside a node: tp {tp} > {layout.procs} ranks per node"
+        widths = TP_WIDTHS.get(layout.model, ())
+        if any(n % tp for n in widths):
+            return (f"{self.name} needs tp {tp} to divide the heads and widths of {layout.model} "
+                    f"({', '.join(map(str, widths))})")
         return None
 
     @property
@@ -158,6 +189,8 @@ class Strategy:
             share = (_fsdp_share(shapes, world) if "params" in self.shards else _greedy_share(shapes, world))
         if self.kind == "tensor":  # n/W: exact for the cut layers; the replicated norms, embedding, head undercounted
             p = g = o = _shard(n_params, world)
+        if self.kind == "mixture":  # n: the stage's elements; world: every rank (dp = world / (tp x pp))
+            return _mixture_held(n_params, world, states, settings or {})
         if "params" in self.shards:
             p = share
         if "grads" in self.shards:
@@ -192,6 +225,21 @@ class Strategy:
         """Messages per step, averaged over steps as `comm_bytes` (bucketed payloads: a message per bucket)."""
         return self.messages(world, chunks) * self.syncs(settings or {}) if world > 1 else 0
 
+    def step_traffic(self, settings: Mapping[str, Any], dp: int, p: Payloads) -> tuple[float, int]:
+        """A mixture rank's (bytes sent, messages) per step (docs/strategies.md#mix): its stage's TP
+        collectives (ring all-reduce, or reduce-scatter + all-gather: the same bytes), its pipeline
+        boundaries, and its dp traffic: `none` all-reduces the stage's gradients; `optim` (ZeRO-1) also
+        broadcasts each parameter from the rank that stepped it ((dp-1)/dp of them, ring-equivalent);
+        `full` (FSDP2, kept unsharded over the micro-batches) all-gathers once and reduce-scatters once."""
+        tp, m, shard = int(settings.get("tp", 1)), int(settings.get("chunks", 1)), settings.get("shard", "none")
+        nbytes = (_allreduce(tp) * p.tp if tp > 1 else 0.0) + p.boundary
+        messages = (2 * (tp - 1) * p.collectives + p.sends) * m
+        if dp > 1:
+            factor = {"none": _allreduce(dp), "optim": _allreduce(dp) + (dp - 1) / dp, "full": 2 * (dp - 1) / dp}
+            nbytes += factor[shard] * p.stage
+            messages += {"none": 2 * (dp - 1), "optim": 3 * (dp - 1), "full": 2 * (dp - 1) * p.units}[shard]
+        return nbytes, messages
+
 
 def _numel(shape: tuple[int, ...]) -> int:
     n = 1
@@ -211,6 +259,20 @@ def _greedy_share(shapes: list[tuple[int, ...]], world: int) -> int:
 def _fsdp_share(shapes: list[tuple[int, ...]], world: int) -> int:
     """Rank 0's elements when every tensor is cut into `world` chunks along dim 0 (FSDP2)."""
     return sum(min(-(-s[0] // world), s[0]) * _numel(s[1:]) if s else 1 for s in shapes)
+
+
+def _mixture_held(n: int, world: int, states: int, s: Mapping[str, Any]) -> Held:
+    """A mix rank: its stage's n elements cut over tp (n/tp: exact for the cut layers, the replicated
+    norms, embedding and head undercounted, as tp), then over dp as `shard` says: optim the optimizer
+    state, full all three (ZeroRedundancyOptimizer's greedy whole-tensor shares and FSDP2's dim-0
+    shares are close to n/(tp dp) for the project's models)."""
+    tp, pp, shard = int(s.get("tp", 1)), int(s.get("pp", 1)), s.get("shard", "none")
+    dp = max(world // max(tp * pp, 1), 1)
+    mine = _shard(n, tp)
+    split = _shard(mine, dp)
+    p = g = split if shard == "full" else mine
+    o = split if shard in ("optim", "full") else mine
+    return Held(FP32 * p, FP32 * g, FP32 * states * o)
 
 
 def _allreduce(w: int) -> float:
@@ -301,6 +363,12 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
              no_fp16="not tried with DTensor's sharded gradients", models=("mlp", "transformer"),
              settings=("sequence_parallel",)),
+    # traffic and state: Strategy.step_traffic, _mixture_held (three payloads and three degrees)
+    Strategy("mix", "mixture", "pp x dp x tp in one run: pipeline stages (torch.distributed.pipelining), "
+             "TP inside each stage (DTensor), dp replicas, ZeRO-1 or FSDP2 over dp", "any",
+             sbatch_nodes=2, sbatch_procs=4, micro_batches=True, scheduled=True, stage_replicas=True,
+             stage_setting="pp", no_fp16="not tried with DTensor's sharded gradients", models=("mlp", "transformer"),
+             settings=("tp", "pp", "shard", "sequence_parallel")),
 )}
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 

@@ -17,6 +17,7 @@ TP_WIDTHS = {"mlp": (256,), "transformer": (4, 128, 512, 32)}
 # core only, so it takes the models with attention (a module:function model: checked once built).
 RECOMPUTE = ("none", "full", "selective")
 ATTENTION_MODELS = ("transformer",)
+SHARDS = ("none", "optim", "full")  # mix: what is split over the dp ranks (replicas, ZeRO-1, FSDP2)
 SEQUENCE_PARALLEL = ("on", "off")  # tp: LayerNorms on a slice of the sequence (torchtitan's layouts)
 BALANCE_KEYWORDS = ("params", "time")  # --balance by parameter count (default) / measured time
 DATASETS = ("synthetic", "digits", "cifar10")

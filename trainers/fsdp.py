@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,17 +32,9 @@ from torch.distributed.tensor import DTensor
 
 from trainers.common.context import Context
 from trainers.common.runtime import main
+from trainers.common.tensor_parallel import local_bytes
 from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ReplicaTrainer, StepResult, make_optimizer
-
-
-def local(t: torch.Tensor | None) -> torch.Tensor | None:
-    """What this rank actually holds of a (possibly sharded) tensor."""
-    return t.to_local() if isinstance(t, DTensor) else t
-
-
-def local_bytes(tensors: Any) -> int:
-    return sum(lt.numel() * lt.element_size() for lt in map(local, tensors) if lt is not None)
 
 
 class FSDPTrainer(ReplicaTrainer):

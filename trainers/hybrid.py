@@ -19,10 +19,10 @@ from __future__ import annotations
 import sys
 import time
 
-import torch
 import torch.distributed as dist
 
 from trainers.common.context import Context
+from trainers.common.dataparallel import allreduce_mean
 from trainers.common.runtime import main
 from trainers.common.traffic import ring_allreduce_bytes
 from trainers.pipeline import PipelineTrainer
@@ -63,15 +63,8 @@ class HybridTrainer(PipelineTrainer):
         if self.dp_size == 1 or not self.params:
             return 0.0, 0
         start = time.perf_counter()
-        flat = torch.cat([p.grad.reshape(-1) for p in self.params])
-        dist.all_reduce(flat, group=self.dp_group)
-        flat.div_(self.dp_size)
-        offset = 0
-        for p in self.params:
-            n = p.numel()
-            p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
-            offset += n
-        sent = ring_allreduce_bytes(flat.numel() * flat.element_size(), self.dp_size)
+        sent = ring_allreduce_bytes(allreduce_mean([p.grad for p in self.params], self.dp_group, self.dp_size),
+                                    self.dp_size)
         if self.remote_peer is not None:
             self.meter.emulate(sent, messages=2 * (self.dp_size - 1), peer=self.remote_peer)
         return time.perf_counter() - start, sent

@@ -31,6 +31,7 @@ VALUES = {
     "memory_fraction": [-1.0, 0.25], "fault": ["", "raise@0:1"], "sync_every": [1, 4], "outer": ["sgd", "nesterov"],
     "outer_lr": [1.0, 0.7], "sync_optim": ["keep", "average"], "staleness": [0, 2],
     "sequence_parallel": ["on", "off"], "micro_batch": [0, 16, 8, 64], "recompute": ["none", "full"],
+    "tp": [1, 2], "pp": [1, 2], "shard": ["none", "full"],
 }
 
 

@@ -47,7 +47,7 @@ def test_identity_lists_what_changes_results_and_nothing_else():
     ddp = ExperimentConfig(strategy="ddp", nodes=2).identity()
     assert set(ddp) == fields - set(NOT_IDENTITY) - {"chunks", "schedule", "stages", "balance", "gpipe_checkpoint",
                                                      "sync_every", "outer", "outer_lr", "sync_optim", "staleness",
-                                                     "sequence_parallel"}
+                                                     "sequence_parallel", "tp", "pp", "shard"}
     assert set(CHANGES) | {"strategy"} <= set(ddp)
     others = {"run_dir": "/elsewhere", "save_params": True, "checkpoint_every": 5, "data_dir": "/data2"}
     assert set(others) == set(NOT_IDENTITY)

@@ -16,7 +16,7 @@ from contract.errors import ConfigError
 from sweeper import grid
 from trainers.common.models import DecoderBlock
 from trainers.common.recompute import apply_recompute, recompute_mode
-from trainers.tp import TPBlock
+from trainers.common.tensor_parallel import TPBlock
 
 LINEAR_OPS = ("aten.addmm.default", "aten.mm.default")
 CORE_OP = "aten._scaled_dot_product_flash_attention_for_cpu.default"

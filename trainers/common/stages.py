@@ -27,6 +27,7 @@ from contract.balance import balance_by_params
 from contract.errors import ConfigError
 from trainers.common.models import build_model, param_counts, split_stages
 from trainers.common.recompute import apply_recompute
+from trainers.common.tensor_parallel import full_state
 from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ModuleState, Trainer, autocast, loss_fn, make_optimizer
 
@@ -128,11 +129,13 @@ class StageTrainer(ModuleState, Trainer):
         self.stage_ranks = stage_ranks
         self.index, self.count = stage_ranks.index(ctx.rank), len(stage_ranks)
         full = build_model(ctx.cfg.model, ctx.data.spec, ctx.cfg.seed).to(ctx.device)
-        apply_recompute(full, ctx.cfg.recompute)  # on the whole model: selective refuses one without attention
         self.micro_batches = ctx.cfg.micro_batches  # pipelines' chunks; mp: 1, or its accumulation steps
         self.note_batchnorm(full, dp_size * self.micro_batches, "micro-batch")
         self.balance = resolve_balance(ctx, full, self.count)
         self.first_block = sum(self.balance[:self.index])
+        full = self.prepare(full)
+        # after the TP cut, which rebuilds blocks; selective refuses a model without attention
+        apply_recompute(full, ctx.cfg.recompute)
         self.boundaries = boundary_shapes(ctx, full)
         self.module = split_stages(full, self.balance)[self.index]
         del full
@@ -145,6 +148,11 @@ class StageTrainer(ModuleState, Trainer):
                               f"(balance: {ctx.cfg.balance or 'params'})")
         if ctx.cfg.precision == "fp16":
             self.notes.append("fp16 on a staged model runs without loss scaling (use bf16 to be safe)")
+
+    def prepare(self, full: nn.Sequential) -> nn.Sequential:
+        """The whole model as the stages will run it, before the cut (mix: cut over the tp ranks, so the
+        boundaries are what a rank sends); the blocks are the model's own by default."""
+        return full
 
     # ---- layout --------------------------------------------------------------
     @property
@@ -204,15 +212,22 @@ class StageTrainer(ModuleState, Trainer):
 
     # ---- state -----------------------------------------------------------------
     def global_state(self) -> dict[str, torch.Tensor]:
-        """This stage's state_dict under the whole model's names ('<block>.<rest>', as in single)."""
+        """This stage's state_dict under the whole model's names ('<block>.<rest>', as in single),
+        sharded tensors gathered whole (collective over the ranks holding this stage)."""
         out = {}
-        for key, value in self.module.state_dict().items():
+        for key, value in full_state(self.module).items():
             local, rest = key.split(".", 1)
-            out[f"{self.first_block + int(local)}.{rest}"] = value.detach().cpu().clone()
+            out[f"{self.first_block + int(local)}.{rest}"] = value
         return out
 
+    @property
+    def reports_state(self) -> bool:
+        """Whether this rank's copy of its stage is the one rank 0 gathers (replicas hold the same values)."""
+        return self.dp_rank == 0
+
     def full_parameters(self) -> dict[str, torch.Tensor] | None:
-        mine = self.global_state() if self.dp_rank == 0 else {}  # replicas hold the same values
+        mine = self.global_state()
+        mine = mine if self.reports_state else {}
         if not dist.is_initialized() or dist.get_world_size() == 1:
             return mine
         parts: list[Any] = [None] * dist.get_world_size() if self.ctx.rank == 0 else []
