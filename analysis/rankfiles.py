@@ -50,7 +50,7 @@ def read_rank_files(paths: list[str], use_cache: bool = True) -> dict[str, RankF
             todo.append((path, st, use_cache))
         else:
             out[path] = rf
-    workers = min(_cpus(), len(todo) // POOL_MIN_FILES)
+    workers = min(cpus(), len(todo) // POOL_MIN_FILES)
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             results = list(pool.map(_parse_and_save, todo, chunksize=max(len(todo) // (8 * workers), 1)))
@@ -60,8 +60,9 @@ def read_rank_files(paths: list[str], use_cache: bool = True) -> dict[str, RankF
     return out
 
 
-def _cpus() -> int:
-    """CPUs a pool of forked workers can use here (1 where fork is not available)."""
+def cpus() -> int:
+    """CPUs a pool of forked workers can use here (1 where fork is not available): the rank
+    files' parsers and the plots' drawers."""
     if "fork" not in multiprocessing.get_all_start_methods():
         return 1
     try:
