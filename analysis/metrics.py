@@ -89,6 +89,20 @@ def timed_steps(data: SweepData, names: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame({k: s[k].array[keep] for k in names}, index=s.index[keep], copy=False)
 
 
+def by_experiment(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """`frame`'s rows per experiment: slices of it (views, in its order) where its rows come in
+    experiment order, as the steps frame's do; else groupby's sub-frames (copies of every row)."""
+    col = frame["experiment"]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()
+        if not len(codes) or (codes[0] >= 0 and bool((np.diff(codes) >= 0).all())):
+            present = np.unique(codes)
+            bounds = zip(np.searchsorted(codes, present, "left"), np.searchsorted(codes, present, "right"),
+                         strict=True)
+            return {str(col.cat.categories[c]): frame.iloc[a:b] for c, (a, b) in zip(present, bounds, strict=True)}
+    return {str(k): v for k, v in frame.groupby("experiment", observed=True)}
+
+
 def per_step_table(data: SweepData) -> pd.DataFrame:
     s = data.steps
     if s.empty:
@@ -240,7 +254,7 @@ def experiment_table(data: SweepData, per_step: pd.DataFrame, per_rank: pd.DataF
         if "experiment" in data.experiments else data.experiments
     timed = per_step[~per_step["warmup"].astype(bool)] if not per_step.empty else per_step
     steps = timed_steps(data, ("experiment", "step_s", "compute_s", "comm_s", "staleness"))
-    steps_by = {str(k): v for k, v in steps.groupby("experiment", observed=True)}
+    steps_by = by_experiment(steps)
     timed_by = {str(k): v for k, v in timed.groupby("experiment", observed=True)} if not timed.empty else {}
     rank_by = {k: v for k, v in per_rank.groupby("experiment")} if not per_rank.empty else {}
     curve_by = {k: v for k, v in curves.groupby("experiment")} if not curves.empty else {}

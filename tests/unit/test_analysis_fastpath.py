@@ -120,3 +120,15 @@ def test_the_svg_flag_of_make_plots(sweep, capsys):
     with open(os.path.join(sweep, "report.html")) as f:
         assert "plots/throughput.svg" in f.read()
     assert cli.run(["tensorboard", "--sweep", name, "--logs", logs, "--svg"]) == 2  # plots and report only
+
+
+def test_rows_per_experiment_are_groupbys_groups(sweep):
+    steps = load_sweep(sweep).steps
+    expected = {str(k): v for k, v in steps.groupby("experiment", observed=True)}
+    for frame in (steps, steps.iloc[::-1]):  # in experiment order (slices), and not (groupby)
+        got = metrics.by_experiment(frame)
+        assert sorted(got) == sorted(expected) and len(got) >= 4
+        for k, v in got.items():
+            pd.testing.assert_frame_equal(v.sort_index(), expected[k])
+    sliced = metrics.by_experiment(steps)
+    assert all(np.shares_memory(v["step_s"].to_numpy(), steps["step_s"].to_numpy()) for v in sliced.values())
