@@ -408,21 +408,17 @@ _JOB: tuple[Analysis, list[PlotSpec], str, bool] | None = None  # what forked wo
 
 
 def _draw(i: int) -> tuple[str, str | None] | str:
-    """Draw and save plot `i` of the job: its (png, svg) paths, or why it does not apply."""
-    assert _JOB is not None
-    a, specs, out_dir, svg = _JOB
-    spec = specs[i]
-    fig = spec.make(a)
+    """Draw and save plot `i` of the job: its (png, svg or None) paths, or why it does not apply."""
+    a, specs, out_dir, svg = _JOB  # set by make_plots before the pool forks
+    fig = specs[i].make(a)
     if isinstance(fig, str):
         return fig
-    png = os.path.join(out_dir, f"{spec.name}.png")
+    png, svg_path = (os.path.join(out_dir, f"{specs[i].name}.{ext}") for ext in ("png", "svg"))
     fig.savefig(png, dpi=110)
-    svg_path = None
     if svg:
-        svg_path = os.path.join(out_dir, f"{spec.name}.svg")
         fig.savefig(svg_path)
     plt.close(fig)
-    return png, svg_path
+    return png, svg_path if svg else None
 
 
 def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None, svg: bool = False,
@@ -445,14 +441,8 @@ def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None, sv
             done = {i: _draw(i) for i in order}
     finally:
         _JOB = None
-    written, skipped = [], []
-    for i, spec in enumerate(specs):
-        result = done[i]
-        if isinstance(result, str):
-            skipped.append((spec, result))
-            continue
-        written.append(PlotFile(spec, *result))
-        stale = os.path.join(out_dir, f"{spec.name}.svg")
-        if not svg and os.path.exists(stale):
+    written = [PlotFile(spec, *done[i]) for i, spec in enumerate(specs) if not isinstance(done[i], str)]
+    for p in written if not svg else []:
+        if os.path.exists(stale := os.path.splitext(p.png)[0] + ".svg"):
             os.remove(stale)
-    return written, skipped
+    return written, [(spec, done[i]) for i, spec in enumerate(specs) if isinstance(done[i], str)]
