@@ -61,6 +61,7 @@ NO_WAIT ?=
 SERIAL ?=
 # ---- other targets' variables ----------------------------------------------
 TARGET_ACC ?=
+SVG ?=
 A ?=
 B ?=
 TOLERANCES ?=
@@ -143,6 +144,7 @@ help: ## list targets and variables
 	@echo "  SERIAL=1         Slurm: one job at a time (timings on the loopback cluster, whose nodes share cores)"
 	@echo "TARGET_ACC       validation accuracy for epochs/time to target (plots, report, tensorboard; default:"
 	@echo "                 0.9 x the best any experiment of the sweep reached)"
+	@echo "SVG=1            plots, report: every figure as SVG too (default: PNG only, what report.html embeds)"
 	@echo "Other variables: A, B, TOLERANCES (compare); NODES_MAX, LINK, SCALING (project); SWEEP, NODES_MAX, LINK,"
 	@echo "  GPU_MEM (advise); CLUSTER_NODES (cluster-up); PYTEST_ARGS (test, test-fast);"
 	@echo "  BENCH=all|allreduce|pipeline|memory|analysis_load|projection|plan|overhead|startup, BENCH_ARGS (bench, e.g. --quick)"
@@ -166,11 +168,11 @@ venv: $(STAMP) ## create/refresh .venv from requirements.txt
 sweep: $(STAMP) ## run a grid of experiments (NODES, STRATEGIES, BACKEND, ...)
 	$(PY) bin/sweep $(SWEEP_FLAGS)
 
-plots: $(STAMP) ## summary.csv/json + plots (+ report) of SWEEP (default: latest; TARGET_ACC)
-	$(PY) -m analysis.cli plots $(call opt,--sweep,$(SWEEP)) $(call opt,--target-acc,$(TARGET_ACC))
+plots: $(STAMP) ## summary.csv/json + PNG plots (+ report) of SWEEP (default: latest; TARGET_ACC; SVG=1 adds SVGs)
+	$(PY) -m analysis.cli plots $(call opt,--sweep,$(SWEEP)) $(call opt,--target-acc,$(TARGET_ACC)) $(if $(SVG),--svg)
 
-report: $(STAMP) ## report.html of SWEEP (default: latest; TARGET_ACC)
-	$(PY) -m analysis.cli report $(call opt,--sweep,$(SWEEP)) $(call opt,--target-acc,$(TARGET_ACC))
+report: $(STAMP) ## report.html of SWEEP (default: latest; TARGET_ACC; SVG=1)
+	$(PY) -m analysis.cli report $(call opt,--sweep,$(SWEEP)) $(call opt,--target-acc,$(TARGET_ACC)) $(if $(SVG),--svg)
 
 tensorboard: $(STAMP) ## TensorBoard event files of SWEEP in logs/<sweep>/tensorboard/ (a run per experiment)
 	$(PY) -m analysis.cli tensorboard $(call opt,--sweep,$(SWEEP)) $(call opt,--target-acc,$(TARGET_ACC))

@@ -1,7 +1,7 @@
 """The analysis commands' one entry point: load -> metrics -> exports, plots, report.html; and compare.
 
-    python -m analysis.cli plots   [--sweep NAME] [--logs DIR] [--target-acc X]   # `make plots`
-    python -m analysis.cli report  [--sweep NAME] [--logs DIR] [--target-acc X]   # `make report`
+    python -m analysis.cli plots   [--sweep NAME] [--logs DIR] [--target-acc X] [--svg]  # `make plots`
+    python -m analysis.cli report  [--sweep NAME] [--logs DIR] [--target-acc X] [--svg]  # `make report`
     python -m analysis.cli compare A B [--tolerances FILE] [--logs DIR]           # `make compare`
     python -m analysis.cli tensorboard [--sweep NAME] [--logs DIR] [--target-acc X]  # `make tensorboard`
 
@@ -77,13 +77,14 @@ def write_exports(a: Analysis, out_dir: str) -> tuple[str, str]:
     return csv_path, json_path
 
 
-def generate(sweep_dir: str, target_acc: float | None = None) -> Outputs:
+def generate(sweep_dir: str, target_acc: float | None = None, svg: bool = False) -> Outputs:
+    """`svg`: every figure as SVG too (`--svg`, `SVG=1`); PNG alone by default (what the report embeds)."""
     from analysis.plots import make_plots
     from analysis.report import write_report
 
     a = analyse(load_sweep(sweep_dir), target_acc)
     csv_path, json_path = write_exports(a, sweep_dir)
-    written, skipped = make_plots(a, os.path.join(sweep_dir, "plots"))
+    written, skipped = make_plots(a, os.path.join(sweep_dir, "plots"), svg=svg)
     html = write_report(a, written, skipped, os.path.join(sweep_dir, "report.html"))
     return Outputs(sweep_dir, csv_path, json_path, written, skipped, html, a)
 
@@ -94,6 +95,8 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--logs", default=LOGS, help="logs directory (default: logs/)")
     p.add_argument("--target-acc", type=float, default=None,
                    help="validation accuracy for time-to-accuracy (default: 0.9 x the best reached)")
+    if prog.endswith(("plots", "report")):
+        p.add_argument("--svg", action="store_true", help="every figure as SVG too (default: PNG only)")
     return p
 
 
@@ -128,7 +131,7 @@ def main(argv: list[str], prog: str, focus: str) -> int:
         state = read_state(find_sweep(args.logs, args.sweep or None))
         if not state.has_results:
             return problems_only(state, focus)
-        out = generate(state.path, args.target_acc)
+        out = generate(state.path, args.target_acc, args.svg)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -139,7 +142,8 @@ def main(argv: list[str], prog: str, focus: str) -> int:
           f"{len(a.problems)} problem(s)")
     if focus == "plots":
         print(f"  summary: {rel(out.summary_csv)}, {rel(out.summary_json)}")
-        print(f"  plots:   {rel(os.path.join(out.sweep_dir, 'plots'))}/ ({len(out.plots)} figures, PNG + SVG: "
+        print(f"  plots:   {rel(os.path.join(out.sweep_dir, 'plots'))}/ ({len(out.plots)} figures, "
+              f"{'PNG + SVG' if args.svg else 'PNG'}: "
               f"{', '.join(p.spec.name for p in out.plots)})")
         for spec, why in out.not_applicable:
             print(f"           not drawn: {spec.name} ({why})")

@@ -230,7 +230,7 @@ def _steps_frame(ids: list[str], parts: list[tuple[int, int, RankFile]]) -> pd.D
         data = {k: v[has_step] for k, v in data.items()}
     data["step"] = data["step"].astype(np.int64)
     data["experiment"] = pd.Categorical.from_codes(data["experiment"], categories=ids)
-    df = pd.DataFrame(data)
+    df = pd.DataFrame(data, copy=False)  # one block per column: stacking them would copy every column once more
     if any(len(rf.starts) > 1 for _, _, rf in parts):  # one attempt that logged two starts: odd, keep the later
         df = df.drop_duplicates(["experiment", "rank", "step"], keep="last").reset_index(drop=True)
     return df

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -211,11 +211,12 @@ def parse_rank_bytes(raw: bytes) -> RankFile:
 
 
 def _step_columns(steps: list[dict]) -> dict[str, np.ndarray]:
-    """The step records as one float column per field (null -> NaN): the records as tuples in one
+    """The step records as one float column per field (null -> NaN): the records' values in one
     C-level pass where every record has every field with a number; else field by field."""
     for getter, names in _GETTERS:
         try:
-            table = np.array(list(map(getter, steps)), dtype=float).reshape(len(steps), len(names))
+            flat = chain.from_iterable(map(getter, steps))  # np.fromiter: no list of tuples in between
+            table = np.fromiter(flat, dtype=float, count=len(steps) * len(names)).reshape(len(steps), len(names))
             break
         except (KeyError, TypeError, ValueError):  # a field left out (older writers: cpu_s) or of an odd type
             continue
@@ -224,7 +225,9 @@ def _step_columns(steps: list[dict]) -> dict[str, np.ndarray]:
     columns = dict(zip(names, np.ascontiguousarray(table.T), strict=True))
     for k in ALL_STEP_FIELDS:  # the slower path: NaN where a record has no number
         if k not in columns:
-            columns[k] = _column([_number(r.get(k)) for r in steps])
+            values = list(map(dict.get, steps, repeat(k)))  # one C-level pass; None where a record lacks it
+            columns[k] = (np.full(len(steps), np.nan) if values.count(None) == len(values)  # a field no step has
+                          else _column([_number(v) for v in values]))
     return columns
 
 

@@ -1,15 +1,19 @@
-"""Plots: every scaling question as one figure, saved as PNG and SVG.
+"""Plots: every scaling question as one figure, saved as PNG (and SVG when asked: `--svg`, `SVG=1`).
 
 Each `plot_*` function takes an `Analysis` and returns a matplotlib Figure, or a string saying
 why the plot does not apply to this sweep (no pipeline strategy -> no chunks plot). Tests
-inspect the Figure objects (titles, axis labels, legends); `make_plots` saves them.
+inspect the Figure objects (titles, axis labels, legends); `make_plots` draws and saves them,
+in a pool of forked worker processes where there is more than one CPU (drawing is most of a
+`make plots` of a large sweep once the logs are cached).
 
     python -m analysis.plots [--sweep NAME] [--logs DIR]   # `make plots`: summary, plots, report
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import matplotlib
@@ -28,6 +32,7 @@ from analysis.plotstyle import DASHES, MARKERS, MAX_LEGEND, PIPELINED, PlotSpec,
 from analysis.plotstyle import figure as _figure  # noqa: E402
 from analysis.plotstyle import legend as _legend  # noqa: E402
 from analysis.plotstyle import varying as _varying  # noqa: E402
+from analysis.rankfiles import cpus  # noqa: E402
 from contract.registry import NAMES as STRATEGIES  # noqa: E402
 
 MIB = 2**20
@@ -394,23 +399,50 @@ PLOTS = [
 class PlotFile:
     spec: PlotSpec
     png: str
-    svg: str
+    svg: str | None  # None unless SVG was asked for
 
 
-def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None
-               ) -> tuple[list[PlotFile], list[tuple[PlotSpec, str]]]:
-    """Save every applicable plot (of `only`, default all) as PNG + SVG; return (written, [(not applicable, why)])."""
+# The figures that take longest to draw at 1024 ranks, first: a pool that starts them early ends evenly.
+SLOW_FIRST = ("heatmap", "epochs", "accuracy", "loss", "memory")
+_JOB: tuple[Analysis, list[PlotSpec], str, bool] | None = None  # what forked workers draw from
+
+
+def _draw(i: int) -> tuple[str, str | None] | str:
+    """Draw and save plot `i` of the job: its (png, svg or None) paths, or why it does not apply."""
+    a, specs, out_dir, svg = _JOB  # set by make_plots before the pool forks
+    fig = specs[i].make(a)
+    if isinstance(fig, str):
+        return fig
+    png, svg_path = (os.path.join(out_dir, f"{specs[i].name}.{ext}") for ext in ("png", "svg"))
+    fig.savefig(png, dpi=110)
+    if svg:
+        fig.savefig(svg_path)
+    plt.close(fig)
+    return png, svg_path if svg else None
+
+
+def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None, svg: bool = False,
+               workers: int | None = None) -> tuple[list[PlotFile], list[tuple[PlotSpec, str]]]:
+    """Save every applicable plot (of `only`, default all) as PNG, and SVG when `svg`; return
+    (written, [(not applicable, why)]) in the order of PLOTS. `workers`: processes that draw
+    (default: one per CPU, forked; 1 draws here). An SVG left from an earlier `--svg` run is
+    removed when SVG is not asked for, so plots/ never mixes figures of two runs."""
+    global _JOB
     os.makedirs(out_dir, exist_ok=True)
-    written, skipped = [], []
-    for spec in PLOTS if only is None else only:
-        fig = spec.make(a)
-        if isinstance(fig, str):
-            skipped.append((spec, fig))
-            continue
-        png, svg = os.path.join(out_dir, f"{spec.name}.png"), os.path.join(out_dir, f"{spec.name}.svg")
-        fig.savefig(png, dpi=110)
-        fig.savefig(svg)
-        plt.close(fig)
-        written.append(PlotFile(spec, png, svg))
-    return written, skipped
-
+    specs = list(PLOTS if only is None else only)
+    n = min(cpus() if workers is None else workers, len(specs))
+    order = sorted(range(len(specs)), key=lambda i: (specs[i].name not in SLOW_FIRST, i))
+    _JOB = (a, specs, out_dir, svg)
+    try:
+        if n > 1:
+            with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
+                done = dict(zip(order, pool.map(_draw, order), strict=True))
+        else:
+            done = {i: _draw(i) for i in order}
+    finally:
+        _JOB = None
+    written = [PlotFile(spec, *done[i]) for i, spec in enumerate(specs) if not isinstance(done[i], str)]
+    for p in written if not svg else []:
+        if os.path.exists(stale := os.path.splitext(p.png)[0] + ".svg"):
+            os.remove(stale)
+    return written, [(spec, done[i]) for i, spec in enumerate(specs) if isinstance(done[i], str)]

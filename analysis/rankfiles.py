@@ -50,18 +50,23 @@ def read_rank_files(paths: list[str], use_cache: bool = True) -> dict[str, RankF
             todo.append((path, st, use_cache))
         else:
             out[path] = rf
-    workers = min(_cpus(), len(todo) // POOL_MIN_FILES)
+    workers = min(cpus(), len(todo) // POOL_MIN_FILES)
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(pool.map(_parse_and_save, todo, chunksize=max(len(todo) // (8 * workers), 1)))
+            chunk = max(len(todo) // (8 * workers), 1)
+            for (path, st, _), got in zip(todo, pool.map(_parse_in_worker, todo, chunksize=chunk), strict=True):
+                # SAVED: the worker wrote the file's entry; reading it back costs a tenth of receiving
+                # the columns through the pool's pipe (and unpickling them)
+                rf = _cached(path, st, just_written=True) if got is SAVED else got
+                out[path] = rf if rf is not None else _parse_and_save((path, st, False))
     else:
-        results = list(map(_parse_and_save, todo))
-    out.update(zip((path for path, _, _ in todo), results, strict=True))
+        out.update(zip((path for path, _, _ in todo), map(_parse_and_save, todo), strict=True))
     return out
 
 
-def _cpus() -> int:
-    """CPUs a pool of forked workers can use here (1 where fork is not available)."""
+def cpus() -> int:
+    """CPUs a pool of forked workers can use here (1 where fork is not available): the rank
+    files' parsers and the plots' drawers."""
     if "fork" not in multiprocessing.get_all_start_methods():
         return 1
     try:
@@ -70,15 +75,24 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _cached(path: str, st: os.stat_result) -> RankFile | None:
-    entry = cache.load(cache.entry_path(os.path.dirname(path), os.path.basename(path)), path, st, CACHE_SCHEMA)
+def _cached(path: str, st: os.stat_result, just_written: bool = False) -> RankFile | None:
+    entry = cache.load(cache.entry_path(os.path.dirname(path), os.path.basename(path)), path, st, CACHE_SCHEMA,
+                       just_written)
     try:
         return _from_entry(entry) if entry is not None else None
     except (KeyError, TypeError, ValueError):  # an entry of the right tag but the wrong shape: rebuild it
         return None
 
 
-def _parse_and_save(item: tuple[str, os.stat_result, bool]) -> RankFile | OSError:
+SAVED = None  # what a pool worker returns for a file whose cache entry it wrote
+
+
+def _parse_in_worker(item: tuple[str, os.stat_result, bool]) -> RankFile | OSError | None:
+    """In a pool worker: SAVED when the file's entry was written, else what it parsed."""
+    return _parse_and_save(item, in_worker=True)
+
+
+def _parse_and_save(item: tuple[str, os.stat_result, bool], in_worker: bool = False) -> RankFile | OSError | None:
     """Parse one rank file and write its cache entry (in a pool worker or here)."""
     path, st, use_cache = item
     try:
@@ -87,9 +101,9 @@ def _parse_and_save(item: tuple[str, os.stat_result, bool]) -> RankFile | OSErro
     except OSError as e:
         return e
     rf = parse_rank_bytes(raw)
-    if use_cache:
-        cache.save(cache.entry_path(os.path.dirname(path), os.path.basename(path)), st, raw, CACHE_SCHEMA,
-                   _to_entry(rf))
+    if use_cache and cache.save(cache.entry_path(os.path.dirname(path), os.path.basename(path)), st, raw,
+                                CACHE_SCHEMA, _to_entry(rf)) and in_worker:
+        return SAVED
     return rf
 
 

@@ -113,7 +113,8 @@ def write_report(a: Analysis, plots: list, not_applicable: list, path: str) -> s
                      "oversubscribed": bool(r.get("oversubscribed"))})
     base = os.path.dirname(path)
     figures = [{"name": p.spec.name, "title": p.spec.title, "caption": p.spec.caption, "src": _embed(p.png),
-                "png": os.path.relpath(p.png, base), "svg": os.path.relpath(p.svg, base)} for p in plots]
+                "png": os.path.relpath(p.png, base), "svg": os.path.relpath(p.svg, base) if p.svg else None}
+               for p in plots]
     answer = report_section(a, base)  # the first section: the answer (analysis/advise.py)
     answer["src"] = _embed(answer["png"]) if answer["png"] else None
     if answer["png"]:

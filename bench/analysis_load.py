@@ -1,16 +1,18 @@
 """Benchmark: `make plots` of 1024 ranks x 2000 steps, first and second, against a plain json.loads loop.
 
     python -m bench.analysis_load [--ranks 1024] [--steps 2000] [--runs 3] [--attempt-field] [--quick]
+                                  [--keep DIR] [--svg]
 
 Writes a synthetic sweep in the real on-disk format (one `ddp` experiment, ranks / 8 nodes x 8
-ranks; analysis/synthetic.py) to a temporary directory and reads it once (a warm page cache for
+ranks; analysis/synthetic.py) to a temporary directory (`--keep DIR`: to DIR, once, and reused
+by later runs of the same size) and reads it once (a warm page cache for
 every side). Then, `--runs` rounds, the order of the sides alternating from round to round:
 
 - baseline: in this process, a plain loop that reads every line of every rank file and
   `json.loads` it, nothing else;
 - first plots: `python -m analysis.cli plots` (what `make plots` runs: load, metrics,
-  summary.csv/json, plots, report.html) as a fresh process, the sweep's columnar cache
-  (`.cache/`) deleted before;
+  summary.csv/json, PNG plots, report.html; `--svg`: with SVGs, as `make plots SVG=1`) as a
+  fresh process, the sweep's columnar cache (`.cache/`) deleted before;
 - second plots: the same command again, with the cache the first one wrote.
 
 Prints the median and the spread (min-max) of each side, each figure next to its goal: the
@@ -53,11 +55,12 @@ def json_loop(path: str) -> int:
     return n
 
 
-def plots(logs: str, sweep: str) -> tuple[float, float, float]:
+def plots(logs: str, sweep: str, svg: bool = False) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, peak RSS GiB) of one `make plots`, its pool workers included
     (wait4's rusage covers the process and the children it waited for)."""
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", "plots", "--sweep", sweep, "--logs", logs],
+    proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", "plots", "--sweep", sweep, "--logs", logs,
+                             *(["--svg"] if svg else [])],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
@@ -80,6 +83,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--quick", action="store_true", help="64 ranks x 500 steps")
     p.add_argument("--attempt-field", action="store_true",
                    help="every record carries `attempt` (what trainers write), not only the start record")
+    p.add_argument("--keep", default="", metavar="DIR",
+                   help="write the sweep under DIR once and reuse it in later runs (default: a temporary directory)")
+    p.add_argument("--svg", action="store_true", help="plots with SVGs too (`make plots SVG=1`)")
     args = p.parse_args(argv)
     if args.quick:
         args.ranks, args.steps = 64, 500
@@ -89,12 +95,17 @@ def main(argv: list[str]) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ts-bench-") as tmp:
         t = time.perf_counter()
-        path = write_sweep(tmp, "bench", strategies=("ddp",), nodes=(args.ranks // 8,), procs=8, batch=8 * args.ranks,
-                           steps=args.steps, steps_per_epoch=max(args.steps // 10, 1),
-                           attempt_field=args.attempt_field)
+        name = f"bench-{args.ranks}x{args.steps}{'-attempt' if args.attempt_field else ''}"
+        logs = os.path.abspath(args.keep) if args.keep else tmp
+        path = os.path.join(logs, name)
+        reused = bool(args.keep) and os.path.isfile(os.path.join(path, "sweep.json"))
+        if not reused:
+            shutil.rmtree(path, ignore_errors=True)
+            write_sweep(logs, name, strategies=("ddp",), nodes=(args.ranks // 8,), procs=8, batch=8 * args.ranks,
+                        steps=args.steps, steps_per_epoch=max(args.steps // 10, 1), attempt_field=args.attempt_field)
         size = sum(os.path.getsize(f) for f in glob.glob(os.path.join(path, "*", "rank-*.jsonl")))
-        print(f"wrote {args.ranks} ranks x {args.steps} steps ({size / 2**20:.0f} MiB of JSONL) "
-              f"in {time.perf_counter() - t:.1f} s")
+        print(f"{'reused' if reused else 'wrote'} {args.ranks} ranks x {args.steps} steps ({size / 2**20:.0f} MiB of "
+              f"JSONL) in {time.perf_counter() - t:.1f} s: {path}")
         records = json_loop(path)  # warm the page cache for every side
         base, first, second, peaks = [], [], [], []
         cpu: dict[str, list[float]] = {"baseline": [], "first": [], "second": []}
@@ -109,7 +120,7 @@ def main(argv: list[str]) -> int:
                 else:
                     shutil.rmtree(os.path.join(path, CACHE_DIR), ignore_errors=True)
                     for times, which in ((first, "first"), (second, "second")):
-                        wall, seconds, peak = plots(tmp, "bench")
+                        wall, seconds, peak = plots(logs, name, args.svg)
                         times.append(wall)
                         cpu[which].append(seconds)
                         peaks.append(peak)

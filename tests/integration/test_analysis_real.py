@@ -31,12 +31,13 @@ REAL = {"steps": 6, "global_batch": 32}  # the real sweep's settings
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    """A real sweep made by bin/sweep, then `python -m analysis.cli plots` on it as `make plots` runs it."""
+    """A real sweep made by bin/sweep, then `python -m analysis.cli plots --svg` on it as `make plots SVG=1`
+    runs it."""
     logs = tmp_path_factory.mktemp("logs")
     done = sweep("--nodes", "1,2", "--strategies", "single,ddp", "--steps", "6", "--global-batch", "32",
                  "--sweep", "real", "--logs", str(logs))
     assert done.returncode == 0, done.stdout + done.stderr
-    cli = subprocess.run([sys.executable, "-m", "analysis.cli", "plots", "--logs", str(logs)], cwd=ROOT,
+    cli = subprocess.run([sys.executable, "-m", "analysis.cli", "plots", "--logs", str(logs), "--svg"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     return logs / "real", cli.stdout

@@ -21,7 +21,7 @@ def test_a_pool_of_workers_loads_what_one_process_does(tmp_path, monkeypatch):
         f.write('{"event": "step", "rank": 5, "node": "node1", "ti')
     serial = load_sweep(path, use_cache=False)
     monkeypatch.setattr(rankfiles, "POOL_MIN_FILES", 1)
-    monkeypatch.setattr(rankfiles, "_cpus", lambda: 2)  # a pool even where this machine has one CPU
+    monkeypatch.setattr(rankfiles, "cpus", lambda: 2)  # a pool even where this machine has one CPU
     pooled = load_sweep(path)
     assert len(glob.glob(os.path.join(path, cache.CACHE_DIR, "*", "*" + cache.SUFFIX))) == 8
     for name in ("experiments", "steps", "epochs", "ranks", "problems"):
