@@ -219,10 +219,18 @@ class Strategy:
         return self.maths(settings or {})
 
     def comm_bytes(self, world: int, p_bytes: float, settings: Mapping[str, Any] | None = None) -> float:
+        """Bytes per step for a payload P (the projection's pattern). A mixture's: its dp traffic over
+        world / (tp pp) ranks (its tp and boundary traffic stay at a fixed tp and pp: measured per stage)."""
+        if self.kind == "mixture":
+            s = settings or {}
+            return _dp_traffic(s.get("shard", "none"), _mixture_dp(world, s))[0] * p_bytes
         return self.traffic(world) * p_bytes * self.syncs(settings or {}) if world > 1 else 0.0
 
     def comm_messages(self, world: int, chunks: int = 1, settings: Mapping[str, Any] | None = None) -> float:
         """Messages per step, averaged over steps as `comm_bytes` (bucketed payloads: a message per bucket)."""
+        if self.kind == "mixture":
+            s = settings or {}
+            return _dp_traffic(s.get("shard", "none"), _mixture_dp(world, s))[1]
         return self.messages(world, chunks) * self.syncs(settings or {}) if world > 1 else 0
 
     def step_traffic(self, settings: Mapping[str, Any], dp: int, p: Payloads) -> tuple[float, int]:
@@ -234,11 +242,22 @@ class Strategy:
         tp, m, shard = int(settings.get("tp", 1)), int(settings.get("chunks", 1)), settings.get("shard", "none")
         nbytes = (_allreduce(tp) * p.tp if tp > 1 else 0.0) + p.boundary
         messages = (2 * (tp - 1) * p.collectives + p.sends) * m
-        if dp > 1:
-            factor = {"none": _allreduce(dp), "optim": _allreduce(dp) + (dp - 1) / dp, "full": 2 * (dp - 1) / dp}
-            nbytes += factor[shard] * p.stage
-            messages += {"none": 2 * (dp - 1), "optim": 3 * (dp - 1), "full": 2 * (dp - 1) * p.units}[shard]
-        return nbytes, messages
+        factor, dp_messages = _dp_traffic(shard, dp, p.units)
+        return nbytes + factor * p.stage, messages + dp_messages
+
+
+def _mixture_dp(world: int, settings: Mapping[str, Any]) -> int:
+    return max(world // max(int(settings.get("tp", 1)) * int(settings.get("pp", 1)), 1), 1)
+
+
+def _dp_traffic(shard: str, dp: int, units: int = 1) -> tuple[float, int]:
+    """A mixture's dp traffic per step: (bytes per byte of the stage's parameters, messages). `none`
+    all-reduces the gradients; `optim` (ZeRO-1) also broadcasts each parameter from the rank that
+    stepped it; `full` (FSDP2, unsharded once per step) all-gathers once and reduce-scatters once."""
+    if dp <= 1:
+        return 0.0, 0
+    factor = {"none": _allreduce(dp), "optim": _allreduce(dp) + (dp - 1) / dp, "full": 2 * (dp - 1) / dp}
+    return factor[shard], {"none": 2 * (dp - 1), "optim": 3 * (dp - 1), "full": 2 * (dp - 1) * units}[shard]
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -360,14 +379,15 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
     # P: the bytes of every activation all-reduced in a step (trainers/tp.py, activation_bytes)
     Strategy("tp", "tensor", "tensor parallel (DTensor): every layer pair cut over the ranks, colwise then "
              "rowwise, attention heads split; optional sequence parallel norms", "any", sbatch_procs=2,
-             traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
+             projected=True, traffic=_allreduce, messages=lambda w, m: 2 * (w - 1),
              no_fp16="not tried with DTensor's sharded gradients", models=("mlp", "transformer"),
              settings=("sequence_parallel",)),
     # traffic and state: Strategy.step_traffic, _mixture_held (three payloads and three degrees)
     Strategy("mix", "mixture", "pp x dp x tp in one run: pipeline stages (torch.distributed.pipelining), "
              "TP inside each stage (DTensor), dp replicas, ZeRO-1 or FSDP2 over dp", "any",
              sbatch_nodes=2, sbatch_procs=4, micro_batches=True, scheduled=True, stage_replicas=True,
-             stage_setting="pp", no_fp16="not tried with DTensor's sharded gradients", models=("mlp", "transformer"),
+             stage_setting="pp", projected=True, no_fp16="not tried with DTensor's sharded gradients",
+             models=("mlp", "transformer"),
              settings=("tp", "pp", "shard", "sequence_parallel")),
 )}
 NAMES: tuple[str, ...] = tuple(REGISTRY)
