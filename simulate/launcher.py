@@ -46,6 +46,7 @@ GRACE_S = 5.0  # after one rank fails, how long the others get to notice on thei
 CANCEL_GRACE_S = 3.0  # on an interrupt of the sweep: SIGTERM, then SIGKILL after this long
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 STEP_RE = re.compile(r"\] step (\d+)/(\d+)")
+Proc = subprocess.Popen | warmstart.WarmProcess  # a rank: started cold, or forked by the warm-start server
 
 
 @dataclass
@@ -122,7 +123,7 @@ class _ExitWatch:
         self._poll = select.poll()
         self._fds: dict[int, int] = {}
 
-    def add(self, proc: subprocess.Popen | warmstart.WarmProcess) -> None:
+    def add(self, proc: Proc) -> None:
         try:
             fd = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
@@ -130,7 +131,7 @@ class _ExitWatch:
         self._fds[proc.pid] = fd
         self._poll.register(fd, select.POLLIN)
 
-    def wait(self, procs: list[subprocess.Popen | warmstart.WarmProcess], timeout_s: float) -> None:
+    def wait(self, procs: list[Proc], timeout_s: float) -> None:
         """Return when a still-watched rank exits, or after timeout_s."""
         for p in procs:
             if p.returncode is not None and p.pid in self._fds:  # exited: stays readable, stop watching
@@ -171,12 +172,12 @@ class LaunchPlan:
 class RankProcess:
     """A started rank: its process, the affinity the kernel reports for it, the thread copying its output."""
 
-    proc: subprocess.Popen | warmstart.WarmProcess
+    proc: Proc
     affinity: str | None = None
     pump: threading.Thread | None = None
 
 
-def _procs(ranks: list[RankProcess]) -> list[subprocess.Popen | warmstart.WarmProcess]:
+def _procs(ranks: list[RankProcess]) -> list[Proc]:
     return [r.proc for r in ranks]
 
 
@@ -344,7 +345,7 @@ def _spawn(launch: LaunchPlan, ranks: list[RankProcess], exits: _ExitWatch) -> N
         # An interrupt between fork and `ranks.append` would leave a rank nobody stops: hold it until then.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            proc: subprocess.Popen | warmstart.WarmProcess
+            proc: Proc
             if server is not None:
                 try:
                     proc = server.start_rank(cfg.strategy, launch.argv, env, cores)
@@ -370,7 +371,7 @@ def _spawn(launch: LaunchPlan, ranks: list[RankProcess], exits: _ExitWatch) -> N
         rank_proc.pump = pump  # only a started thread: _finish joins it
 
 
-def _watch(procs: list[subprocess.Popen | warmstart.WarmProcess], started: float, time_limit_s: float, exits: _ExitWatch) -> str | None:
+def _watch(procs: list[Proc], started: float, time_limit_s: float, exits: _ExitWatch) -> str | None:
     """Wait for every rank; stop the rest GRACE_S after one fails, or all at the time limit."""
     state, failed_at, deadline = None, None, started + time_limit_s if time_limit_s else None
     while True:
@@ -396,12 +397,12 @@ def _child_setup(cores: list[int]) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # the mask is inherited across exec
 
 
-def _first_failure(procs: list[subprocess.Popen | warmstart.WarmProcess], codes: list[int]) -> int | None:
+def _first_failure(procs: list[Proc], codes: list[int]) -> int | None:
     bad = [r for r, c in enumerate(codes) if c not in (0, -signal.SIGTERM, -signal.SIGKILL, 143)]
     return bad[0] if bad else next((r for r, c in enumerate(codes) if c != 0), None)
 
 
-def _stop(procs: list[subprocess.Popen | warmstart.WarmProcess], grace_s: float = GRACE_S) -> None:
+def _stop(procs: list[Proc], grace_s: float = GRACE_S) -> None:
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 0)):
         for p in procs:
             if p.poll() is None:

@@ -25,6 +25,7 @@ launcher's side: the server imports torch in its own process.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import importlib
 import io
@@ -36,7 +37,6 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 
 from contract import envnames
 from contract.paths import ROOT
@@ -200,6 +200,9 @@ def shutdown() -> None:
     if _server is not None:
         s, _server = _server, None
         s.close()
+
+
+atexit.register(shutdown)
 
 
 # ---- the server ----------------------------------------------------------------------------------
