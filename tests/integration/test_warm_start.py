@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from contract import rundir
+from contract import envnames, rundir
 from contract.config import ExperimentConfig, validate
 from simulate import warmstart
 from simulate.launcher import run_experiment
@@ -99,7 +99,7 @@ def test_ctrl_c_ends_the_sweep_its_ranks_and_its_server(tmp_path):
             "--steps", "400", "--global-batch", "16", "--warmup", "0"]
     proc = subprocess.Popen([os.path.join(ROOT, "bin", "sweep"), *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={k: v for k, v in os.environ.items() if k != "TS_WARM"})
+                            env={k: v for k, v in os.environ.items() if k != envnames.WARM})
     exp = ExperimentConfig(strategy="ddp", nodes=2, steps=400, global_batch=16, warmup=0).experiment_id()
     run_dir = tmp_path / "w" / exp
     end = time.time() + 180
