@@ -59,6 +59,7 @@ SWEEP ?=
 DRY_RUN ?=
 NO_WAIT ?=
 SERIAL ?=
+WARM ?=
 # ---- other targets' variables ----------------------------------------------
 TARGET_ACC ?=
 SVG ?=
@@ -101,7 +102,8 @@ SWEEP_FLAGS = $(call opt,--config,$(CONFIG)) $(call opt,--nodes,$(NODES)) $(call
   $(call opt,--link,$(LINK)) $(call opt,--latency-us,$(LATENCY_US)) $(call opt,--bandwidth-gbps,$(BANDWIDTH_GBPS)) \
   $(call opt,--memory-fraction,$(MEMORY_FRACTION)) $(call opt,--checkpoint-every,$(CHECKPOINT_EVERY)) $(call opt,--fault,$(FAULT)) \
   $(call opt,--seed,$(SEED)) $(call opt,--repeats,$(REPEATS)) $(call opt,--scaling,$(SCALING)) \
-  $(call opt,--sweep,$(SWEEP)) $(if $(DRY_RUN),--dry-run) $(if $(NO_WAIT),--no-wait) $(if $(SERIAL),--serial)
+  $(call opt,--sweep,$(SWEEP)) $(if $(DRY_RUN),--dry-run) $(if $(NO_WAIT),--no-wait) $(if $(SERIAL),--serial) \
+  $(if $(filter 0,$(WARM)),--cold)
 
 .PHONY: help venv sweep plots report tensorboard compare project advise plan data bench test test-fast lint cluster-up cluster-down \
   cluster-status status cancel render clean
@@ -142,6 +144,7 @@ help: ## list targets and variables
 	@echo "  FAULT            raise@R:S or kill@R:S         SEED (0)  REPEATS (1)  SCALING strong|weak (strong)"
 	@echo "  SWEEP            sweep name under logs/ (timestamp)   DRY_RUN=1  validate, run nothing   NO_WAIT=1"
 	@echo "  SERIAL=1         Slurm: one job at a time (timings on the loopback cluster, whose nodes share cores)"
+	@echo "  WARM=0           simulate: every rank in a fresh interpreter, not forked from the warm-start server"
 	@echo "TARGET_ACC       validation accuracy for epochs/time to target (plots, report, tensorboard; default:"
 	@echo "                 0.9 x the best any experiment of the sweep reached)"
 	@echo "SVG=1            plots, report: every figure as SVG too (default: PNG only, what report.html embeds)"

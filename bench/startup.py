@@ -1,29 +1,35 @@
-"""Benchmark: the fixed cost of one experiment on the simulate backend, per strategy.
+"""Benchmark: the fixed cost of one experiment on the simulate backend, per strategy, warm start
+against cold (simulate/warmstart.py), in one run.
 
     python -m bench.startup [--rounds 3] [--strategies single,ddp,ring,fsdp,pipeline] [--quick]
+                            [--sweep-rounds 1] [--probes]
 
 Runs each strategy (`single` on 1 rank, the others on 2 simulated nodes x 1 rank; `mlp`, batch
-64, a few steps) through `simulate.launcher.run_experiment`, rotating the order every round.
+64, 8 steps) through `simulate.launcher.run_experiment`, warm and cold alternating (the
+side that goes first alternates too), the strategies' order rotated every round. The warm-start
+server is started (and one warm experiment run) before the first round: the fixed cost of a
+sweep's later experiments, which is what warm start changes; its import time is printed apart.
 The fixed cost of an experiment is what it spends around its steps:
 
 - start: from the launch (status.json `started`) to the first `step` record (the slowest
-  rank's: a step is done when every rank is), so it includes the first step itself;
-- end: from the last `step` record to the launcher seeing every rank exit (`ended`), split
-  into last step -> `end` record (the last validation) and `end` record -> exit (teardown,
-  process exit, the launcher noticing).
+  rank's: a step is done when every rank is), less one step's time (the run's median `step_s`
+  after the first step, which is also the step time printed);
+- end: from the last `step` record to the launcher seeing every rank exit (`ended`).
 
-Goal: start + end at most 1.5 s (median over rounds). Then where the start goes, from probes
-in fresh processes started two at a time like the ranks (`--probe`): interpreter start, `import
-torch`, the strategy's other imports, torch._dynamo (which torch imports at a rank's first
-optimizer call and in DDP's constructor), the data set, the process group (torch.distributed's
-rendezvous and gloo's connections), in wall and CPU seconds. The rest of the start (trainer
-build, config.json, the first step, the launcher's own work) is what is left of the measured
-start.
+Goal: the median over strategies of start + end (each the median over rounds) at most 0.5 s
+warm. Also per side: the median step time (a warm rank must step as fast as a cold one), the
+ranks' torch threads, interop threads and allocator state (config.json), and the wall time of
+README's first sweep (`bin/sweep --nodes 1,2 --strategies ddp,ring`, 4 experiments) warm and
+cold, alternating. `--probes`: where a cold rank's start goes, from probes in fresh processes
+started two at a time like the ranks: interpreter start, `import torch`, the strategy's other
+imports, torch._dynamo (which torch imports at a rank's first optimizer call and in DDP's
+constructor), the data set, the process group, in wall and CPU seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -33,12 +39,15 @@ import time
 
 from contract import envnames
 from contract.config import ExperimentConfig, validate
+from contract.paths import ROOT
 
 # analysis.load (pandas) and simulate.launcher are imported where used: a probe process must
 # start with what a rank imports and nothing more.
 
-GOAL_S = 1.5
+GOAL_S = 0.5
 STRATEGIES = "single,ddp,ring,fsdp,pipeline"
+SIDES = ("warm", "cold")
+README_SWEEP = ["--nodes", "1,2", "--strategies", "ddp,ring"]
 # "torch._dynamo": imported by torch itself at a rank's first optimizer (torch.optim's methods
 # are wrapped in torch._disable_dynamo) and by DDP's constructor; pipelining imports it at once.
 PHASES = ("interpreter", "import torch", "strategy imports", "torch._dynamo", "data",
@@ -52,19 +61,33 @@ def config(strategy: str, steps: int) -> ExperimentConfig:
     return cfg
 
 
-def measure(cfg: ExperimentConfig, run_dir: str) -> dict[str, float]:
+def measure(cfg: ExperimentConfig, run_dir: str, warm: bool) -> dict:
     from analysis.load import load_run
     from simulate.launcher import run_experiment
 
-    status = run_experiment(cfg, run_dir, time_limit_s=300)
-    if status["state"] != "COMPLETED":
-        sys.exit(f"bench: {cfg.strategy} {status['state']}: see {run_dir}")
+    status = run_experiment(cfg, run_dir, time_limit_s=300, warm=warm)
+    if status["state"] != "COMPLETED" or status["warm_start"] != warm:
+        sys.exit(f"bench: {cfg.strategy} {status['state']} (warm start {status['warm_start']}): see {run_dir}")
     data = load_run(run_dir)
     first_step = float(data.steps.groupby("rank")["time"].min().max())
     last_step = float(data.steps["time"].max())
-    end_record = float(data.ranks["end_time"].max())
-    return {"start": first_step - status["started"], "end": status["ended"] - last_step,
-            "to end record": end_record - last_step, "end record to exit": status["ended"] - end_record}
+    step_s = float(data.steps[data.steps["step"] > 0]["step_s"].median())  # a typical step: not the first
+    with open(os.path.join(run_dir, "config.json")) as f:
+        ranks = json.load(f)["meta"]["ranks"]
+    return {"start": first_step - status["started"] - step_s, "end": status["ended"] - last_step, "step": step_s,
+            "ranks": sorted({(m["threads"], m["interop_threads"], m["allocator"]["mmap_threshold"],
+                              m["allocator"]["trim_threshold"]) for m in ranks})}
+
+
+def sweep_wall(work: str, name: str, warm: bool) -> float:
+    """Wall seconds of README's first sweep through bin/sweep (its own warm-start server included)."""
+    cmd = [os.path.join(ROOT, "bin", "sweep"), "--backend", "simulate", "--logs", work, "--sweep", name,
+           *README_SWEEP, *([] if warm else ["--cold"])]
+    t0 = time.time()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} exited {done.returncode}: {done.stderr[-500:]}")
+    return time.time() - t0
 
 
 # ---- probes: one rank's start, phase by phase, in a fresh process ------------------------------
@@ -119,48 +142,86 @@ def probe_round(strategy: str, world: int) -> list[float]:
     return [max(col) for col in zip(*rows, strict=True)]
 
 
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):5.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.startup", description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--strategies", default=STRATEGIES)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--quick", action="store_true", help="2 rounds")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--quick", action="store_true", help="2 rounds, no sweep")
+    p.add_argument("--sweep-rounds", type=int, default=1, help="README's sweep, warm and cold, this many times each")
+    p.add_argument("--probes", action="store_true", help="also time the phases of a cold rank's start")
     p.add_argument("--probe", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.probe:
         probe(args.probe)
+    from simulate import warmstart
+
     strategies = args.strategies.split(",")
-    rounds = 2 if args.quick else args.rounds
+    rounds, sweep_rounds = (2, 0) if args.quick else (args.rounds, args.sweep_rounds)
     cfgs = {s: config(s, args.steps) for s in strategies}
-    runs: dict[str, list[dict[str, float]]] = {s: [] for s in strategies}
+    runs: dict[tuple[str, str], list[dict]] = {(s, side): [] for s in strategies for side in SIDES}
     phases: dict[str, list[list[float]]] = {s: [] for s in strategies}
+    walls: dict[str, list[float]] = {side: [] for side in SIDES}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as work:
+        t0 = time.time()
+        measure(cfgs[strategies[0]], os.path.join(work, "server-start"), True)  # starts the server
+        server_s, ready = time.time() - t0, warmstart.server(dict(os.environ)).wait_ready()
         for r in range(rounds):
+            sides = SIDES if r % 2 == 0 else SIDES[::-1]
             for s in strategies[r % len(strategies):] + strategies[:r % len(strategies)]:
-                runs[s].append(measure(cfgs[s], os.path.join(work, f"{s}-{r}")))
-                phases[s].append(probe_round(s, cfgs[s].world_size))
+                for side in sides:
+                    runs[s, side].append(measure(cfgs[s], os.path.join(work, f"{s}-{side}-{r}"), side == "warm"))
+                if args.probes:
+                    phases[s].append(probe_round(s, cfgs[s].world_size))
+        warmstart.shutdown()  # bin/sweep starts its own
+        for r in range(sweep_rounds):
+            for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
+                walls[side].append(sweep_wall(work, f"readme-{side}-{r}", side == "warm"))
     print(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} cores); "
-          f"mlp, {args.steps} steps; median of {rounds} rounds, seconds")
-    print(f"{'strategy':>9} {'ranks':>5} {'start':>6} {'end':>6} {'fixed':>6} {'range':>11}  goal <= {GOAL_S} | "
-          f"end: {'to end rec':>10} {'rec->exit':>9}")
+          f"mlp, {args.steps} steps; median [min-max] of {rounds} rounds, seconds")
+    print(f"warm-start server: first experiment {server_s:.2f} s (server imports {ready['import_s']:.2f} s, "
+          f"{ready['modules']} modules, {ready['threads']} thread)")
+    print(f"{'strategy':>9} {'ranks':>5} | {'warm fixed':>18} {'start':>5} {'end':>5} | {'cold fixed':>18} "
+          f"{'start':>5} {'end':>5} | {'step ms warm':>18} {'cold':>18} | threads, interop, mmap/trim thr.")
+    fixed = {side: {} for side in SIDES}
     for s in strategies:
-        fixed = [m["start"] + m["end"] for m in runs[s]]
-        med = {k: statistics.median(m[k] for m in runs[s]) for k in runs[s][0]}
-        verdict = "met" if statistics.median(fixed) <= GOAL_S else "NOT met"
-        print(f"{s:>9} {cfgs[s].world_size:>5} {med['start']:>6.2f} {med['end']:>6.2f} "
-              f"{statistics.median(fixed):>6.2f} {min(fixed):>5.2f}-{max(fixed):<5.2f}  {verdict:<12} | "
-              f"     {med['to end record']:>10.2f} {med['end record to exit']:>9.2f}")
-    print("where the start goes (probes, slowest of the ranks started together; median, seconds; in brackets "
-          "the CPU seconds, what an idle machine would take):")
+        row = f"{s:>9} {cfgs[s].world_size:>5} |"
+        for side in SIDES:
+            ms = runs[s, side]
+            fixed[side][s] = [m["start"] + m["end"] for m in ms]
+            row += (f" {_spread(fixed[side][s]):>18} {statistics.median(m['start'] for m in ms):5.2f} "
+                    f"{statistics.median(m['end'] for m in ms):5.2f} |")
+        row += " ".join(f" {_spread([1000 * m['step'] for m in runs[s, side]]):>18}" for side in SIDES)
+        states = {side: sorted({str(x) for m in runs[s, side] for x in m["ranks"]}) for side in SIDES}
+        row += f" | {'same' if states['warm'] == states['cold'] else 'DIFFER'}: {', '.join(states['warm'])}"
+        print(row)
+    for side in SIDES:
+        med = statistics.median(statistics.median(v) for v in fixed[side].values())
+        verdict = ("met" if med <= GOAL_S else "NOT met") if side == "warm" else "-"
+        print(f"median over strategies, {side}: {med:.2f} s  (goal <= {GOAL_S} s warm: {verdict})")
+    for side in SIDES:
+        if walls[side]:
+            print(f"README sweep ({' '.join(README_SWEEP)}), {side}: {_spread(walls[side])} s wall")
+    if args.probes:
+        print_probes(strategies, phases, runs)
+    return 0
+
+
+def print_probes(strategies: list[str], phases: dict[str, list[list[float]]], runs: dict) -> None:
+    print("where a cold start goes (probes, slowest of the ranks started together; median, seconds; in "
+          "brackets the CPU seconds, what an idle machine would take):")
     print(f"{'strategy':>9} " + " ".join(f"{ph:>16}" for ph in PHASES) + f" {'rest of start':>14}")
     n = len(PHASES)
     for s in strategies:
         med = [statistics.median(col) for col in zip(*phases[s], strict=True)]
-        rest = statistics.median(m["start"] for m in runs[s]) - sum(med[:n])
+        rest = statistics.median(m["start"] for m in runs[s, "cold"]) - sum(med[:n])
         print(f"{s:>9} " + " ".join(f"{w:>9.2f} [{c:4.2f}]" for w, c in zip(med[:n], med[n:], strict=True))
               + f" {rest:>14.2f}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -32,6 +32,13 @@ COLLECTIVE_TIMEOUT = "TS_COLLECTIVE_TIMEOUT"
 # "1" when the simulate launcher put more ranks than cores on this machine; set by it for the rank's
 # environment (config.json's CPU plan records the same), read by no module.
 CPU_OVERSUBSCRIBED = "TS_CPU_OVERSUBSCRIBED"
+# "0": the simulate launcher starts every rank in a fresh interpreter (cold) instead of forking it from
+# its warm-start server; set by the user or the Makefile's WARM=0 (bin/sweep --cold does the same),
+# read by simulate/warmstart.py.
+WARM = "TS_WARM"
+# "1" in a rank forked by the warm-start server: set by simulate/warmstart.py in the rank's environment,
+# read by trainers/common/setup.py (config.json's per-rank `warm`).
+WARM_RANK = "TS_WARM_RANK"
 # The loopback cluster's state folder (default .cluster): set by the user, read by slurm/cluster.py.
 CLUSTER_DIR = "TS_CLUSTER_DIR"
 # When bench/startup.py spawned a probe (Unix seconds): set and read by bench/startup.py.
@@ -41,4 +48,4 @@ UPDATE_GOLDEN = "TS_UPDATE_GOLDEN"
 
 # Every name above: what the shell side and the docs may name.
 ALL = (ATTEMPT, ATTEMPT_BASE, THREADS, NODE, EMULATE_LINK, RANKS_PER_GPU, CHECKPOINT_ON_SIGNAL, COLLECTIVE_TIMEOUT,
-       CPU_OVERSUBSCRIBED, CLUSTER_DIR, BENCH_SPAWNED, UPDATE_GOLDEN)
+       CPU_OVERSUBSCRIBED, WARM, WARM_RANK, CLUSTER_DIR, BENCH_SPAWNED, UPDATE_GOLDEN)

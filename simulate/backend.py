@@ -3,7 +3,8 @@
 `SimulateBackend` implements sweeper/backends.py's interface; the books (sweep.json,
 status.json, resume, summary, interrupts) are kept there. On SIGINT/SIGTERM the launcher
 stops every rank of the running experiment (SIGTERM, then SIGKILL) and writes CANCELLED
-before the interrupt reaches `backends.run`.
+before the interrupt reaches `backends.run`. The launcher's warm-start server (one for the
+sweep, simulate/warmstart.py) is stopped when the sweep ends, interrupted or not.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shlex
 import sys
 import time
 
+from simulate import warmstart
 from simulate.launcher import plan_cpus, run_experiment
 from sweeper.backends import Backend, SweepLedger
 from sweeper.grid import Experiment
@@ -35,8 +37,9 @@ def _progress_printer(number: str, exp_id: str):
 class SimulateBackend(Backend):
     name = "simulate"
 
-    def __init__(self, time_limit_s: float = 0) -> None:
+    def __init__(self, time_limit_s: float = 0, warm: bool = True) -> None:
         self.time_limit_s = time_limit_s
+        self.warm = warm and warmstart.enabled()  # --cold or TS_WARM=0: every rank in a fresh interpreter
         self.running: str | None = None
 
     def dry_run(self, book: SweepLedger, runnable: list[Experiment]) -> int:
@@ -48,6 +51,12 @@ class SimulateBackend(Backend):
         pass  # one after another, in wait
 
     def wait(self, book: SweepLedger, todo: list[Experiment]) -> dict[str, str]:
+        try:
+            return self._run_all(book, todo)
+        finally:  # the end of the sweep, or its interrupt: the warm-start server goes with it
+            warmstart.shutdown()
+
+    def _run_all(self, book: SweepLedger, todo: list[Experiment]) -> dict[str, str]:
         states: dict[str, str] = {}
         for exp in todo:
             number = book.number(exp.id)
@@ -58,7 +67,8 @@ class SimulateBackend(Backend):
                   flush=True)
             t0 = time.time()
             self.running = exp.id
-            status = run_experiment(exp.config, run_dir, self.time_limit_s, _progress_printer(number, exp.id))
+            status = run_experiment(exp.config, run_dir, self.time_limit_s, _progress_printer(number, exp.id),
+                                    warm=self.warm)
             self.running = None
             if sys.stdout.isatty():
                 print()

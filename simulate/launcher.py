@@ -12,6 +12,12 @@ get SIGTERM after a short grace period, then SIGKILL. The result lands in `statu
 Ranks run in their own sessions, so a terminal's Ctrl-C reaches only the launcher: on any
 exception there (the sweep's SIGINT/SIGTERM) it stops every rank (SIGTERM, SIGKILL after
 CANCEL_GRACE_S), writes status.json CANCELLED with this attempt's number, and re-raises.
+
+Warm start (the default; `warm=False` or TS_WARM=0: cold): ranks on the CPU are forked by this
+process's warm-start server (simulate/warmstart.py), which has imported torch and the trainers
+once, instead of each starting a fresh interpreter; they are this process's children all the
+same, in their own sessions, with the same environment, cores and output. Where the server
+cannot serve (or the ranks use GPUs) the ranks start cold and the node's output says why.
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ from contract import envnames, rundir
 from contract import gpushare as gpu
 from contract.config import ExperimentConfig
 from contract.paths import ROOT
+from simulate import warmstart
 from sweeper.grid import gpu_count
 
 GRACE_S = 5.0  # after one rank fails, how long the others get to notice on their own
 CANCEL_GRACE_S = 3.0  # on an interrupt of the sweep: SIGTERM, then SIGKILL after this long
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 STEP_RE = re.compile(r"\] step (\d+)/(\d+)")
+Proc = subprocess.Popen | warmstart.WarmProcess  # a rank: started cold, or forked by the warm-start server
 
 
 @dataclass
@@ -115,7 +123,7 @@ class _ExitWatch:
         self._poll = select.poll()
         self._fds: dict[int, int] = {}
 
-    def add(self, proc: subprocess.Popen) -> None:
+    def add(self, proc: Proc) -> None:
         try:
             fd = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
@@ -123,7 +131,7 @@ class _ExitWatch:
         self._fds[proc.pid] = fd
         self._poll.register(fd, select.POLLIN)
 
-    def wait(self, procs: list[subprocess.Popen], timeout_s: float) -> None:
+    def wait(self, procs: list[Proc], timeout_s: float) -> None:
         """Return when a still-watched rank exits, or after timeout_s."""
         for p in procs:
             if p.returncode is not None and p.pid in self._fds:  # exited: stays readable, stop watching
@@ -156,18 +164,20 @@ class LaunchPlan:
     locks: dict[str, threading.Lock]  # node name -> the lock its ranks' output lines take
     argv: list[str]  # the trainer's command line
     started: float  # time.time() at the attempt's start
+    warm: bool  # asked for a warm start (the ranks start cold where the server cannot serve)
+    started_warm: bool = False  # set by _spawn: whether the ranks were forked by the warm-start server
 
 
 @dataclass
 class RankProcess:
     """A started rank: its process, the affinity the kernel reports for it, the thread copying its output."""
 
-    proc: subprocess.Popen
+    proc: Proc
     affinity: str | None = None
     pump: threading.Thread | None = None
 
 
-def _procs(ranks: list[RankProcess]) -> list[subprocess.Popen]:
+def _procs(ranks: list[RankProcess]) -> list[Proc]:
     return [r.proc for r in ranks]
 
 
@@ -184,8 +194,10 @@ def _pump(stream, out_file, lock: threading.Lock, rank: int, progress: Callable[
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
-                   progress: Callable[[int, int], None] | None = None, extra_env: dict | None = None) -> dict:
-    """Run all ranks of `cfg` here; return (and write) the status dict."""
+                   progress: Callable[[int, int], None] | None = None, extra_env: dict | None = None,
+                   warm: bool | None = None) -> dict:
+    """Run all ranks of `cfg` here; return (and write) the status dict. `warm`: fork the ranks from
+    the warm-start server (default: unless TS_WARM=0)."""
     os.makedirs(run_dir, exist_ok=True)
     world, ppn = cfg.world_size, cfg.procs_per_node
     plan = plan_cpus(world)
@@ -211,7 +223,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str, time_limit_s: float = 0,
     started = time.time()
     launch = LaunchPlan(cfg=cfg, run_dir=run_dir, time_limit_s=time_limit_s, progress=progress, extra_env=extra_env,
                         cpus=plan, gpus=gplan, attempt=attempt, port=port, names=names, outs=outs, locks=locks,
-                        argv=argv, started=started)
+                        argv=argv, started=started, warm=warmstart.enabled() if warm is None else warm)
     rank_procs: list[RankProcess] = []
     state, interrupt = None, None
     # This attempt is taken before any rank can write: an interrupt anywhere from here on leaves
@@ -257,7 +269,8 @@ def _finish(launch: LaunchPlan, ranks: list[RankProcess], state: str | None,
     status = {"exit_code": next((c for c in codes if c != 0), 0), "attempts": attempt,
               "failed_ranks": failed, "first_failed_rank": _first_failure(procs, codes),
               "started": started, "ended": time.time(), "wall_s": time.time() - started,
-              "backend": "simulate", "cpu_plan": {**plan.describe(), "affinity_observed": affinity},
+              "backend": "simulate", "warm_start": launch.started_warm,
+              "cpu_plan": {**plan.describe(), "affinity_observed": affinity},
               "gpu_plan": gplan.describe() if gplan else None}
     if interrupt is not None:
         status["reason"] = str(interrupt) or type(interrupt).__name__
@@ -269,10 +282,42 @@ def _spawn_and_watch(launch: LaunchPlan, ranks: list[RankProcess]) -> str | None
     """Start the ranks (appending to `ranks`) and watch them; a state or None."""
     exits = _ExitWatch()
     try:
-        _spawn(launch, ranks, exits)
+        try:
+            _spawn(launch, ranks, exits)
+        except warmstart.WarmStartError as e:  # the server failed after some ranks started: end them
+            _say(launch, f"warm start failed after {len(ranks)} rank(s) started: {e}")
+            warmstart.shutdown()
+            _stop(_procs(ranks), CANCEL_GRACE_S)
+            return "FAILED"
         return _watch(_procs(ranks), launch.started, launch.time_limit_s, exits)
     finally:
         exits.close()
+
+
+def _say(launch: LaunchPlan, message: str) -> None:
+    """A launcher line in every simulated node's output."""
+    for n in launch.names:
+        with launch.locks[n]:
+            launch.outs[n].write(f"[launcher {n}] {message}\n")
+            launch.outs[n].flush()
+
+
+def _warm_server(launch: LaunchPlan) -> warmstart.WarmServer | None:
+    """The server that forks this experiment's ranks, or None: a cold start, the reason in the outputs."""
+    if not launch.warm:
+        return None
+    if launch.gpus is not None:
+        why = "ranks on GPUs start cold (warm start with CUDA is not verified)"
+    else:
+        try:
+            server = warmstart.server({**os.environ, **(launch.extra_env or {})})
+            server.wait_ready()
+            return server
+        except warmstart.WarmStartError as e:
+            warmstart.shutdown()
+            why = str(e)
+    _say(launch, f"warm start unavailable: {why}; cold start")
+    return None
 
 
 def _spawn(launch: LaunchPlan, ranks: list[RankProcess], exits: _ExitWatch) -> None:
@@ -280,6 +325,9 @@ def _spawn(launch: LaunchPlan, ranks: list[RankProcess], exits: _ExitWatch) -> N
     cfg, extra_env, plan, gplan, attempt, port = (launch.cfg, launch.extra_env, launch.cpus, launch.gpus,
                                                   launch.attempt, launch.port)
     world, ppn = cfg.world_size, cfg.procs_per_node
+    server = _warm_server(launch)
+    launch.started_warm = server is not None
+    _say(launch, f"start: {'warm (forked by the warm-start server)' if server else 'cold'}")
     for rank in range(world):
         node = launch.names[rank // ppn]
         env = {**os.environ, **(extra_env or {}),
@@ -292,26 +340,38 @@ def _spawn(launch: LaunchPlan, ranks: list[RankProcess], exits: _ExitWatch) -> N
         if gplan:
             env["CUDA_VISIBLE_DEVICES"] = gplan.per_rank[rank]
             env[envnames.RANKS_PER_GPU] = str(gplan.ranks_per_gpu[gplan.per_rank[rank]])
+        env.pop(envnames.WARM_RANK, None)  # only the warm-start server sets it, in the rank it forks
         cores = plan.cores[rank]
         # An interrupt between fork and `ranks.append` would leave a rank nobody stops: hold it until then.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            proc = subprocess.Popen([sys.executable, "-m", f"trainers.{cfg.strategy}", *launch.argv], cwd=ROOT,
-                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    preexec_fn=lambda c=cores: _child_setup(c), start_new_session=True)
+            proc: Proc
+            if server is not None:
+                try:
+                    proc = server.start_rank(cfg.strategy, launch.argv, env, cores)
+                except warmstart.WarmStartError as e:
+                    if ranks:
+                        raise
+                    _say(launch, f"warm start unavailable: {e}; cold start")
+                    warmstart.shutdown()
+                    server, launch.started_warm = None, False
+            if server is None:
+                proc = subprocess.Popen([sys.executable, "-m", f"trainers.{cfg.strategy}", *launch.argv], cwd=ROOT,
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        preexec_fn=lambda c=cores: _child_setup(c), start_new_session=True)
             rank_proc = RankProcess(proc)
             ranks.append(rank_proc)
             exits.add(proc)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        rank_proc.affinity = observed_affinity(proc.pid)  # Popen returns after exec: the affinity is set
+        rank_proc.affinity = observed_affinity(proc.pid)  # Popen returns after exec, a warm rank once set
         pump = threading.Thread(target=_pump, args=(proc.stdout, launch.outs[node], launch.locks[node], rank,
                                                     launch.progress), daemon=True)
         pump.start()
         rank_proc.pump = pump  # only a started thread: _finish joins it
 
 
-def _watch(procs: list[subprocess.Popen], started: float, time_limit_s: float, exits: _ExitWatch) -> str | None:
+def _watch(procs: list[Proc], started: float, time_limit_s: float, exits: _ExitWatch) -> str | None:
     """Wait for every rank; stop the rest GRACE_S after one fails, or all at the time limit."""
     state, failed_at, deadline = None, None, started + time_limit_s if time_limit_s else None
     while True:
@@ -337,12 +397,12 @@ def _child_setup(cores: list[int]) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # the mask is inherited across exec
 
 
-def _first_failure(procs: list[subprocess.Popen], codes: list[int]) -> int | None:
+def _first_failure(procs: list[Proc], codes: list[int]) -> int | None:
     bad = [r for r, c in enumerate(codes) if c not in (0, -signal.SIGTERM, -signal.SIGKILL, 143)]
     return bad[0] if bad else next((r for r, c in enumerate(codes) if c != 0), None)
 
 
-def _stop(procs: list[subprocess.Popen], grace_s: float = GRACE_S) -> None:
+def _stop(procs: list[Proc], grace_s: float = GRACE_S) -> None:
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 0)):
         for p in procs:
             if p.poll() is None:

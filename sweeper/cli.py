@@ -57,6 +57,8 @@ SWEEP_SETTINGS = {
     "no_wait": ("--no-wait", bool, False, "Slurm backends: submit and return"),
     "serial": ("--serial", bool, False, "Slurm backends: run the sweep's jobs one at a time (for timings where "
                "jobs share cores, as on the loopback cluster)"),
+    "warm": ("--cold", bool, True, "simulate backend: start every rank in a fresh interpreter instead of forking "
+             "it from the warm-start server (as WARM=0 does)"),
 }
 # The sweep's defaults where they differ from an experiment's (nodes: a grid, not one count).
 DEFAULTS = {"nodes": [1, 2], **{d: s[2] for d, s in SWEEP_SETTINGS.items() if s[2] is not None}}
@@ -112,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="sweep file (YAML; keys: the make variables in lower case)")
     for dest, (flag, kind, _, help_) in SWEEP_SETTINGS.items():
-        if kind is bool:
-            p.add_argument(flag, dest=dest, action="store_true", help=help_)
+        if kind is bool:  # a flag switches its setting from the default (--cold: warm false)
+            p.add_argument(flag, dest=dest, action="store_false" if SWEEP_SETTINGS[dest][2] else "store_true",
+                           help=help_)
         else:
             shown = default_text(dest) if dest in DEFAULTS else ""
             p.add_argument(flag, dest=dest, metavar=sweepfile.key(dest).upper(),
@@ -198,7 +201,7 @@ def main(argv: list[str]) -> int:
     if backend == "simulate":
         from simulate.backend import SimulateBackend
 
-        runner = SimulateBackend(limit_s)
+        runner = SimulateBackend(limit_s, warm=settings["warm"])
     else:
         from slurm.backend import make_backend
 

@@ -38,6 +38,7 @@ def sweep_flags(text: str) -> dict[str, str]:
     block = text[text.index("SWEEP_FLAGS ="):text.index(".PHONY")]
     pairs = {v: f for f, v in re.findall(r"\$\(call opt,(--[a-z-]+),\$\(([A-Z_]+)\)\)", block)}
     pairs.update(re.findall(r"\$\(if \$\(([A-Z_]+)\),(--[a-z-]+)\)", block))
+    pairs.update(re.findall(r"\$\(if \$\(filter 0,\$\(([A-Z_]+)\)\),(--[a-z-]+)\)", block))  # WARM=0: --cold
     return pairs
 
 
@@ -47,16 +48,16 @@ def help_lines(text: str) -> list[str]:
 
 def help_segments(lines: list[str], known: set[str]) -> dict[str, str]:
     """The sweep section of `make help`: variable -> its description. A segment starts with one or
-    more variable names (`STEPS / EPOCHS`, `PARTITION ACCOUNT TIME`, `DRY_RUN=1`) after two spaces."""
+    more variable names (`STEPS / EPOCHS`, `PARTITION ACCOUNT TIME`, `DRY_RUN=1`, `WARM=0`) after two spaces."""
     out: dict[str, str] = {}
     current: list[str] = []
     for line in lines:
         for part in re.split(r"\s{2,}", line.strip()):
             names, rest = [], part.split()
-            while rest and (rest[0].removesuffix("=1") in known or (rest[0] == "/" and names)):
+            while rest and (re.sub("=[01]$", "", rest[0]) in known or (rest[0] == "/" and names)):
                 word = rest.pop(0)
                 if word != "/":
-                    names.append(word.removesuffix("=1"))
+                    names.append(re.sub("=[01]$", "", word))
             if names:
                 current = names
                 for n in names:

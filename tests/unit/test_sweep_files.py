@@ -99,7 +99,7 @@ class _Recorder(Backend):
     """Writes each experiment's config.json as a backend does, runs nothing, says COMPLETED."""
     name = "simulate"
 
-    def __init__(self, *_: object) -> None:
+    def __init__(self, *_: object, **__: object) -> None:
         pass
 
     def submit(self, book, todo):

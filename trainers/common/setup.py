@@ -24,8 +24,11 @@ from trainers.common.context import Context
 from trainers.common.data import GlobalBatches, load
 from trainers.common.logwriter import RankLog
 
-# A collective that waits longer than this on a dead peer fails instead of hanging.
-COLLECTIVE_TIMEOUT_S = float(os.environ.get(envnames.COLLECTIVE_TIMEOUT, "120"))
+
+def collective_timeout_s() -> float:
+    """A collective that waits longer than this on a dead peer fails instead of hanging. Read when a
+    rank starts, not at import: a warm-started rank imported this module in the server."""
+    return float(os.environ.get(envnames.COLLECTIVE_TIMEOUT, "120"))
 
 
 def _pick_device(cfg: ExperimentConfig, env: distenv.DistEnv) -> torch.device:
@@ -48,10 +51,11 @@ def _init_process_group(env: distenv.DistEnv, device: torch.device, strategy: st
         return "none"  # strategies that run in one process; every other one gets a group, even of size 1
     # NCCL refuses two ranks on one device (the simulate backend's GPU partitioning): use gloo there.
     backend = "nccl" if device.type == "cuda" and not _ranks_share_a_gpu(env, device) else "gloo"
-    _await_store(env, COLLECTIVE_TIMEOUT_S)
+    timeout_s = collective_timeout_s()
+    _await_store(env, timeout_s)
     dist.init_process_group(backend, init_method=f"tcp://{env.master_addr}:{env.master_port}",
                             rank=env.rank, world_size=env.world_size,
-                            timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+                            timeout=datetime.timedelta(seconds=timeout_s))
     return backend
 
 
@@ -80,7 +84,8 @@ def _write_runtime_meta(ctx: Context, backend: str, heap: allocator.AllocatorSta
     hosts = [None] * ctx.world_size
     me = {"node": ctx.env.node, "host": os.uname().nodename,
           "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
-          "threads": torch.get_num_threads(), "affinity": sorted(os.sched_getaffinity(0)),
+          "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+          "affinity": sorted(os.sched_getaffinity(0)), "warm": os.environ.get(envnames.WARM_RANK) == "1",
           "allocator": heap.describe() if heap is not None else None}
     if dist.is_initialized():
         dist.all_gather_object(hosts, me)
