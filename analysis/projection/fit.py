@@ -120,7 +120,9 @@ def fit(points: list[Point], pooled_shape: float | None = None, thread_gain: flo
     settings = points[0].settings  # one series: one value of each of the strategy's settings
     # P per payload: a localsgd point's bytes and step are means over its sync period (points.py), and
     # the pattern averages the syncs over the steps the same way, so P is the parameter bytes at any H.
-    pb = statistics.median([p.comm_bytes / pattern(strategy, p.world, settings) for p in multi]) if multi else 0.0
+    # (a mixture's pattern is its dp traffic: 0 where its tp x pp fills the world)
+    sending = [(p, pattern(strategy, p.world, settings)) for p in multi]
+    pb = statistics.median([p.comm_bytes / x for p, x in sending if x > 0] or [0.0])
     serial = statistics.median([p.serial_s for p in multi]) if multi else 0.0
     if not any(p.compute_s for p in points):
         return _fit_on_steps(Fit(strategy, 0.0, 1.0, 0.0, pb, chunks, points, busy, serial, settings=settings))
