@@ -60,3 +60,22 @@ def test_a_graph_dropped_unused_is_released() -> None:
     assert sp.live > 0
     del out
     assert sp.live == 0
+
+
+def test_a_dtensor_counts_its_local_shard(tmp_path) -> None:
+    """Autograd saves DTensors (tp, mix): their local shards are what the rank holds."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        w = nn.Parameter(distribute_tensor(torch.randn(WIDTH, WIDTH), mesh, [Shard(0)]))
+        x = distribute_tensor(torch.randn(BATCH, WIDTH, requires_grad=True), mesh, [Shard(0)])
+        sp = SavedPeak(parameter_keys([w]))
+        with sp.watch():
+            (x @ w).sum().backward()
+        assert sp.peak == ACT  # x's local shard; the weight is a parameter
+    finally:
+        dist.destroy_process_group()

@@ -22,35 +22,43 @@ import contextlib
 from collections.abc import Iterable, Iterator
 
 import torch
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 Key = tuple[int, int]  # (storage data pointer, storage bytes)
 
 
-def storage_key(t: torch.Tensor) -> Key:
-    s = t.untyped_storage()
-    return s.data_ptr(), s.nbytes()
+def storage_keys(t: torch.Tensor) -> list[Key]:
+    """The storages a tensor holds: its own, or a wrapper subclass's inner tensors' (a DTensor's local
+    shard); none for a tensor without real storage (fake, meta)."""
+    if is_traceable_wrapper_subclass(t):
+        names, _ = t.__tensor_flatten__()  # type: ignore[attr-defined]
+        inner = (getattr(t, n) for n in names)
+        return [k for i in inner if isinstance(i, torch.Tensor) for k in storage_keys(i)]
+    if t.layout != torch.strided or t.device.type == "meta":
+        return []
+    try:
+        s = t.untyped_storage()
+        return [(s.data_ptr(), s.nbytes())]
+    except (RuntimeError, NotImplementedError):
+        return []
 
 
 def parameter_keys(params: Iterable[torch.Tensor]) -> set[Key]:
     """Storage keys of parameters, a DTensor's local shard for a sharded one."""
-    keys = set()
-    for p in params:
-        local = p.to_local() if hasattr(p, "to_local") else p
-        keys.add(storage_key(local))
-    return keys
+    return {k for p in params for k in storage_keys(p)}
 
 
 class _Held:
     """What autograd keeps in place of a saved tensor; its end is the tensor's release."""
 
-    __slots__ = ("key", "owner", "tensor")
+    __slots__ = ("keys", "owner", "tensor")
 
-    def __init__(self, tensor: torch.Tensor, key: Key | None, owner: SavedPeak) -> None:
-        self.tensor, self.key, self.owner = tensor, key, owner
+    def __init__(self, tensor: torch.Tensor, keys: list[Key], owner: SavedPeak) -> None:
+        self.tensor, self.keys, self.owner = tensor, keys, owner
 
     def __del__(self) -> None:
-        if self.key is not None:
-            self.owner.release(self.key)
+        for key in self.keys:
+            self.owner.release(key)
 
 
 class SavedPeak:
@@ -69,18 +77,14 @@ class SavedPeak:
             self.live -= key[1]
 
     def _pack(self, t: torch.Tensor) -> _Held:
-        key = None
-        if t.layout == torch.strided and t.device.type != "meta":
-            key = storage_key(t)
-            if key in self.exclude:
-                key = None
-            else:
-                if key not in self.refs:
-                    self.live += key[1]
-                    self.peak = max(self.peak, self.live)
-                self.refs[key] = self.refs.get(key, 0) + 1
+        keys = [k for k in storage_keys(t) if k not in self.exclude]
+        for key in keys:
+            if key not in self.refs:
+                self.live += key[1]
+                self.peak = max(self.peak, self.live)
+            self.refs[key] = self.refs.get(key, 0) + 1
         # detached: an output saved with its grad_fn would make a cycle the graph's release cannot break
-        return _Held(t.detach(), key, self)
+        return _Held(t.detach(), keys, self)
 
     @staticmethod
     def _unpack(held: _Held) -> torch.Tensor:
