@@ -139,7 +139,10 @@ class ExperimentConfig:
 
     def normalised(self) -> ExperimentConfig:
         """The same experiment in its one spelling: a pipeline's --micro-batch folded into its chunks, a
-        micro-batch of the whole share written 0. A config that does not divide is left as it is."""
+        micro-batch of the whole share written 0, a mixture's shard mode over one replica written none
+        (there is nothing to shard: the trainer runs it as none). A config that does not divide is left as it is."""
+        if self.strategy_record.kind == "mixture" and self.shard != "none" and self.dp_size == 1:
+            return dataclasses.replace(self, shard="none").normalised()
         b, share = self.micro_batch, self.replica_batch
         if b <= 0 or share % b or self.global_batch % max(self.dp_size, 1):
             return self

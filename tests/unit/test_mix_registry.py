@@ -76,3 +76,13 @@ def test_a_step_sends_tp_collectives_boundaries_and_dp_traffic(shard: str, dp_by
     assert MIX.step_traffic(settings, 1, PAYLOADS) == (tp_and_pipe, (2 * 8 + 2) * 4)
     alone = MIX.step_traffic({"tp": 1, "chunks": 4, "shard": shard}, 1, PAYLOADS)
     assert alone == (300, 2 * 4)  # tp 1: only the pipeline
+
+
+def test_a_shard_mode_over_one_replica_is_the_same_experiment_as_none() -> None:
+    from contract.config import ExperimentConfig
+
+    one = ExperimentConfig(strategy="mix", nodes=2, procs_per_node=2, tp=2, pp=2, model="transformer", shard="full")
+    assert one.identity() == ExperimentConfig(**{**one.to_dict(), "shard": "none"}).identity()
+    assert "shard" not in one.experiment_id()
+    two = ExperimentConfig(**{**one.to_dict(), "nodes": 4})  # dp 2: the shard mode is the experiment's
+    assert two.identity()["shard"] == "full" and "shardfull" in two.experiment_id()
