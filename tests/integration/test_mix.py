@@ -1,7 +1,8 @@
 """mix (pp x dp x tp) follows single step by step (seed 0, global batch 64, STEPS steps) on one
 simulated node: loss within 1e-4 relative at every step, final parameters (gathered under single's
 names) within 1e-4. dp2 x tp2 with each shard mode, tp2 x pp2 with each schedule (sequence parallel
-on and off), dp2 x tp2 x pp2 on 8 ranks (transformer with FSDP2, mlp with replicas)."""
+on and off), dp2 x tp2 x pp2 on 8 ranks (transformer with FSDP2, mlp with replicas); recomputation
+(selective under ZeRO-1, full under 1F1B with 8 micro-batches of 8 and under FSDP2 on 8 ranks) on the way."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ CASES: dict[str, tuple[str, int, int, dict]] = {
     "single-mlp": ("single", 1, 1, {"model": "mlp"}),
     "single-transformer": ("single", 1, 1, T),
     "mix-dp2-tp2-none": ("mix", 1, 4, {**T, "tp": 2, "shard": "none"}),
-    "mix-dp2-tp2-optim": ("mix", 1, 4, {**T, "tp": 2, "shard": "optim"}),
+    "mix-dp2-tp2-optim-selective": ("mix", 1, 4, {**T, "tp": 2, "shard": "optim", "recompute": "selective"}),
     "mix-dp2-tp2-full": ("mix", 1, 4, {**T, "tp": 2, "shard": "full"}),
-    "mix-tp2-pp2-1f1b": ("mix", 1, 4, {**T, "tp": 2, "pp": 2, "schedule": "1f1b"}),
+    "mix-tp2-pp2-1f1b-full-mb8": ("mix", 1, 4, {**T, "tp": 2, "pp": 2, "schedule": "1f1b", "recompute": "full",
+                                                 "micro_batch": 8}),
     "mix-tp2-pp2-gpipe-sp-off": ("mix", 1, 4, {**T, "tp": 2, "pp": 2, "schedule": "gpipe",
                                               "sequence_parallel": "off"}),
-    "mix-dp2-tp2-pp2-full": ("mix", 1, 8, {**T, "tp": 2, "pp": 2, "shard": "full", "chunks": 2}),
+    "mix-dp2-tp2-pp2-full": ("mix", 1, 8, {**T, "tp": 2, "pp": 2, "shard": "full", "chunks": 2,
+                                           "recompute": "full"}),
     "mix-dp2-tp2-pp2-none-mlp": ("mix", 1, 8, {"model": "mlp", "tp": 2, "pp": 2, "shard": "none", "chunks": 2}),
 }
 
@@ -60,6 +63,6 @@ def held(run_dir: str) -> tuple[int, int, int]:
 
 def test_shard_modes_hold_their_share(run) -> None:
     """Over dp 2: optim halves the optimizer state alone, full all three (rank 0, after training)."""
-    none, optim, full = (held(run(f"mix-dp2-tp2-{s}")) for s in ("none", "optim", "full"))
+    none, optim, full = (held(run(f"mix-dp2-tp2-{s}")) for s in ("none", "optim-selective", "full"))
     assert optim[:2] == none[:2] and 0.45 * none[2] <= optim[2] <= 0.55 * none[2]
     assert all(0.45 * a <= b <= 0.55 * a for a, b in zip(none, full, strict=True)), (none, full)
