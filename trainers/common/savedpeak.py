@@ -22,12 +22,14 @@ import contextlib
 from collections.abc import Iterable, Iterator
 
 import torch
+from torch.distributed.tensor import DTensor
 
 Key = tuple[int, int]  # (storage data pointer, storage bytes)
 
 
 def storage_key(t: torch.Tensor) -> Key:
-    s = t.untyped_storage()
+    """A DTensor (tp, mix: autograd saves them above the dispatcher) is keyed by its local shard's storage."""
+    s = (t._local_tensor if isinstance(t, DTensor) else t).untyped_storage()
     return s.data_ptr(), s.nbytes()
 
 
@@ -72,7 +74,7 @@ class SavedPeak:
         key = None
         if t.layout == torch.strided and t.device.type != "meta":
             key = storage_key(t)
-            if key in self.exclude:
+            if key in self.exclude or isinstance(t, torch.nn.Parameter):  # FSDP2's gathered ones too
                 key = None
             else:
                 if key not in self.refs:
