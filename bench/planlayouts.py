@@ -20,6 +20,7 @@ from typing import Any
 from analysis import plan
 from bench.runs import run_and_read
 from contract import registry
+from contract.config import ExperimentConfig
 
 GLOBAL_BATCH, CHUNKS = 32, 4
 FIELDS = ("param_bytes", "grad_bytes", "optim_bytes")
@@ -47,13 +48,14 @@ def layouts(model: str, quick: bool = False) -> Iterator[tuple[str, dict[str, An
 
 
 @cache
-def shape_of(model: str, tp: int, recompute: str) -> plan.ModelShape:
-    """The planner's profile of TP rank 0 of `model` cut over tp, under `recompute` (measured in this process)."""
+def shape_of(model: str, tp: int, recompute: str, sp: bool) -> plan.ModelShape:
+    """The planner's profile of TP rank 0 of `model` cut over tp (sequence parallel `sp`), under `recompute`
+    (measured in this process)."""
     from trainers.common.activations import profile_model, profile_tp
 
     whole = tuple(b.params for b in profile_model(model, "synthetic"))
     blocks = tuple(plan.Block(b.params, b.saved_per_sample, b.output_per_sample, b.shapes)
-                   for b in profile_tp(model, "synthetic", tp, recompute))
+                   for b in profile_tp(model, "synthetic", tp, recompute, sp))
     return plan.ModelShape(model, blocks, tp=tp, whole=whole)
 
 
@@ -64,7 +66,8 @@ def planned(model: str, kw: dict[str, Any]) -> dict:
     settings = {k: kw[k] for k in ("tp", "pp", "shard", "recompute") if k in kw}
     o = plan.Options([kw["nodes"]], kw["procs_per_node"], GLOBAL_BATCH, CHUNKS, kw.get("schedule", "1f1b"), "adam",
                      "fp32", 80 * plan.GIB, settings=settings)
-    return plan.plan_one(record, shape_of(model, tp, kw["recompute"]), kw["nodes"], o)
+    sp = kw.get("sequence_parallel", ExperimentConfig.sequence_parallel) == "on"  # the runs' default: on
+    return plan.plan_one(record, shape_of(model, tp, kw["recompute"], sp), kw["nodes"], o)
 
 
 def saved_peaks(run_dir: str) -> list[int]:

@@ -22,14 +22,18 @@ import contextlib
 from collections.abc import Iterable, Iterator
 
 import torch
-from torch.distributed.tensor import DTensor
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 Key = tuple[int, int]  # (storage data pointer, storage bytes)
 
 
 def storage_key(t: torch.Tensor) -> Key:
-    """A DTensor (tp, mix: autograd saves them above the dispatcher) is keyed by its local shard's storage."""
-    s = (t._local_tensor if isinstance(t, DTensor) else t).untyped_storage()
+    """A tensor subclass wrapping another (tp, mix: a DTensor, its local shard; an AsyncCollectiveTensor, its
+    result: autograd saves them above the dispatcher) is keyed by the storage of the tensor it wraps."""
+    while is_traceable_wrapper_subclass(t):
+        inner, _ = t.__tensor_flatten__()
+        t = getattr(t, inner[0])
+    s = t.untyped_storage()
     return s.data_ptr(), s.nbytes()
 
 
