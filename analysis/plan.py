@@ -152,13 +152,15 @@ def empty_row(strategy: str, nodes: int, procs: int, reason: str | None = None) 
 
 
 def plan_one(record: registry.Strategy, shape: ModelShape, nodes: int, o: Options) -> dict:
-    stages = record.stages(nodes, o.procs)
     world = nodes * o.procs
+    mixture = record.kind == "mixture"  # its degrees are settings (pp, tp)
+    stages = record.stages(nodes, o.procs, int(o.settings.get("pp", 1)) if mixture else 0)
+    tp = int(o.settings.get("tp", 1)) if mixture else 1
     row = empty_row(record.name, nodes, o.procs)
     splittable = len(shape.blocks) > 1
     refusal = record.refusal(registry.Layout(nodes, o.procs, stages, len(shape.blocks) if splittable else 10**9,
-                                             gpus=o.procs, model=shape.name if shape.name in MODELS else ""))
-    dp = record.dp_size(nodes, o.procs, stages)
+                                             gpus=o.procs, model=shape.name if shape.name in MODELS else "", tp=tp))
+    dp = record.dp_size(nodes, o.procs, stages, tp)
     row.update(dp=dp, tp=world if record.kind == "tensor" else 1, pp=stages, shard=SHARD_OF.get(record.name, "none"),
                recompute="full" if record.name == "gpipe" and o.checkpoint != "never" else "none")
     if refusal is None and o.global_batch < dp:
