@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             for nodes, procs in layouts(strategy, ranks):
                 if registry.get(strategy).min_gpus:
                     continue  # needs GPUs
+                if registry.get(strategy).kind in ("tensor", "mixture"):
+                    continue  # planned from their TP-cut profile: the tp / mix rows below
                 data = run_and_read(work, f"{strategy}-{nodes}x{procs}", strategy=strategy, nodes=nodes,
                                     procs_per_node=procs, model=args.model, optimizer="adam", lr=0.001, steps=1,
                                     warmup=0, global_batch=64)

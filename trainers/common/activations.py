@@ -81,6 +81,7 @@ class BlockProfile:
     saved_per_sample: float  # bytes autograd saves for backward, per sample
     output_per_sample: float  # bytes of the block's output, per sample (a stage boundary's message)
     shapes: tuple[tuple[int, ...], ...] = ()  # its parameter tensors' shapes
+    input_per_sample: float = 0.0  # of saved_per_sample: the model input's bytes it saves (the first block)
 
 
 def profile_model(model: str, dataset: str, precision: str = "fp32", batch: int = REFERENCE_BATCH,
@@ -100,6 +101,7 @@ def profile_model(model: str, dataset: str, precision: str = "fp32", batch: int 
     x = torch.zeros(batch, *spec.shape, dtype=torch.long) if tokens else torch.randn(batch, *spec.shape)
     saved = SavedTensors(_param_keys(net))
     out: list[BlockProfile] = []
+    first = _storage_key(x)
     with saved.watch(), _autocast(precision):
         for i, block in enumerate(net):
             before = saved.nbytes
@@ -110,7 +112,10 @@ def profile_model(model: str, dataset: str, precision: str = "fp32", batch: int 
             here = local(x)
             out.append(BlockProfile(sum(local(p).numel() for p in block.parameters()),
                                     (saved.nbytes - before) / batch, here.numel() * here.element_size() / batch,
-                                    tuple(tuple(local(p).shape) for p in block.parameters())))
+                                    tuple(tuple(local(p).shape) for p in block.parameters()),
+                                    saved.seen.pop(first, 0) / batch if i == 0 else 0.0))
+            if i == 0 and out[0].input_per_sample:
+                saved.seen[first] = first[1]
     return out
 
 
