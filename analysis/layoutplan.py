@@ -11,8 +11,8 @@ measures them, profile_tp). From them, per stage s of pp:
 - activations: the stage's saved bytes per sample x the micro-batch x the micro-batches it keeps in
   flight (1F1B: min(pp - s, M), GPipe: M; without a pipeline one micro-batch at a time: gradient
   accumulation frees each one's graph in its backward). The model input the first block saves (the mlp's
-  image, the transformer's token ids) is a slice of the replica's batch in every micro-batch, and a saved
-  slice keeps its whole storage: stage 0 counts the replica's input whole.
+  image, the transformer's token ids) and the targets the loss saves are slices of the replica's batch in
+  every micro-batch, and a saved slice keeps its whole storage: the first and last stages count them whole.
 Each figure is the largest over the stages (the busiest rank's, as the bench compares it with the
 largest rank's `end` record). Torch-free.
 """
@@ -77,10 +77,10 @@ def plan_layout(record: registry.Strategy, whole: list[int], cut: list[Any], wor
         shapes = [sh for b in mine for sh in b.shapes]
         held = record.state_bytes(sum(b.params for b in mine), world, optimizer, shapes=shapes, settings=s,
                                   local=True)
-        # the model input a stage-0 micro-batch saves is a slice of the replica's batch: its whole storage is kept
-        whole_input = sum(b.input_per_sample for b in mine)
-        act = in_flight(i, pp, m, s["schedule"]) * micro * (sum(b.saved_per_sample for b in mine) - whole_input)
-        act += replica * whole_input
+        # the input and targets a micro-batch saves are slices of the replica's batch: their whole storage is kept
+        of_batch = sum(b.batch_per_sample for b in mine)
+        act = in_flight(i, pp, m, s["schedule"]) * micro * (sum(b.saved_per_sample for b in mine) - of_batch)
+        act += replica * of_batch
         rows.append((held, act))
     return {"dp": dp, "tp": tp, "pp": pp, "shard": s["shard"] if dp > 1 else "none", "micro_batches": m,
             "param_bytes": max(h.param_bytes for h, _ in rows), "grad_bytes": max(h.grad_bytes for h, _ in rows),

@@ -55,9 +55,9 @@ class Block:
     saved_per_sample: float | None  # bytes autograd keeps per sample; None: unknown
     output_per_sample: float  # bytes per sample of the block's output (a stage boundary)
     shapes: tuple[tuple[int, ...], ...] = ()  # parameter tensors' shapes, where known
-    # Of saved_per_sample: the model input's bytes the first block saves. A micro-batch is a slice of the
-    # replica's batch, so what it saves keeps the whole batch's storage (analysis/layoutplan.py).
-    input_per_sample: float = 0.0
+    # Of saved_per_sample: bytes of the batch itself it saves (the first block the input, the loss the targets).
+    # A micro-batch is a slice of the replica's batch; a saved slice keeps the whole storage (layoutplan.py).
+    batch_per_sample: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def shape_of(model: str, tp: int, recompute: str, sp: bool) -> plan.ModelShape:
     from trainers.common.activations import profile_model, profile_tp
 
     whole = tuple(b.params for b in profile_model(model, "synthetic"))
-    blocks = tuple(plan.Block(b.params, b.saved_per_sample, b.output_per_sample, b.shapes, b.input_per_sample)
+    blocks = tuple(plan.Block(b.params, b.saved_per_sample, b.output_per_sample, b.shapes, b.batch_per_sample)
                    for b in profile_tp(model, "synthetic", tp, recompute, sp))
     return plan.ModelShape(model, blocks, tp=tp, whole=whole)
 

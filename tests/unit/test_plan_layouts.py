@@ -55,10 +55,11 @@ def test_mix_shard_modes_split_the_local_shapes_over_dp() -> None:
     assert none["activation_bytes"] == 4 * 240 and none["micro_batch"] == 4
 
 
-def test_a_micro_batch_keeps_the_whole_replicas_input() -> None:
-    """The model input the first block saves is a slice of the replica's batch: its whole storage stays."""
+def test_a_micro_batch_keeps_the_whole_replicas_batch() -> None:
+    """The model input the first block saves (and the targets the loss saves) are slices of the replica's
+    batch: their whole storage stays."""
     shape = cut_shape()
-    first = plan.Block(64, 10.0, 4.0, ((8, 8),), input_per_sample=6.0)
+    first = plan.Block(64, 10.0, 4.0, ((8, 8),), batch_per_sample=6.0)
     shape = plan.ModelShape("toy", (first, *shape.blocks[1:]), tp=2, whole=shape.whole)
     row = plan.plan_one(MIX, shape, 1, options(1, 4, tp=2, pp=1, shard="none"))
     assert row["activation_bytes"] == 4 * (240 - 6) + 16 * 6  # one micro-batch of 4, the input of all 16

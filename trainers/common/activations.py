@@ -81,7 +81,7 @@ class BlockProfile:
     saved_per_sample: float  # bytes autograd saves for backward, per sample
     output_per_sample: float  # bytes of the block's output, per sample (a stage boundary's message)
     shapes: tuple[tuple[int, ...], ...] = ()  # its parameter tensors' shapes
-    input_per_sample: float = 0.0  # of saved_per_sample: the model input's bytes it saves (the first block)
+    batch_per_sample: float = 0.0  # of saved_per_sample: bytes of the batch itself (input, targets) it saves
 
 
 def profile_model(model: str, dataset: str, precision: str = "fp32", batch: int = REFERENCE_BATCH,
@@ -101,21 +101,24 @@ def profile_model(model: str, dataset: str, precision: str = "fp32", batch: int 
     x = torch.zeros(batch, *spec.shape, dtype=torch.long) if tokens else torch.randn(batch, *spec.shape)
     saved = SavedTensors(_param_keys(net))
     out: list[BlockProfile] = []
-    first = _storage_key(x)
+    batch_keys = {_storage_key(x)}  # the batch's storages: the input, then the targets
+
+    def of_batch() -> int:
+        return sum(saved.seen.get(k, 0) for k in batch_keys)
+
     with saved.watch(), _autocast(precision):
         for i, block in enumerate(net):
-            before = saved.nbytes
+            before, batch_before = saved.nbytes, of_batch()
             x = block(x)
             if loss and i == len(net) - 1:
                 target = torch.zeros(x.shape[:-1], dtype=torch.long)
+                batch_keys.add(_storage_key(target))
                 loss_fn(x, target)
             here = local(x)
             out.append(BlockProfile(sum(local(p).numel() for p in block.parameters()),
                                     (saved.nbytes - before) / batch, here.numel() * here.element_size() / batch,
                                     tuple(tuple(local(p).shape) for p in block.parameters()),
-                                    saved.seen.pop(first, 0) / batch if i == 0 else 0.0))
-            if i == 0 and out[0].input_per_sample:
-                saved.seen[first] = first[1]
+                                    (of_batch() - batch_before) / batch))
     return out
 
 
