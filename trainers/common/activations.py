@@ -6,7 +6,9 @@ parameters (the planner counts those as parameter bytes). It works on CPU, so a 
 GPU can be made on a laptop: autograd saves the same tensors on either device.
 
 `profile_model` measures the project's models block by block at one batch size, so the
-planner can sum the blocks of a pipeline stage and scale to the micro-batch a rank runs.
+planner can sum the blocks of a pipeline stage and scale to the micro-batch a rank runs;
+`profile_tp` does so for TP rank 0 of the model cut over tp ranks (tp, mix), in this process, on
+torch's fake process group, under the layout's recomputation (analysis/layoutplan.py plans from it).
 """
 
 from __future__ import annotations
