@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from analysis import layout_search
+from analysis import layout_search, layoutplan
 from analysis.mixplan import Transformer
 from contract import defaults, registry
 from contract.balance import balance_by_params
@@ -55,12 +55,19 @@ class Block:
     saved_per_sample: float | None  # bytes autograd keeps per sample; None: unknown
     output_per_sample: float  # bytes per sample of the block's output (a stage boundary)
     shapes: tuple[tuple[int, ...], ...] = ()  # parameter tensors' shapes, where known
+    # Of saved_per_sample: bytes of the batch itself it saves (the first block the input, the loss the targets).
+    # A micro-batch is a slice of the replica's batch; a saved slice keeps the whole storage (layoutplan.py).
+    batch_per_sample: float = 0.0
 
 
 @dataclass(frozen=True)
 class ModelShape:
     name: str
     blocks: tuple[Block, ...]
+    # A TP rank's profile (tp, mix: trainers/common/activations.py profile_tp): the TP degree its blocks are
+    # cut for and the uncut blocks' parameter counts (the stages' balance); tp 0: the uncut model.
+    tp: int = 0
+    whole: tuple[int, ...] = ()
 
     @property
     def params(self) -> int:
@@ -148,13 +155,15 @@ def empty_row(strategy: str, nodes: int, procs: int, reason: str | None = None) 
 
 
 def plan_one(record: registry.Strategy, shape: ModelShape, nodes: int, o: Options) -> dict:
-    stages = record.stages(nodes, o.procs)
     world = nodes * o.procs
+    mixture = record.kind == "mixture"  # its degrees are settings (pp, tp)
+    stages = record.stages(nodes, o.procs, int(o.settings.get("pp", 1)) if mixture else 0)
+    tp = int(o.settings.get("tp", 1)) if mixture else 1
     row = empty_row(record.name, nodes, o.procs)
     splittable = len(shape.blocks) > 1
     refusal = record.refusal(registry.Layout(nodes, o.procs, stages, len(shape.blocks) if splittable else 10**9,
-                                             gpus=o.procs, model=shape.name if shape.name in MODELS else ""))
-    dp = record.dp_size(nodes, o.procs, stages)
+                                             gpus=o.procs, model=shape.name if shape.name in MODELS else "", tp=tp))
+    dp = record.dp_size(nodes, o.procs, stages, tp)
     row.update(dp=dp, tp=world if record.kind == "tensor" else 1, pp=stages, shard=SHARD_OF.get(record.name, "none"),
                recompute="full" if record.name == "gpipe" and o.checkpoint != "never" else "none")
     if refusal is None and o.global_batch < dp:
@@ -164,6 +173,8 @@ def plan_one(record: registry.Strategy, shape: ModelShape, nodes: int, o: Option
     if refusal:
         row["reason"] = refusal
         return row
+    if record.kind in ("tensor", "mixture") and shape.tp:  # the profile of this layout's TP cut
+        return _plan_cut(record, shape, row, o)
     # A rank holds its stage; a one-process pipeline (gpipe) holds every stage in its process.
     one_process = record.max_world == 1
     mine = _stage_blocks(shape, stages) if record.kind == "staged" and stages > 1 and not one_process \
@@ -197,6 +208,22 @@ def plan_one(record: registry.Strategy, shape: ModelShape, nodes: int, o: Option
                total_bytes=int(total), fits=bool(total <= o.gpu_mem), headroom_bytes=int(o.gpu_mem - total))
     if act is None:
         row["reason"] = "activations unknown (--params): totals count model state and buffers only"
+    return row
+
+
+def _plan_cut(record: registry.Strategy, shape: ModelShape, row: dict, o: Options) -> dict:
+    """tp, mix on a TP rank's profile: analysis/layoutplan.py (the settings tp, pp, shard, schedule,
+    micro_batch, chunks of o.settings; the recomputation is the profile's)."""
+    settings = {"schedule": o.schedule, "chunks": o.chunks, **o.settings}
+    got = layoutplan.plan_layout(record, list(shape.whole), list(shape.blocks), row["world_size"], o.global_batch,
+                                 o.optimizer, settings)
+    if got["tp"] != shape.tp:
+        raise ConfigError(f"the profile is cut for tp {shape.tp}, the layout has tp {got['tp']}")
+    row.update({k: got[k] for k in ("dp", "tp", "pp", "shard", "param_bytes", "grad_bytes", "optim_bytes",
+                                    "activation_bytes")}, recompute=o.settings.get("recompute", "none"),
+               micro_batch=-(-o.global_batch // got["dp"] // got["micro_batches"]))
+    total = sum(row[k] for k in ("param_bytes", "grad_bytes", "optim_bytes", "activation_bytes"))
+    row.update(buffer_bytes=0, total_bytes=total, fits=bool(total <= o.gpu_mem), headroom_bytes=int(o.gpu_mem - total))
     return row
 
 

@@ -6,7 +6,10 @@ of the ranks' `end` records (goal: 1.00 +- 0.01).
 Activations: the planned bytes of one forward of each project model (the sum of its blocks,
 measured one by one at a reference batch and scaled) are divided by what autograd saves in
 one forward of the whole model at two other batch sizes (goal: within 10%).
-Usage: python -m bench.plan [--model mlp] [--quick]
+Tensor parallelism (bench/planlayouts.py): `tp` and `mix` layouts (dp2 x tp2, tp2 x pp2, dp2 x tp2 x pp2;
+every shard mode, with and without recomputation) on the transformer and the mlp, planned from the TP
+rank's measured profile against the runs' `end` records and `saved_peak_bytes`.
+Usage: python -m bench.plan [--model mlp] [--quick] [--layouts yes|no|only]
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import sys
 import tempfile
 
 from analysis import plan
+from bench import planlayouts
 from bench.runs import run_and_read
 from contract import registry
 from contract.config import ExperimentConfig, validate
 from contract.tables import MODELS
+
+LAYOUT_MODELS = registry.get("tp").models  # the models tp and mix cut
 
 
 def layouts(strategy: str, ranks: list[int]) -> list[tuple[int, int]]:
@@ -42,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="mlp", help="model of the state runs (default: mlp)")
     p.add_argument("--ranks", default="1,2,4")
     p.add_argument("--quick", action="store_true", help="2 ranks, a few strategies")
+    p.add_argument("--layouts", default="yes", choices=("yes", "no", "only"),
+                   help="the tp / mix rows (bench/planlayouts.py): yes, no, or only them")
     args = p.parse_args(argv)
+    if args.layouts == "only":
+        with tempfile.TemporaryDirectory(prefix="bench-plan-") as work:
+            planlayouts.main(work, LAYOUT_MODELS, args.quick)
+        return 0
     from trainers.common.activations import planned_and_saved, profile_model
 
     ranks = [2] if args.quick else [int(r) for r in args.ranks.split(",")]
@@ -58,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             for nodes, procs in layouts(strategy, ranks):
                 if registry.get(strategy).min_gpus:
                     continue  # needs GPUs
+                if registry.get(strategy).kind in ("tensor", "mixture"):
+                    continue  # planned from their TP-cut profile: the tp / mix rows below
                 data = run_and_read(work, f"{strategy}-{nodes}x{procs}", strategy=strategy, nodes=nodes,
                                     procs_per_node=procs, model=args.model, optimizer="adam", lr=0.001, steps=1,
                                     warmup=0, global_batch=64)
@@ -73,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     for model in (("mlp", "cnn") if args.quick else MODELS):
         for batch, planned, measured in planned_and_saved(model, (4, 24)):
             print(f"{model:>12} {batch:>5} {planned:>12.0f} {measured:>12} {planned / measured:>6.3f}", flush=True)
+    if args.layouts == "yes":
+        with tempfile.TemporaryDirectory(prefix="bench-plan-") as work:
+            planlayouts.main(work, LAYOUT_MODELS, args.quick)
     return 0
 
 

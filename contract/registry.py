@@ -172,13 +172,16 @@ class Strategy:
 
     # ---- memory -------------------------------------------------------------------------
     def state_bytes(self, n_params: int, world: int, optimizer: str, precision: str = "fp32", rank: int = 0,
-                    shapes: list[tuple[int, ...]] | None = None, settings: Mapping[str, Any] | None = None) -> Held:
+                    shapes: list[tuple[int, ...]] | None = None, settings: Mapping[str, Any] | None = None,
+                    local: bool = False) -> Held:
         """Bytes of parameters, gradients and optimizer state on `rank` (the busiest rank of a
         sharded strategy). `n_params`: the elements of the model this rank builds (its stage's,
         for a staged strategy); `shapes`, where known, the shapes of its parameter tensors, so
         the shares are the trainers' own: ZeroRedundancyOptimizer gives whole tensors, largest
         first, to the rank holding least so far; FSDP2 cuts every tensor along dim 0. `settings`:
-        the config's fields where they change the state (DiLoCo's outer step: `extra_state`)."""
+        the config's fields where they change the state (DiLoCo's outer step: `extra_state`). `local`
+        (tp, mix): `shapes` are this rank's shards after the TP cut (replicated tensors whole), so the
+        figures are exact instead of n/tp."""
         del precision  # autocast: fp32 storage for all three (see the module docstring)
         states = OPTIMIZER_STATES[optimizer]
         p = g = o = n_params
@@ -188,9 +191,9 @@ class Strategy:
         if shapes and world > 1:
             share = (_fsdp_share(shapes, world) if "params" in self.shards else _greedy_share(shapes, world))
         if self.kind == "tensor":  # n/W: exact for the cut layers; the replicated norms, embedding, head undercounted
-            p = g = o = _shard(n_params, world)
+            p = g = o = sum(map(_numel, shapes)) if shapes and local else _shard(n_params, world)
         if self.kind == "mixture":  # n: the stage's elements; world: every rank (dp = world / (tp x pp))
-            return _mixture_held(n_params, world, states, settings or {})
+            return _mixture_held(n_params, world, states, settings or {}, shapes if local else None)
         if "params" in self.shards:
             p = share
         if "grads" in self.shards:
@@ -280,15 +283,21 @@ def _fsdp_share(shapes: list[tuple[int, ...]], world: int) -> int:
     return sum(min(-(-s[0] // world), s[0]) * _numel(s[1:]) if s else 1 for s in shapes)
 
 
-def _mixture_held(n: int, world: int, states: int, s: Mapping[str, Any]) -> Held:
+def _mixture_held(n: int, world: int, states: int, s: Mapping[str, Any],
+                  local: list[tuple[int, ...]] | None = None) -> Held:
     """A mix rank: its stage's n elements cut over tp (n/tp: exact for the cut layers, the replicated
     norms, embedding and head undercounted, as tp), then over dp as `shard` says: optim the optimizer
     state, full all three (ZeroRedundancyOptimizer's greedy whole-tensor shares and FSDP2's dim-0
-    shares are close to n/(tp dp) for the project's models)."""
+    shares are close to n/(tp dp) for the project's models). `local`: the shapes of the stage's
+    tensors after the TP cut, where known: exact figures, the trainers' own shares."""
     tp, pp, shard = int(s.get("tp", 1)), int(s.get("pp", 1)), s.get("shard", "none")
     dp = max(world // max(tp * pp, 1), 1)
-    mine = _shard(n, tp)
+    if shard == "none" or dp == 1:  # mix: one replica has nothing to shard over
+        shard = "none"
+    mine = sum(map(_numel, local)) if local else _shard(n, tp)
     split = _shard(mine, dp)
+    if local and dp > 1:
+        split = _fsdp_share(local, dp) if shard == "full" else _greedy_share(local, dp)
     p = g = split if shard == "full" else mine
     o = split if shard in ("optim", "full") else mine
     return Held(FP32 * p, FP32 * g, FP32 * states * o)

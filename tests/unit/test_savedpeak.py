@@ -62,20 +62,43 @@ def test_a_graph_dropped_unused_is_released() -> None:
     assert sp.live == 0
 
 
-def test_a_dtensor_counts_its_local_shard(tmp_path) -> None:
-    """Autograd saves DTensors (tp, mix): their local shards are what the rank holds."""
+def test_parameters_swapped_in_after_the_start_are_left_out() -> None:
+    """FSDP2 replaces a module's sharded parameters by unsharded ones (other storages) for forward."""
+    model = net()
+    sp = SavedPeak(parameter_keys(model.parameters()), model.parameters)
+    kept = list(model.parameters())  # alive, so no new storage reuses a stale key's address
+    for block in model:  # new storages, as an all-gather makes
+        block[0].weight = nn.Parameter(block[0].weight.detach().clone())
+    x = torch.randn(BATCH, WIDTH)
+    with sp.watch():
+        model(x).sum()
+    # without the parameters: each block's input and its ReLU output (the next block's input), each once
+    assert sp.peak == (1 + BLOCKS) * ACT
+    stale = SavedPeak(parameter_keys(model.parameters()))
+    kept += list(model.parameters())
+    for block in model:
+        block[0].weight = nn.Parameter(block[0].weight.detach().clone())
+    with stale.watch():
+        model(x).sum()
+    assert stale.peak > sp.peak  # a fixed set misses the new storages (what the refresh is for)
+
+
+def test_a_dtensor_is_keyed_by_its_local_shard() -> None:
+    """tp, mix: autograd saves DTensors; their key is the local shard's storage (torch's fake process group)."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
+    from torch.distributed.tensor import Replicate, distribute_tensor
+    from torch.testing._internal.distributed.fake_pg import FakeStore
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=2)
     try:
-        mesh = init_device_mesh("cpu", (1,))
-        w = nn.Parameter(distribute_tensor(torch.randn(WIDTH, WIDTH), mesh, [Shard(0)]))
-        x = distribute_tensor(torch.randn(BATCH, WIDTH, requires_grad=True), mesh, [Shard(0)])
+        mesh = init_device_mesh("cpu", (2,))
+        w = distribute_tensor(torch.randn(WIDTH, WIDTH, requires_grad=True), mesh, [Replicate()])
+        x = distribute_tensor(torch.randn(BATCH, WIDTH), mesh, [Replicate()])
         sp = SavedPeak(parameter_keys([w]))
         with sp.watch():
-            (x @ w).sum().backward()
-        assert sp.peak == ACT  # x's local shard; the weight is a parameter
+            (x @ w).relu().sum()
+        # x (for w's gradient) and the relu's output; w (WIDTH x WIDTH) is excluded by its local shard's key
+        assert sp.peak == 2 * ACT
     finally:
         dist.destroy_process_group()

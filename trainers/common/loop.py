@@ -94,7 +94,8 @@ def train(ctx: Context, trainer: Trainer) -> dict[str, float]:
     epoch_start = time.perf_counter()
     timed_s, timed_samples = 0.0, 0
     module = getattr(trainer, "module", None)
-    saved = SavedPeak(parameter_keys(module.parameters()) if module is not None else set())
+    saved = SavedPeak(parameter_keys(module.parameters()) if module is not None else set(),
+                      module.parameters if module is not None else None)  # FSDP2 gathers others in forward
     for step in range(start_step, total):
         epoch = batches.epoch_of(step)
         x, y = _fetch(ctx, batches.shard(step, trainer.dp_rank, trainer.dp_size))

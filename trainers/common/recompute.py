@@ -60,7 +60,9 @@ def _recomputed_class(cls: type[nn.Module], mode: str) -> type[nn.Module]:
         inner = super(sub, self).forward
         if context is None:
             return checkpoint(inner, *args, use_reentrant=False, **kwargs)
-        return checkpoint(inner, *args, use_reentrant=False, context_fn=context, **kwargs)
+        # respect_saved_tensors_hooks: what the policy saves goes through savedpeak's hooks, as every saved tensor
+        return checkpoint(inner, *args, use_reentrant=False, context_fn=context, respect_saved_tensors_hooks=True,
+                          **kwargs)
 
     sub = type(f"Recompute{cls.__name__}", (cls,), {"forward": forward, "recompute": mode})
     return sub

@@ -8,7 +8,8 @@ the first time autograd saves a tensor on it until the last saved reference to i
 
 How: the pack hook returns a small holder instead of the tensor; autograd keeps the holder as
 long as it keeps the saved tensor, so the holder's `__del__` is the release. Parameters (a
-DTensor's local shard included) are excluded: the planner counts them as parameter bytes.
+DTensor's local shard included, and FSDP2's unsharded copies, read from `params` when a new storage
+is saved) are excluded: the planner counts them as parameter and buffer bytes.
 Under non-reentrant checkpointing (`--recompute`) the hook sees what the checkpoint keeps, the
 inputs of each recomputed region, but not the tensors the recomputation saves again during
 backward (the checkpoint's own hooks hold those, one region at a time): the figure is what the
@@ -19,7 +20,7 @@ slice saved for backward counts its whole storage, as the allocator does.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
@@ -43,6 +44,12 @@ def storage_keys(t: torch.Tensor) -> list[Key]:
         return []
 
 
+def storage_key(t: torch.Tensor) -> Key:
+    """The storage of a plain tensor, or of the one tensor a wrapper holds (a DTensor's local shard)."""
+    keys = storage_keys(t)
+    return keys[0] if keys else (0, 0)
+
+
 def parameter_keys(params: Iterable[torch.Tensor]) -> set[Key]:
     """Storage keys of parameters, a DTensor's local shard for a sharded one."""
     return {k for p in params for k in storage_keys(p)}
@@ -64,8 +71,11 @@ class _Held:
 class SavedPeak:
     """Peak bytes of live saved storages while `watch()` is active (and until they are released)."""
 
-    def __init__(self, exclude: set[Key] | None = None) -> None:
-        self.exclude = exclude or set()
+    def __init__(self, exclude: set[Key] | None = None,
+                 params: Callable[[], Iterable[torch.Tensor]] | None = None) -> None:
+        self.exclude = set(exclude or ())
+        # The module's parameters as they are now: FSDP2 swaps in unsharded ones for forward (other storages)
+        self.params = params
         self.refs: dict[Key, int] = {}
         self.live = 0
         self.peak = 0
@@ -77,7 +87,10 @@ class SavedPeak:
             self.live -= key[1]
 
     def _pack(self, t: torch.Tensor) -> _Held:
-        keys = [k for k in storage_keys(t) if k not in self.exclude]
+        keys = storage_keys(t)
+        if self.params is not None and any(k not in self.exclude for k in keys):
+            self.exclude |= parameter_keys(self.params())  # FSDP2 swaps unsharded parameters in for forward
+        keys = [] if isinstance(t, torch.nn.Parameter) else [k for k in keys if k not in self.exclude]
         for key in keys:
             if key not in self.refs:
                 self.live += key[1]
