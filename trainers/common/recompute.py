@@ -5,12 +5,16 @@ stage, blocks rebuilt for tensor parallelism) and makes each block's forward run
 `torch.utils.checkpoint.checkpoint(use_reentrant=False)`:
 
 - `full`: the block keeps only its input; backward runs the block's forward again first.
-- `selective` (Korthikanti et al. 2022): the block keeps every activation but the attention
-  core's, softmax(QK^T)V, which backward recomputes from the saved q, k, v. It is torch's
-  selective checkpointing: a policy saves every op's output but the attention kernels'
-  (`scaled_dot_product_attention`'s fused kernels, or its math path's softmax and batched
-  matmuls). Only blocks holding attention are wrapped (nn.MultiheadAttention, or a module that
-  says `attention_core = True`, as trainers/tp.py's TPAttention); the others keep everything.
+- `selective` (after Korthikanti et al. 2022): backward recomputes the attention core,
+  softmax(QK^T)V, from the saved q, k, v, and keeps the costly activations. It is torch's
+  selective checkpointing with a policy that saves the outputs of the matrix multiplies outside
+  the core (the q, k, v, out and MLP projections: `mm`, `addmm`) and recomputes every other op:
+  the core (`scaled_dot_product_attention`'s kernels, or its math path's softmax and batched
+  matmuls) and the cheap element-wise ones (norms, GELU, residual adds), whose inputs it has. A
+  policy that saved every op's output but the core's would cache outputs autograd never keeps
+  (measured: more than no recomputation at all). Only blocks holding attention are wrapped
+  (nn.MultiheadAttention, or a module that says `attention_core = True`, as
+  trainers/common/tensor_parallel.py's TPAttention); the others keep everything.
 
 The block's class is swapped for a subclass with the checkpointed forward (as FSDP2's
 fully_shard does), so parameter names stay single's, module replicas (DataParallel) run their
@@ -43,12 +47,16 @@ def has_attention(module: nn.Module) -> bool:
     return any(isinstance(m, nn.MultiheadAttention) or getattr(m, "attention_core", False) for m in module.modules())
 
 
-def _keep_all_but_core(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
-    return CheckpointPolicy.PREFER_RECOMPUTE if op in CORE_OPS else CheckpointPolicy.MUST_SAVE
+# The projections' matrix multiplies (F.linear at the dispatcher): their outputs are what selective keeps.
+SAVED_OPS = frozenset((_aten.mm.default, _aten.addmm.default))
+
+
+def _save_projections(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
 
 
 def _selective_context() -> tuple[Any, Any]:
-    return create_selective_checkpoint_contexts(_keep_all_but_core)
+    return create_selective_checkpoint_contexts(_save_projections)
 
 
 @functools.cache
