@@ -6,8 +6,10 @@ restart after a failure, an interrupt, a requeue) appends to the same rank file;
 attempt's records are kept (by each record's `attempt`, else split at `start` records), and the
 file counts the rest (`earlier_attempts`, `earlier_records`).
 
-Speed matters (`make bench BENCH=analysis_load`): lines go through orjson (else pandas' C
-ujson), and records become columns per file, not one DataFrame row object at a time.
+Speed matters (`make bench BENCH=analysis_load`): the usual file (one attempt, every line good,
+every step line alike) goes through analysis/stepscan.py, which makes no dict per step record;
+any other file, record by record (`parse_records`): lines through orjson (else pandas' C
+ujson), then columns per file, not one DataFrame row object at a time.
 """
 
 from __future__ import annotations
