@@ -6,10 +6,8 @@ restart after a failure, an interrupt, a requeue) appends to the same rank file;
 attempt's records are kept (by each record's `attempt`, else split at `start` records), and the
 file counts the rest (`earlier_attempts`, `earlier_records`).
 
-Speed matters (`make bench BENCH=analysis_load`): the usual file (one attempt, every line good,
-every step line alike) goes through analysis/stepscan.py, which makes no dict per step record;
-any other file, record by record (`parse_records`): lines through orjson (else pandas' C
-ujson), then columns per file, not one DataFrame row object at a time.
+Speed matters (`make bench BENCH=analysis_load`): lines go through orjson (else pandas' C
+ujson), and records become columns per file, not one DataFrame row object at a time.
 """
 
 from __future__ import annotations
@@ -21,8 +19,6 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
-
-from analysis import stepscan
 
 try:  # orjson (requirements.txt) parses our logs ~4x faster than the stdlib ...
     from orjson import loads as _fast_loads
@@ -38,7 +34,6 @@ STEP_FIELDS = ("step", "epoch", "samples", "step_s", "compute_s", "comm_s", "com
 OPTIONAL_STEP_FIELDS = ("cpu_s", "staleness")
 ALL_STEP_FIELDS = (*STEP_FIELDS, *OPTIONAL_STEP_FIELDS)
 FLOAT_STEP_FIELDS = tuple(f for f in ALL_STEP_FIELDS if f != "warmup")  # RankFile.steps (warmup is its own)
-_SCANNED_NUMBERS = frozenset((*ALL_STEP_FIELDS, "attempt"))  # step fields the columnar scan reads as numbers
 # The fast path's field sets, most first: every optional field, then one fewer each time (a ddp rank has
 # cpu_s but no staleness), then the required ones alone.
 _GETTERS = tuple((itemgetter(*names), names) for names in
@@ -175,40 +170,7 @@ def parse_rank_bytes(raw: bytes) -> RankFile:
     """A rank file's bytes, its last attempt only: every attempt (a restart after a failure, an
     interrupt, a requeue) appends to the file; the records of the earlier ones are counted
     (`earlier_attempts`, `earlier_records`) and dropped, except where the last attempt resumed
-    from a checkpoint at step S: the steps below S come from the attempts that measured them.
-    The usual file (one attempt, every line good, every step line alike) goes through the
-    columnar scan (analysis/stepscan.py); any other, record by record."""
-    got = stepscan.scan(raw, _SCANNED_NUMBERS)
-    rf = _from_scan(got) if got is not None else None
-    return rf if rf is not None else parse_records(raw)
-
-
-def _from_scan(got: stepscan.Scan) -> RankFile | None:
-    """The RankFile of a scanned file, or None when it holds several attempts (the record by
-    record path sorts those out). The same decisions as `_attempts`, on counts alone."""
-    others, fields, n = got.others, got.fields, got.steps
-    own = [r.get("attempt") for r in others]
-    step_att = fields.get("attempt")
-    missing = own.count(None) + (step_att.count(None) if step_att is not None else n)
-    with_field = len(own) + n - missing
-    events = [r["event"] for r in others]
-    if not (events.count("start") <= 1 and with_field <= 1):
-        values = {*own, *(step_att or ())}
-        if missing or len(values) != 1 or type(next(iter(values))) is not int:
-            return None
-    by_event: dict[str, list[dict]] = {"start": [], "epoch": [], "end": [], "error": []}
-    for r, e in zip(others, events, strict=True):
-        by_event.setdefault(e, []).append(r)
-    columns = {k: np.array(fields[k], dtype=float) if k in fields else np.full(n, np.nan) for k in FLOAT_STEP_FIELDS}
-    warmup = (np.array(fields["warmup"], dtype=float) if "warmup" in fields else np.full(n, np.nan)) > 0
-    starts = by_event["start"]
-    last_att = (_int(starts[-1].get("attempt")) or 1) if starts else 1
-    return RankFile(columns, warmup, np.full(n, last_att, dtype=np.int64), by_event["epoch"], starts,
-                    by_event["end"], by_event["error"], [])
-
-
-def parse_records(raw: bytes) -> RankFile:
-    """`parse_rank_bytes` record by record: a dict per record, then columns (any file)."""
+    from a checkpoint at step S: the steps below S come from the attempts that measured them."""
     fast = _whole_file(raw)
     if fast is not None:
         (recs, events), problems = fast, []
