@@ -9,6 +9,7 @@ file changes; the parsing itself is analysis/logread.py's.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import zlib
@@ -76,11 +77,17 @@ def prefetch(paths: list[str]) -> int:
     if _PREFETCH.pool is None:
         _PREFETCH.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     chunk = max(len(todo) // (8 * workers), 1)
-    for i in range(0, len(todo), chunk):
-        part = todo[i:i + chunk]
-        future = _PREFETCH.pool.submit(_parse_chunk, part)
-        for j, (path, st, _) in enumerate(part):
-            _PREFETCH.pending[path] = (st, future, j)
+    gc_on = gc.isenabled()
+    gc.disable()  # the workers fork at the first submit and keep it off, as those forked in load_sweep do
+    try:
+        for i in range(0, len(todo), chunk):
+            part = todo[i:i + chunk]
+            future = _PREFETCH.pool.submit(_parse_chunk, part)
+            for j, (path, st, _) in enumerate(part):
+                _PREFETCH.pending[path] = (st, future, j)
+    finally:
+        if gc_on:
+            gc.enable()
     return len(todo)
 
 
