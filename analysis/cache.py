@@ -102,7 +102,7 @@ def save(path: str, st: os.stat_result, raw: bytes, schema: str, entry: Entry) -
             "doc": entry.doc}
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        table = pa.table({k: pa.array(v) for k, v in entry.columns.items()})
+        table = pa.table({k: _arrow(v) for k, v in entry.columns.items()})
         table = table.replace_schema_metadata({META_KEY: orjson.dumps(meta)})
         sink = pa.BufferOutputStream()  # one write() of the whole file: a third faster than streaming it
         with ipc.new_file(sink, table.schema) as writer:
@@ -118,6 +118,18 @@ def save(path: str, st: os.stat_result, raw: bytes, schema: str, entry: Entry) -
         except OSError:
             pass
         return False
+
+
+def _arrow(v: np.ndarray) -> pa.Array:
+    """`pa.array(v)` for the entry's columns (bool, int64, float64) without its first call's
+    import of pandas (a quarter of a second in each parse worker that `prefetch` forked before
+    the main process imported it): the column's bytes as the array's buffer."""
+    v = np.ascontiguousarray(v)
+    if v.dtype == bool:
+        return pa.Array.from_buffers(pa.bool_(), len(v), [None, pa.py_buffer(np.packbits(v, bitorder="little"))])
+    if v.dtype.kind in "iuf" and v.dtype.isnative:
+        return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), len(v), [None, pa.py_buffer(v)])
+    return pa.array(v)
 
 
 def crc32(raw: bytes) -> int:

@@ -19,15 +19,18 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from analysis import AnalysisError
-from analysis.load import find_sweep, load_sweep
-from analysis.metrics import Analysis, analyse
+from analysis.load import find_sweep, load_sweep, prefetch
 from analysis.sweepstate import NO_RESULTS, SweepState, refuse
 from analysis.sweepstate import read as read_state
 from contract.paths import LOGS
+
+if TYPE_CHECKING:  # pandas, metrics (pandas), plots (matplotlib): imported once the rank files are being parsed
+    import pandas as pd
+
+    from analysis.metrics import Analysis
 
 SUMMARY_COLUMNS = [
     "experiment", "strategy", "nodes", "procs_per_node", "world_size", "global_batch", "chunks", "schedule",
@@ -78,7 +81,11 @@ def write_exports(a: Analysis, out_dir: str) -> tuple[str, str]:
 
 
 def generate(sweep_dir: str, target_acc: float | None = None, svg: bool = False) -> Outputs:
-    """`svg`: every figure as SVG too (`--svg`, `SVG=1`); PNG alone by default (what the report embeds)."""
+    """`svg`: every figure as SVG too (`--svg`, `SVG=1`); PNG alone by default (what the report embeds).
+    The sweep's rank files are handed to a pool of parsers first (`prefetch`), which works while
+    this process imports pandas and matplotlib."""
+    prefetch(sweep_dir)
+    from analysis.metrics import analyse
     from analysis.plots import make_plots
     from analysis.report import write_report
 
@@ -163,6 +170,7 @@ def tensorboard_main(argv: list[str]) -> int:
         return 2
     if (code := refuse("tensorboard", sweep_dir)) is not None:
         return code
+    from analysis.metrics import analyse
     from analysis.tensorboard import write_tensorboard  # tensorboard: a slow import, only here
 
     folder, runs = write_tensorboard(analyse(load_sweep(sweep_dir), args.target_acc), sweep_dir)

@@ -17,11 +17,14 @@ from __future__ import annotations
 import gc
 import os
 import re
+from typing import TYPE_CHECKING
 
-from analysis import AnalysisError, frames
-from analysis.frames import SweepData
+from analysis import AnalysisError, rankfiles
 from analysis.logread import read_json
 from contract.rundir import STATUS, list_sweeps
+
+if TYPE_CHECKING:  # frames imports pandas: loaded when a sweep is, so that `prefetch` comes before it
+    from analysis.frames import SweepData
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # same rule as contract.config.check_name
 
@@ -66,6 +69,21 @@ def completed(path: str) -> list[str]:
             if (read_json(os.path.join(path, exp, STATUS))[0] or {}).get("state") == "COMPLETED"]
 
 
+def prefetch(path: str) -> int:
+    """Start parsing the sweep's rank files that have no cache entry, in the background
+    (analysis/rankfiles.py: `prefetch`); `load_sweep` takes the results. The commands call it
+    first, before they import pandas and matplotlib. Returns the files handed out."""
+    meta, _ = read_json(os.path.join(path, "sweep.json"))
+    paths = []
+    for exp in _experiment_ids(path, meta if isinstance(meta, dict) else {}):
+        try:
+            names = os.listdir(os.path.join(path, exp))
+        except OSError:
+            continue
+        paths += sorted(os.path.join(path, exp, f) for f in names if f.startswith("rank-") and f.endswith(".jsonl"))
+    return rankfiles.prefetch(paths)
+
+
 def load_sweep(path: str, use_cache: bool = True) -> SweepData:
     """`use_cache`: read and write the columnar cache under `<path>/.cache/` (analysis/cache.py)."""
     gc_on = gc.isenabled()
@@ -93,6 +111,8 @@ def load_run(run_dir: str, use_cache: bool = True) -> SweepData:
 
 def _load_sweep(path: str, only: list[str] | None = None, use_cache: bool = True) -> SweepData:
     """`only`: these experiment directories (load_run), without the sweep's sweep.json problem."""
+    from analysis import frames
+
     meta, err = read_json(os.path.join(path, "sweep.json"))
     ids = _experiment_ids(path, meta) if only is None else list(only)
     return frames.build(path, meta, ids, err if only is None else None, use_cache)

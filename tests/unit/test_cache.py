@@ -182,3 +182,25 @@ def test_logs_where_no_entry_can_be_written_still_load(sweep, parses):
     for _ in range(2):
         _assert_same(parsed, load_sweep(sweep))
     assert len(parses) == 3 * 4
+
+
+def test_prefetched_files_load_as_parsed_ones_and_a_file_changed_since_is_parsed_again(sweep, parses, monkeypatch):
+    """`prefetch` (a `make plots` starts it before importing pandas): its workers parse and write
+    the entries; `load_sweep` takes them, except for a file that changed after it was handed out."""
+    from analysis.load import prefetch
+
+    parsed = load_sweep(sweep, use_cache=False)
+    parses.clear()
+    monkeypatch.setattr(rankfiles, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(rankfiles, "cpus", lambda: 2)
+    assert prefetch(sweep) == 4
+    assert prefetch(sweep) == 0  # handed out already
+    changed = os.path.join(sweep, DDP2, "rank-0.jsonl")
+    st = os.stat(changed)
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as if rewritten after it was handed out
+    data = load_sweep(sweep)
+    assert parses == [st.st_size]  # the changed file alone, here; the three others by the workers
+    assert not rankfiles._PREFETCH.pending and rankfiles._PREFETCH.pool is None
+    assert len(_entries(sweep)) == 4
+    _assert_same(parsed, data)
+    assert prefetch(sweep) == 0  # every file has its entry now
