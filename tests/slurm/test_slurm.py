@@ -76,6 +76,21 @@ def test_sbatch_ddp_on_two_nodes(slurm_env):
     print(f"\nsbatch -> first logged step: {first - t0:.1f} s")
 
 
+def test_sbatch_mix_pp2_tp2_on_two_nodes(slurm_env):
+    """`TP=2 PP=2 sbatch -N 2 slurm/mix.sbatch`: a TP group inside each node, the pipeline across them
+    (the test cluster's nodes have 2 CPUs: 2 ranks per node, so dp is 1)."""
+    job, _ = sbatch(slurm_env, "-N", "2", "--ntasks-per-node=2", "slurm/mix.sbatch", TP="2", PP="2", STEPS="4",
+                    MODEL="transformer")
+    run_dir = os.path.join(ROOT, "logs", "sbatch", f"mix-j{job}")
+    assert wait_final(job) == "COMPLETED", open(os.path.join(ROOT, "logs", "sbatch", f"ts-mix-j{job}.out")).read()
+    assert rundir.read_status(run_dir)["state"] == "COMPLETED"
+    nodes = [records(run_dir, r)[0]["node"] for r in range(4)]
+    assert nodes[0] == nodes[1] != nodes[2] == nodes[3], nodes  # tp pairs share a node; stages do not
+    steps = [records(run_dir, r, "step") for r in range(4)]
+    assert all(len(s) == 4 for s in steps)
+    assert all(r["loss"] is None for s in steps[:2] for r in s) and all(r["loss"] is not None for r in steps[3])
+
+
 def test_dry_run_checks_with_test_only(slurm_env, tmp_path):
     ok = sweep("--backend", "slurm", "--dry-run", "--nodes", "2,4", "--strategies", "ddp", "--logs", str(tmp_path),
                "--sweep", "dry", env=slurm_env)
