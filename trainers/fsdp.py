@@ -32,7 +32,6 @@ from torch.distributed.tensor import DTensor
 
 from trainers.common.context import Context
 from trainers.common.runtime import main
-from trainers.common.tensor_parallel import local_bytes
 from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ReplicaTrainer, StepResult, make_optimizer
 
@@ -69,12 +68,6 @@ class FSDPTrainer(ReplicaTrainer):
             yield
         finally:
             self.module.set_requires_gradient_sync(True)
-
-    def state_bytes(self) -> tuple[int, int, int]:
-        state = [v for s in self.optimizer.state.values() for v in s.values()
-                 if isinstance(v, torch.Tensor) and v.dim() > 0]
-        return (local_bytes(self.module.parameters()), local_bytes(p.grad for p in self.params),
-                local_bytes(state))
 
     def full_parameters(self) -> dict[str, torch.Tensor] | None:
         # full_tensor() all-gathers: every rank takes part, rank 0 keeps the result.

@@ -41,8 +41,8 @@ from contract import registry
 from trainers.common.context import Context
 from trainers.common.dataparallel import PartitionedOptimizer, allreduce_mean
 from trainers.common.runtime import main
-from trainers.common.tensor_parallel import collectives, local_bytes, parallelize
-from trainers.common.trainer import StepResult, make_optimizer
+from trainers.common.tensor_parallel import collectives, parallelize
+from trainers.common.trainer import StepResult, make_optimizer, tensor_bytes
 from trainers.pipeline import PipelineTrainer
 
 MESH_DIMS = tuple("pp dp tp".split())  # the mesh's dimensions, outermost first (not strategy names)
@@ -90,7 +90,7 @@ class MixTrainer(PipelineTrainer):
         fwd, bwd = self.activation_bytes(replica_batch)
         return registry.Payloads(tp=per_sample * replica_batch * registry.FP32, collectives=count,
                                  boundary=fwd + bwd, sends=int(not self.is_last) + int(not self.is_first),
-                                 stage=local_bytes(self.module.parameters()), units=1 + self.sharded_blocks())
+                                 stage=tensor_bytes(self.module.parameters()), units=1 + self.sharded_blocks())
 
     def sharded_blocks(self) -> int:
         return sum(1 for b in self.module if any(p.requires_grad for p in b.parameters()))
@@ -134,11 +134,6 @@ class MixTrainer(PipelineTrainer):
     @property
     def reports_state(self) -> bool:
         return self.dp_rank == 0 and self.tp_rank == 0
-
-    def state_bytes(self) -> tuple[int, int, int]:
-        state = [v for s in self.optimizer.state.values() for v in s.values()
-                 if isinstance(v, torch.Tensor) and v.dim() > 0]
-        return local_bytes(self.module.parameters()), local_bytes(p.grad for p in self.params), local_bytes(state)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from contract import registry
 from trainers.common.context import Context
 from trainers.common.recompute import apply_recompute
 from trainers.common.runtime import main
-from trainers.common.tensor_parallel import collectives, full_state, local_bytes, parallelize
+from trainers.common.tensor_parallel import collectives, full_state, parallelize
 from trainers.common.traffic import CommMeter
 from trainers.common.trainer import ReplicaTrainer, StepResult, make_optimizer
 
@@ -62,11 +62,6 @@ class TPTrainer(ReplicaTrainer):
         self.meter.emulate(self.step_bytes, messages=messages)
         # Every rank computes the whole batch: rank 0 counts its samples, the others none (throughput).
         return StepResult(out.loss, out.samples if self.ctx.rank == 0 else 0, None, self.step_bytes)
-
-    def state_bytes(self) -> tuple[int, int, int]:
-        state = [v for s in self.optimizer.state.values() for v in s.values()
-                 if isinstance(v, torch.Tensor) and v.dim() > 0]
-        return local_bytes(self.module.parameters()), local_bytes(p.grad for p in self.params), local_bytes(state)
 
     def full_parameters(self) -> dict[str, torch.Tensor] | None:
         """single's names: TPAttention's q, k, v are concatenated back into in_proj_*."""

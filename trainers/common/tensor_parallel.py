@@ -7,8 +7,8 @@
   blocks is a plain tensor holding this rank's T/W positions, so a pipeline boundary carries 1/W of it).
 - `collectives`: how many collectives a slice of blocks runs (forward and backward) and the elements
   per sample they carry: the P of the registry's TP traffic (docs/strategies.md#tp).
-- `local_bytes`, `full_state`: what a rank holds of (possibly sharded) tensors, and a module's whole
-  tensors gathered under single's names (TPAttention's q, k, v concatenated back into in_proj_*).
+- `full_state`: a module's state with its sharded tensors gathered whole, under single's names
+  (TPAttention's q, k, v concatenated back into in_proj_*).
 """
 
 from __future__ import annotations
@@ -129,11 +129,6 @@ def collectives(blocks: nn.Sequential, first_block: int, name: str, seq: int) ->
 def local(t: torch.Tensor | None) -> torch.Tensor | None:
     """What this rank actually holds of a (possibly sharded) tensor."""
     return t.to_local() if isinstance(t, DTensor) else t
-
-
-def local_bytes(tensors: Any) -> int:
-    """Bytes this rank holds of (possibly sharded) tensors."""
-    return sum(t.numel() * t.element_size() for t in map(local, tensors) if t is not None)
 
 
 def full_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -58,7 +58,9 @@ def autocast(ctx: Context) -> contextlib.AbstractContextManager:
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor | None]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    """Bytes this rank holds of `tensors`: of a sharded one (a DTensor: tp, fsdp, mix), its local shard."""
+    local = (t.to_local() if hasattr(t, "to_local") else t for t in tensors if t is not None)
+    return sum(t.numel() * t.element_size() for t in local)
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
