@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.logread import FLOAT_STEP_FIELDS, RankFile, read_json
+from analysis.logread import RankFile, read_json
 from analysis.rankfiles import read_rank_files
+from analysis.stepfiles import Grid, StepFiles
 from contract.config import ExperimentConfig
 from contract.rundir import FAILED_STATES, STATUS
 from contract.tables import SCALINGS
@@ -39,11 +40,29 @@ class SweepData:
     path: str
     meta: dict  # sweep.json
     experiments: pd.DataFrame  # one row per experiment (skipped ones too)
-    steps: pd.DataFrame  # one row per rank-step
+    files: StepFiles  # the rank files' step columns (analysis/stepfiles.py): what `steps` is built from
     epochs: pd.DataFrame  # one row per rank-epoch
     ranks: pd.DataFrame  # one row per rank: start/end records
     problems: pd.DataFrame
     configs: dict[str, dict] = field(default_factory=dict)  # experiment -> config.json
+    _steps: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        """One row per rank-step, built from `files` when first asked: the metrics of a sweep whose
+        experiments are all `Grid`s never ask (analysis/stepfiles.py says why)."""
+        if self._steps is None:
+            self._steps = self.files.frame()
+        return self._steps
+
+    @steps.setter
+    def steps(self, frame: pd.DataFrame) -> None:
+        """Steps given by hand: the metrics then read them, not the rank files' columns."""
+        self._steps, self.files = frame, StepFiles(self.files.ids, [])
+
+    def grids(self) -> dict[str, Grid] | None:
+        """Every experiment's steps as a Grid, or None (then the metrics group `steps`)."""
+        return self.files.grids() if self._steps is None or self.files.parts else None
 
 
 def _config_from_id(exp_id: str, listed: dict) -> dict:
@@ -206,31 +225,7 @@ def build(path: str, meta: dict, ids: list[str], meta_problem: str | None = None
             "oversubscribed": bool(h.cpu_plan.get("oversubscribed", False)),
             "threads_per_rank": h.cpu_plan.get("threads_per_rank"), "machine_cores": h.cpu_plan.get("machine_cores")})
     experiments = pd.DataFrame(exp_rows, columns=list(exp_rows[0]) if exp_rows else ["experiment"])
-    return SweepData(name, path, meta, experiments, _steps_frame(ids, step_parts),
+    return SweepData(name, path, meta, experiments, StepFiles(ids, step_parts),
                      pd.DataFrame(epoch_rows, columns=["experiment", "rank", *EPOCH_FIELDS]),
                      pd.DataFrame(rank_rows, columns=["experiment", "rank", "node", *RANK_FIELDS]),
                      pd.DataFrame(problems, columns=list(PROBLEM_COLUMNS)), configs)
-
-
-def _steps_frame(ids: list[str], parts: list[tuple[int, int, RankFile]]) -> pd.DataFrame:
-    """Concatenate the per-file columns once (each file's last attempt only); rows without a
-    step number are dropped by one mask over the arrays, not by copying a DataFrame."""
-    n = [len(rf.warmup) for _, _, rf in parts]
-
-    def joined(get, dtype) -> np.ndarray:
-        return np.concatenate([get(rf) for _, _, rf in parts]) if parts else np.array([], dtype=dtype)
-
-    data: dict[str, Any] = {
-        "experiment": np.repeat([k for k, _, _ in parts], n).astype(np.int64),
-        "rank": np.repeat([r for _, r, _ in parts], n).astype(np.int64),
-        **{f: joined(lambda rf, f=f: rf.steps[f], float) for f in FLOAT_STEP_FIELDS},
-        "warmup": joined(lambda rf: rf.warmup, bool), "attempt": joined(lambda rf: rf.attempt, np.int64)}
-    has_step = ~np.isnan(data["step"])
-    if not has_step.all():
-        data = {k: v[has_step] for k, v in data.items()}
-    data["step"] = data["step"].astype(np.int64)
-    data["experiment"] = pd.Categorical.from_codes(data["experiment"], categories=ids)
-    df = pd.DataFrame(data, copy=False)  # one block per column: stacking them would copy every column once more
-    if any(len(rf.starts) > 1 for _, _, rf in parts):  # one attempt that logged two starts: odd, keep the later
-        df = df.drop_duplicates(["experiment", "rank", "step"], keep="last").reset_index(drop=True)
-    return df

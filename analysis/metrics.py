@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis import gridmetrics
 from analysis.frames import SweepData
 from contract import registry
 from contract.config import ExperimentConfig
@@ -104,17 +105,24 @@ def by_experiment(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def per_step_table(data: SweepData) -> pd.DataFrame:
-    s = data.steps
-    if s.empty:
+    grids = data.grids()
+    if grids is not None:  # rank by rank, without the steps frame (analysis/gridmetrics.py)
+        out = gridmetrics.per_step(grids, data.files.ids)
+    elif data.steps.empty:
+        out = pd.DataFrame()
+    else:
+        s = data.steps
+        s = columns(s, ("experiment", "step", "step_s", "time", "warmup", "comm_bytes", "rank", "compute_s",
+                        "comm_s", "mem_bytes"),
+                    lw=s["loss"] * s["samples"], lsamples=s["samples"].where(s["loss"].notna()))
+        g = s.groupby(["experiment", "step"], observed=True, sort=True)
+        out = g.agg(step_time=("step_s", "max"), step_min=("step_s", "min"), time=("time", "max"),
+                    warmup=("warmup", "any"), comm_bytes=("comm_bytes", "sum"), lw=("lw", "sum"),
+                    lsamples=("lsamples", "sum"), ranks=("rank", "count"), compute_s=("compute_s", "mean"),
+                    comm_s=("comm_s", "mean"), mem_bytes=("mem_bytes", "max")).reset_index()
+    if out.empty:
         return pd.DataFrame(columns=["experiment", "step", "step_time", "loss", "time", "warmup", "comm_bytes",
                                      "compute_s", "comm_s", "mem_bytes", "t_since_start"])
-    s = columns(s, ("experiment", "step", "step_s", "time", "warmup", "comm_bytes", "rank", "compute_s", "comm_s",
-                    "mem_bytes"), lw=s["loss"] * s["samples"], lsamples=s["samples"].where(s["loss"].notna()))
-    g = s.groupby(["experiment", "step"], observed=True, sort=True)
-    out = g.agg(step_time=("step_s", "max"), step_min=("step_s", "min"), time=("time", "max"),
-                warmup=("warmup", "any"), comm_bytes=("comm_bytes", "sum"), lw=("lw", "sum"),
-                lsamples=("lsamples", "sum"), ranks=("rank", "count"), compute_s=("compute_s", "mean"),
-                comm_s=("comm_s", "mean"), mem_bytes=("mem_bytes", "max")).reset_index()
     out["loss"] = (out["lw"] / out["lsamples"]).where(out["lsamples"] > 0)
     start = _start_times(data)
     out["t_since_start"] = out["time"] - out["experiment"].astype(str).map(start)
@@ -124,22 +132,34 @@ def per_step_table(data: SweepData) -> pd.DataFrame:
 def _start_times(data: SweepData) -> pd.Series:
     """Per experiment: when its ranks started (the earliest start record; else the first step's start)."""
     r = data.ranks.groupby("experiment")["start_time"].min()
-    s = data.steps
-    first = pd.Series(dtype=float)
-    if not s.empty:  # group on the categorical column: converting half a million rows to str is slow
-        first = (s["time"] - s["step_s"]).groupby(s["experiment"], observed=True).min()
-        first.index = first.index.astype(str)
+    grids = data.grids()
+    if grids is not None:
+        first = gridmetrics.start_times(grids)
+    else:
+        s = data.steps
+        first = pd.Series(dtype=float)
+        if not s.empty:  # group on the categorical column: converting half a million rows to str is slow
+            first = (s["time"] - s["step_s"]).groupby(s["experiment"], observed=True).min()
+            first.index = first.index.astype(str)
     return r.combine_first(first) if not r.empty else first
 
 
-def per_rank_table(data: SweepData) -> pd.DataFrame:
+def _per_rank_groupby(data: SweepData) -> pd.DataFrame:
     s = timed_steps(data, ("experiment", "rank", "compute_s", "step_s", "mem_bytes"))
     if s.empty:
-        return pd.DataFrame(columns=["experiment", "rank", "busy_s", "step_s", "mem_bytes"])
+        return s
     s = columns(s, ("experiment", "rank", "step_s", "mem_bytes"), busy=s["compute_s"].fillna(s["step_s"]))
     out = s.groupby(["experiment", "rank"], observed=True).agg(
         busy_s=("busy", "median"), step_s=("step_s", "median"), mem_bytes=("mem_bytes", "max")).reset_index()
     out["experiment"] = out["experiment"].astype(str)
+    return out
+
+
+def per_rank_table(data: SweepData) -> pd.DataFrame:
+    grids = data.grids()
+    out = gridmetrics.per_rank(grids) if grids is not None else _per_rank_groupby(data)
+    if out.empty:
+        return pd.DataFrame(columns=["experiment", "rank", "busy_s", "step_s", "mem_bytes"])
     r = data.ranks.copy()
     for kind in ("param", "grad", "optim"):  # bytes held after training (measured), else at start
         r[f"{kind}_bytes"] = r[f"end_{kind}_bytes"].combine_first(r[f"{kind}_bytes"])
@@ -160,11 +180,14 @@ def curves_table(data: SweepData, per_step: pd.DataFrame) -> pd.DataFrame:
     out = e.groupby(["experiment", "epoch"]).agg(val_acc=("val_acc", "median"), val_loss=("val_loss", "median"),
                                                  epoch_s=("epoch_s", "max"), time=("time", "max")).reset_index()
     out["t_since_start"] = out["time"] - out["experiment"].map(_start_times(data))
-    s = data.steps
-    by_epoch = s.groupby(["experiment", "epoch"], observed=True)["step"]
-    last_step, n_steps = by_epoch.max(), by_epoch.nunique()
-    for table in (last_step, n_steps):
-        table.index = table.index.set_levels(table.index.levels[0].astype(str), level=0)
+    grids = data.grids()
+    if grids is not None:
+        last_step, n_steps = gridmetrics.epoch_steps(grids)
+    else:
+        by_epoch = data.steps.groupby(["experiment", "epoch"], observed=True)["step"]
+        last_step, n_steps = by_epoch.max(), by_epoch.nunique()
+        for table in (last_step, n_steps):
+            table.index = table.index.set_levels(table.index.levels[0].astype(str), level=0)
     keys = list(zip(out["experiment"], out["epoch"].astype(float), strict=True))
     out["step"] = [last_step.get(k, np.nan) for k in keys]
     out["steps"] = [n_steps.get(k, np.nan) for k in keys]
@@ -227,13 +250,24 @@ def _epoch_figures(c: pd.DataFrame, full_steps: float) -> dict[str, float]:
     return {"epochs_done": len(done), "mean_epoch_s": float(done["epoch_s"].mean()) if len(done) else np.nan}
 
 
-def _time_split(steps: pd.DataFrame, exp: pd.Series, median_step: float) -> dict[str, float]:
-    """compute / comm / bubble / other seconds of the median step."""
+TIMED_MEANS = ("step_s", "compute_s", "comm_s", "staleness")  # per experiment, over its ranks' timed steps
+
+
+def _timed_means(data: SweepData) -> dict[str, dict[str, float]]:
+    """Per experiment with timed steps: the mean of each field of TIMED_MEANS over them, NaN skipped."""
+    grids = data.grids()
+    if grids is not None:
+        return {x: gridmetrics.timed_means(g, TIMED_MEANS) for x, g in grids.items() if g.timed_rows()}
+    steps = by_experiment(timed_steps(data, ("experiment", *TIMED_MEANS)))
+    return {x: {k: float(v[k].mean()) for k in TIMED_MEANS} for x, v in steps.items() if not v.empty}
+
+
+def _time_split(means: dict[str, float] | None, exp: pd.Series, median_step: float) -> dict[str, float]:
+    """compute / comm / bubble / other seconds of the median step, from the timed steps' means."""
     out = {"compute_s": np.nan, "comm_s": np.nan, "bubble_s": np.nan, "other_s": np.nan}
-    if steps.empty or not np.isfinite(median_step):
+    if means is None or not np.isfinite(median_step):
         return out
-    mean_step = steps["step_s"].mean()
-    comp, comm = steps["compute_s"].mean(), steps["comm_s"].mean()
+    mean_step, comp, comm = means["step_s"], means["compute_s"], means["comm_s"]
     if np.isfinite(comp) or np.isfinite(comm):
         out["compute_s"] = median_step * (comp if np.isfinite(comp) else 0.0) / mean_step
         out["comm_s"] = median_step * (comm if np.isfinite(comm) else 0.0) / mean_step
@@ -253,8 +287,7 @@ def experiment_table(data: SweepData, per_step: pd.DataFrame, per_rank: pd.DataF
     experiments = data.experiments.merge(identity_table(data), on="experiment", how="left") \
         if "experiment" in data.experiments else data.experiments
     timed = per_step[~per_step["warmup"].astype(bool)] if not per_step.empty else per_step
-    steps = timed_steps(data, ("experiment", "step_s", "compute_s", "comm_s", "staleness"))
-    steps_by = by_experiment(steps)
+    means = _timed_means(data)
     timed_by = {str(k): v for k, v in timed.groupby("experiment", observed=True)} if not timed.empty else {}
     rank_by = {k: v for k, v in per_rank.groupby("experiment")} if not per_rank.empty else {}
     curve_by = {k: v for k, v in curves.groupby("experiment")} if not curves.empty else {}
@@ -270,10 +303,9 @@ def experiment_table(data: SweepData, per_step: pd.DataFrame, per_rank: pd.DataF
                     "step_s_p90": float(t["step_time"].quantile(0.9)) if not t.empty else np.nan,
                     "samples_per_s": exp["global_batch"] / median if median > 0 else np.nan})
         row["samples_per_s_per_rank"] = row["samples_per_s"] / exp["world_size"]
-        row.update(_time_split(steps_by.get(x, pd.DataFrame()), exp, median))
+        row.update(_time_split(means.get(x), exp, median))
         row["comm_bytes_per_step"] = float(t["comm_bytes"].median()) if not t.empty else np.nan
-        lag = steps_by[x]["staleness"] if x in steps_by else pd.Series(dtype=float)  # asyncps workers only
-        row["staleness_mean"] = float(lag.mean()) if lag.notna().any() else np.nan
+        row["staleness_mean"] = means[x]["staleness"] if x in means else np.nan  # asyncps workers only
         r = rank_by.get(x, pd.DataFrame())
         row["peak_mem_bytes_per_rank"] = float(r["mem_bytes"].max()) if not r.empty else np.nan
         row["state_bytes_per_rank"] = float((r["param_bytes"].fillna(0) + r["grad_bytes"].fillna(0) +

@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.axisplots import VIEW_PLOTS  # noqa: E402
+from analysis.gridmetrics import busy_grid  # noqa: E402
 from analysis.metrics import Analysis  # noqa: E402
 from analysis.plotstyle import DASHES, MARKERS, MAX_LEGEND, PIPELINED, PlotSpec, colour, series_label  # noqa: E402
 from analysis.plotstyle import figure as _figure  # noqa: E402
@@ -345,19 +346,15 @@ def plot_heatmap(a: Analysis) -> Figure | str:
                              layout="constrained")
     fig.suptitle(f"Per-rank busy time per step (stragglers stand out) — {a.data.name}", fontsize=13,
                  fontweight="bold")
-    s = a.data.steps
-    timed = ~s["warmup"].to_numpy()
     for ax, (_, row) in zip(axes.flat, multi.iterrows(), strict=False):
-        # the four columns it needs, by index arithmetic: selecting whole frames and pivot_table take
-        # seconds at 1024 ranks x 2000 steps
-        d = s[["rank", "step", "compute_s", "step_s"]][timed & (s["experiment"] == row["experiment"]).to_numpy()]
-        busy = d["compute_s"].fillna(d["step_s"]).to_numpy() * 1000
-        rank, step = d["rank"].to_numpy(), d["step"].to_numpy()
-        grid = np.full((rank.max() - rank.min() + 1, step.max() - step.min() + 1), np.nan)
-        np.fmax.at(grid, (rank - rank.min(), step - step.min()), busy)
+        got = busy_grid(a.data, row["experiment"])  # the rank files' columns, not the steps frame
+        if got is None:
+            ax.set_visible(False)
+            continue
+        grid, (r0, r1), (s0, s1), any_compute = got
         im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest",
-                       extent=(step.min() - 0.5, step.max() + 0.5, rank.max() + 0.5, rank.min() - 0.5))
-        what = "compute" if d["compute_s"].notna().any() else "step"
+                       extent=(s0 - 0.5, s1 + 0.5, r1 + 0.5, r0 - 0.5))
+        what = "compute" if any_compute else "step"
         ax.set_title(f"{row['experiment']} ({what})", fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("rank")
