@@ -428,7 +428,7 @@ def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None, sv
     os.makedirs(out_dir, exist_ok=True)
     specs = list(PLOTS if only is None else only)
     n = min(cpus() if workers is None else workers, len(specs))
-    order = sorted(range(len(specs)), key=lambda i: (specs[i].name not in SLOW_FIRST, i))
+    order = sorted(range(len(specs)), key=lambda i: (SLOW_FIRST + (specs[i].name,)).index(specs[i].name))
     _JOB = (a, specs, out_dir, svg)
     try:
         if n > 1:

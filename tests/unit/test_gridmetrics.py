@@ -16,6 +16,8 @@ from analysis.gridmetrics import busy_grid
 from analysis.load import load_sweep
 from analysis.synthetic import write_sweep
 
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # sums and means over infinities
+
 FIELDS = ("step_s", "compute_s", "comm_s", "comm_bytes", "loss", "samples", "mem_bytes", "time", "staleness")
 
 
