@@ -33,8 +33,9 @@ def table(rows: list[dict], check: str) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: str) -> str:
-    """The winner over node counts, with the margin over the runner-up (hatched: projected)."""
+def plot(rows: list[dict], path: str, svg: bool = True) -> str:
+    """The winner over node counts, with the margin over the runner-up (hatched: projected); `svg`:
+    an SVG beside the PNG (`make advise` always; `make plots` when asked, like its other figures)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,7 +64,10 @@ def plot(rows: list[dict], path: str) -> str:
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)
-    fig.savefig(os.path.splitext(path)[0] + ".svg")  # like every other plot: a PNG and an SVG
+    if svg:
+        fig.savefig(os.path.splitext(path)[0] + ".svg")
+    elif os.path.exists(stale := os.path.splitext(path)[0] + ".svg"):
+        os.remove(stale)  # an earlier run's SVG would no longer match the PNG
     plt.close(fig)
     return path
 

@@ -231,9 +231,10 @@ def memory_check(shape: ModelShape, cfg: dict, gpu_mem: int) -> MemoryCheck:
 
 # ---- outputs -------------------------------------------------------------------------------
 
-def report_section(a: Analysis, sweep_dir: str) -> dict:
+def report_section(a: Analysis, sweep_dir: str, svg: bool = True) -> dict:
     """The report's first section: advice.json's rows when `make advise` wrote one, else the
-    measured rows alone (no projection, no memory check: those need bin/advise); and the plot."""
+    measured rows alone (no projection, no memory check: those need bin/advise); and the plot
+    (`svg`: as SVG too)."""
     path = os.path.join(sweep_dir, "advice.json")
     if os.path.isfile(path):
         with open(path) as f:
@@ -243,7 +244,7 @@ def report_section(a: Analysis, sweep_dir: str) -> dict:
         inputs = measured(a)
         rows = answer(inputs, {n: "measured" for n in inputs.candidates})
         check = "measured rows only: `make advise` adds the projected rows and the memory check"
-    png = plot(rows, os.path.join(sweep_dir, "plots", "advice.png")) if any(r["best"] for r in rows) else None
+    png = plot(rows, os.path.join(sweep_dir, "plots", "advice.png"), svg) if any(r["best"] for r in rows) else None
     for r in rows:  # the winner's layout in words (an advice.json of an older advise has none)
         lay = (r.get("layout") or {}).get(r["best"])
         r["best_layout"] = layouts.describe(lay) if lay else None

@@ -92,7 +92,7 @@ def generate(sweep_dir: str, target_acc: float | None = None, svg: bool = False)
     a = analyse(load_sweep(sweep_dir), target_acc)
     csv_path, json_path = write_exports(a, sweep_dir)
     written, skipped = make_plots(a, os.path.join(sweep_dir, "plots"), svg=svg)
-    html = write_report(a, written, skipped, os.path.join(sweep_dir, "report.html"))
+    html = write_report(a, written, skipped, os.path.join(sweep_dir, "report.html"), svg)
     return Outputs(sweep_dir, csv_path, json_path, written, skipped, html, a)
 
 

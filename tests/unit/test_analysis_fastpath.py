@@ -110,15 +110,20 @@ def test_the_svg_flag_of_make_plots(sweep, capsys):
     logs, name = os.path.split(sweep)
     assert cli.run(["plots", "--sweep", name, "--logs", logs]) == 0
     out = capsys.readouterr().out
-    assert "figures, PNG:" in out and not [f for f in os.listdir(os.path.join(sweep, "plots")) if f.endswith(".svg")
-                                           and f != "advice.svg"]
+    assert "figures, PNG:" in out and not [f for f in os.listdir(os.path.join(sweep, "plots")) if f.endswith(".svg")]
     with open(os.path.join(sweep, "report.html")) as f:
         assert "plots/throughput.svg" not in f.read()
     assert cli.run(["plots", "--sweep", name, "--logs", logs, "--svg"]) == 0
     assert "figures, PNG + SVG:" in capsys.readouterr().out
     assert os.path.isfile(os.path.join(sweep, "plots", "throughput.svg"))
+    assert os.path.isfile(os.path.join(sweep, "plots", "advice.svg"))  # the answer's figure too
     with open(os.path.join(sweep, "report.html")) as f:
-        assert "plots/throughput.svg" in f.read()
+        html = f.read()
+    assert "plots/throughput.svg" in html and "plots/advice.svg" in html
+    assert cli.run(["plots", "--sweep", name, "--logs", logs]) == 0  # the SVGs of the run before are gone
+    assert not [f for f in os.listdir(os.path.join(sweep, "plots")) if f.endswith(".svg")]
+    with open(os.path.join(sweep, "report.html")) as f:
+        assert ".svg" not in f.read()
     assert cli.run(["tensorboard", "--sweep", name, "--logs", logs, "--svg"]) == 2  # plots and report only
 
 
