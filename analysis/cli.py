@@ -85,14 +85,17 @@ def generate(sweep_dir: str, target_acc: float | None = None, svg: bool = False)
     The sweep's rank files are handed to a pool of parsers first (`prefetch`), which works while
     this process imports pandas and matplotlib."""
     prefetch(sweep_dir)
+    from analysis.advise import report_section
     from analysis.metrics import analyse
     from analysis.plots import make_plots
     from analysis.report import write_report
 
     a = analyse(load_sweep(sweep_dir), target_acc)
     csv_path, json_path = write_exports(a, sweep_dir)
-    written, skipped = make_plots(a, os.path.join(sweep_dir, "plots"), svg=svg)
-    html = write_report(a, written, skipped, os.path.join(sweep_dir, "report.html"), svg)
+    answer: dict = {}  # the report's first section, drawn here while the pool draws the plots
+    written, skipped = make_plots(a, os.path.join(sweep_dir, "plots"), svg=svg,
+                                  meanwhile=lambda: answer.update(report_section(a, sweep_dir, svg)))
+    html = write_report(a, written, skipped, os.path.join(sweep_dir, "report.html"), svg, answer)
     return Outputs(sweep_dir, csv_path, json_path, written, skipped, html, a)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -419,11 +420,14 @@ def _draw(i: int) -> tuple[str, str | None] | str:
 
 
 def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None, svg: bool = False,
-               workers: int | None = None) -> tuple[list[PlotFile], list[tuple[PlotSpec, str]]]:
+               workers: int | None = None, meanwhile: Callable[[], object] | None = None
+               ) -> tuple[list[PlotFile], list[tuple[PlotSpec, str]]]:
     """Save every applicable plot (of `only`, default all) as PNG, and SVG when `svg`; return
     (written, [(not applicable, why)]) in the order of PLOTS. `workers`: processes that draw
-    (default: one per CPU, forked; 1 draws here). An SVG left from an earlier `--svg` run is
-    removed when SVG is not asked for, so plots/ never mixes figures of two runs."""
+    (default: one per CPU, forked; 1 draws here). `meanwhile`: called here while the workers
+    draw (the report's own figure: this process would wait otherwise). An SVG left from an
+    earlier `--svg` run is removed when SVG is not asked for, so plots/ never mixes figures of
+    two runs."""
     global _JOB
     os.makedirs(out_dir, exist_ok=True)
     specs = list(PLOTS if only is None else only)
@@ -433,9 +437,14 @@ def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None, sv
     try:
         if n > 1:
             with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
-                done = dict(zip(order, pool.map(_draw, order), strict=True))
+                futures = {i: pool.submit(_draw, i) for i in order}  # the workers fork here, before `meanwhile`
+                if meanwhile is not None:
+                    meanwhile()
+                done = {i: f.result() for i, f in futures.items()}
         else:
             done = {i: _draw(i) for i in order}
+            if meanwhile is not None:
+                meanwhile()
     finally:
         _JOB = None
     written = [PlotFile(spec, *done[i]) for i, spec in enumerate(specs) if not isinstance(done[i], str)]

@@ -21,6 +21,7 @@ from analysis import cache, logread
 from analysis.logread import FLOAT_STEP_FIELDS, RankFile, parse_rank_bytes
 
 POOL_MIN_FILES = 32  # rank files to parse per worker process, at least, before a pool pays for its start
+CHUNKS_PER_WORKER = 16  # pieces of work per worker: the last ones end close together (1024 files: 32 a piece)
 _Item = tuple[str, os.stat_result, bool]  # a rank file to parse: path, its stat before reading, write its entry
 
 
@@ -76,7 +77,7 @@ def prefetch(paths: list[str]) -> int:
         return 0
     if _PREFETCH.pool is None:
         _PREFETCH.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    chunk = max(len(todo) // (8 * workers), 1)
+    chunk = max(len(todo) // (CHUNKS_PER_WORKER * workers), 1)
     gc_on = gc.isenabled()
     gc.disable()  # the workers fork at the first submit and keep it off, as those forked in load_sweep do
     try:
@@ -120,7 +121,7 @@ def read_rank_files(paths: list[str], use_cache: bool = True) -> dict[str, RankF
     workers = min(cpus(), len(todo) // POOL_MIN_FILES)
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            chunk = max(len(todo) // (8 * workers), 1)
+            chunk = max(len(todo) // (CHUNKS_PER_WORKER * workers), 1)
             for (path, st, _), got in zip(todo, pool.map(_parse_in_worker, todo, chunksize=chunk), strict=True):
                 out[path] = _received(path, st, got)
     else:

@@ -106,8 +106,10 @@ def not_reproducible(summary: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def write_report(a: Analysis, plots: list, not_applicable: list, path: str, svg: bool = False) -> str:
-    """`svg`: the answer's figure as SVG too, as `make plots SVG=1` draws every other one."""
+def write_report(a: Analysis, plots: list, not_applicable: list, path: str, svg: bool = False,
+                 answer: dict | None = None) -> str:
+    """`svg`: the answer's figure as SVG too, as `make plots SVG=1` draws every other one.
+    `answer`: its section (`report_section`) when the caller made it already."""
     rows = []
     for _, r in a.summary.iterrows():
         rows.append({"cells": [fmt(r.get(col), how) for col, _, how in TABLE], "state": r["state"],
@@ -116,7 +118,7 @@ def write_report(a: Analysis, plots: list, not_applicable: list, path: str, svg:
     figures = [{"name": p.spec.name, "title": p.spec.title, "caption": p.spec.caption, "src": _embed(p.png),
                 "png": os.path.relpath(p.png, base), "svg": os.path.relpath(p.svg, base) if p.svg else None}
                for p in plots]
-    answer = report_section(a, base, svg)  # the first section: the answer (analysis/advise.py)
+    answer = dict(answer or report_section(a, base, svg))  # the first section: the answer (analysis/advise.py)
     answer["src"] = _embed(answer["png"]) if answer["png"] else None
     if answer["png"]:
         answer["svg"] = os.path.relpath(os.path.splitext(answer["png"])[0] + ".svg", base) if svg else None
