@@ -423,11 +423,9 @@ def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None, sv
                workers: int | None = None, meanwhile: Callable[[], object] | None = None
                ) -> tuple[list[PlotFile], list[tuple[PlotSpec, str]]]:
     """Save every applicable plot (of `only`, default all) as PNG, and SVG when `svg`; return
-    (written, [(not applicable, why)]) in the order of PLOTS. `workers`: processes that draw
-    (default: one per CPU, forked; 1 draws here). `meanwhile`: called here while the workers
-    draw (the report's own figure: this process would wait otherwise). An SVG left from an
-    earlier `--svg` run is removed when SVG is not asked for, so plots/ never mixes figures of
-    two runs."""
+    (written, [(not applicable, why)]) in PLOTS' order. `workers`: processes that draw (default:
+    one per CPU, forked; 1: here). `meanwhile`: run here while they draw (the report's figure).
+    An SVG from an earlier `--svg` run goes when SVG is not asked: plots/ never mixes two runs."""
     global _JOB
     os.makedirs(out_dir, exist_ok=True)
     specs = list(PLOTS if only is None else only)
@@ -438,13 +436,11 @@ def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None, sv
         if n > 1:
             with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
                 futures = {i: pool.submit(_draw, i) for i in order}  # the workers fork here, before `meanwhile`
-                if meanwhile is not None:
-                    meanwhile()
+                _ = meanwhile and meanwhile()
                 done = {i: f.result() for i, f in futures.items()}
         else:
             done = {i: _draw(i) for i in order}
-            if meanwhile is not None:
-                meanwhile()
+            _ = meanwhile and meanwhile()
     finally:
         _JOB = None
     written = [PlotFile(spec, *done[i]) for i, spec in enumerate(specs) if not isinstance(done[i], str)]
