@@ -153,6 +153,8 @@ def busy_grid(data: SweepData, experiment: str) -> tuple[np.ndarray, tuple[int, 
         cells = [(d["rank"].to_numpy(), d["step"].to_numpy(), d["compute_s"].to_numpy(), d["step_s"].to_numpy())]
     else:
         g = grids.get(experiment)
+        if g is not None and g.busy is not None:
+            return g.busy
         cells = [(np.full(np.count_nonzero(~rf.warmup), rank), g.step[~rf.warmup], rf.steps["compute_s"][~rf.warmup],
                   rf.steps["step_s"][~rf.warmup]) for rank, rf in zip(g.ranks.tolist(), g.files, strict=True)
                  if not rf.warmup.all()] if g is not None else []
@@ -163,4 +165,7 @@ def busy_grid(data: SweepData, experiment: str) -> tuple[np.ndarray, tuple[int, 
     grid = np.full((ranks[1] - ranks[0] + 1, steps[1] - steps[0] + 1), np.nan)
     for rank, step, compute, step_s in cells:
         np.fmax.at(grid, (rank - ranks[0], step - steps[0]), np.where(np.isnan(compute), step_s, compute) * 1000)
-    return grid, ranks, steps, any(bool((~np.isnan(c[2])).any()) for c in cells)
+    out = grid, ranks, steps, any(bool((~np.isnan(c[2])).any()) for c in cells)
+    if grids is not None:
+        grids[experiment].busy = out
+    return out

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from itertools import chain, repeat
-from operator import itemgetter
+from itertools import chain, compress, repeat
+from operator import eq, itemgetter, ne
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,9 @@ FLOAT_STEP_FIELDS = tuple(f for f in ALL_STEP_FIELDS if f != "warmup")  # RankFi
 # cpu_s but no staleness), then the required ones alone.
 _GETTERS = tuple((itemgetter(*names), names) for names in
                  (STEP_FIELDS + OPTIONAL_STEP_FIELDS[:k] for k in range(len(OPTIONAL_STEP_FIELDS), -1, -1)))
+
+
+_EVENT = itemgetter("event")
 
 
 @dataclass
@@ -85,7 +88,8 @@ def _whole_file(raw: bytes) -> tuple[list[dict], list[str]] | None:
         recs = _fast_loads(b"".join((b"[", memoryview(raw.replace(b"\n", b","))[:-1], b"]")))
         if len(recs) != np.count_nonzero(np.frombuffer(raw, np.uint8) == ord("\n")):
             return None  # a garbage line such as `1, 2` adds elements
-        return recs, [r["event"] for r in recs]  # a non-object or an object without "event" raises
+        events = list(map(_EVENT, recs))  # a non-object or an object without "event" raises
+        return (recs, events) if set(map(type, events)) <= {str} else None  # else the lines say which is odd
     except (ValueError, TypeError, KeyError, IndexError):
         return None
 
@@ -194,8 +198,8 @@ def parse_rank_bytes(raw: bytes) -> RankFile:
             recs = [r for r, k in zip(recs, keep, strict=True) if k]
             events = [e for e, k in zip(events, keep, strict=True) if k]
             att = att[keep]
-    steps = [r for r, e in zip(recs, events, strict=True) if e == "step"]
-    others = [r for r, e in zip(recs, events, strict=True) if e != "step"]
+    steps = list(compress(recs, map(eq, events, repeat("step"))))  # C-level passes: a third of a listcomp's time
+    others = list(compress(recs, map(ne, events, repeat("step"))))
     by_event: dict[str, list[dict]] = {"start": [], "epoch": [], "end": [], "error": []}
     for r in others:
         by_event.setdefault(r["event"], []).append(r)

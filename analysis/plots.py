@@ -28,9 +28,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.axisplots import VIEW_PLOTS  # noqa: E402
-from analysis.gridmetrics import busy_grid  # noqa: E402
+from analysis.heatmap import heatmap_spec  # noqa: E402
 from analysis.metrics import Analysis  # noqa: E402
-from analysis.plotstyle import DASHES, MARKERS, MAX_LEGEND, PIPELINED, PlotSpec, colour, series_label  # noqa: E402
+from analysis.plotstyle import DASHES, MARKERS, MAX_LEGEND, PIPELINED, PlotSpec, colour, first_repeats, series_label  # noqa: E402
 from analysis.plotstyle import figure as _figure  # noqa: E402
 from analysis.plotstyle import legend as _legend  # noqa: E402
 from analysis.plotstyle import varying as _varying  # noqa: E402
@@ -181,12 +181,6 @@ def plot_memory(a: Analysis) -> Figure | str:
     return fig
 
 
-def _first_repeats(a: Analysis) -> tuple[pd.DataFrame, set[str]]:
-    m = a.measured
-    first = m[m["repeat"] == m.groupby(a.config_key, dropna=False)["repeat"].transform("min")]
-    return first, _varying(first, [k for k in a.config_key if k != "nodes"])
-
-
 def _curve_label(row: pd.Series, varying: set[str]) -> str:
     return f"{series_label(row, varying)} n{row['nodes']}"
 
@@ -194,7 +188,7 @@ def _curve_label(row: pd.Series, varying: set[str]) -> str:
 def _curves(a: Analysis, table: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[pd.DataFrame, dict]]]:
     """`table`'s rows of the first repeat of each configuration, and per experiment its rows and line
     style: the strategy's colour, a dash pattern per node count, a label."""
-    first, varying = _first_repeats(a)
+    first, varying = first_repeats(a)
     table = table[table["experiment"].isin(first["experiment"])]
     styles = dict(zip(sorted(first["nodes"].unique()), ["-", "--", "-.", ":"] * 4, strict=False))
     lines = []
@@ -334,38 +328,6 @@ def plot_chunks(a: Analysis) -> Figure | str:
     return fig
 
 
-def plot_heatmap(a: Analysis) -> Figure | str:
-    first, _ = _first_repeats(a)
-    multi = first[first["world_size"] > 1].sort_values(["world_size", "strategy"], ascending=[False, True])
-    if multi.empty:
-        return "no experiment with more than one rank"
-    multi = multi.head(6)
-    n = len(multi)
-    cols = min(n, 3)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1, 2.8 * rows + 1), squeeze=False,
-                             layout="constrained")
-    fig.suptitle(f"Per-rank busy time per step (stragglers stand out) — {a.data.name}", fontsize=13,
-                 fontweight="bold")
-    for ax, (_, row) in zip(axes.flat, multi.iterrows(), strict=False):
-        got = busy_grid(a.data, row["experiment"])  # the rank files' columns, not the steps frame
-        if got is None:
-            ax.set_visible(False)
-            continue
-        grid, (r0, r1), (s0, s1), any_compute = got
-        im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest",
-                       extent=(s0 - 0.5, s1 + 0.5, r1 + 0.5, r0 - 0.5))
-        what = "compute" if any_compute else "step"
-        ax.set_title(f"{row['experiment']} ({what})", fontsize=9)
-        ax.set_xlabel("step")
-        ax.set_ylabel("rank")
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        fig.colorbar(im, ax=ax, label=f"{what} time (ms)")
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
-    return fig
-
-
 PLOTS = [
     PlotSpec("throughput", "Throughput vs nodes", "Global samples/s (global batch / median step time); dotted: "
              "linear scaling from the smallest node count; bars: min-max over repeats.", plot_throughput),
@@ -387,8 +349,7 @@ PLOTS = [
              "reaches the target.", plot_time_to_accuracy),
     PlotSpec("chunks", "Step time vs chunks", "Pipeline strategies: median step time against micro-batches; dotted: "
              "the bubble model through the largest chunk count.", plot_chunks),
-    PlotSpec("heatmap", "Per-rank heat map", "Each rank's busy time (compute where measured, else the whole step) "
-             "per timed step; a straggler is a bright row.", plot_heatmap),
+    heatmap_spec(),
     *VIEW_PLOTS,
 ]
 
@@ -431,6 +392,8 @@ def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None, sv
     specs = list(PLOTS if only is None else only)
     n = min(cpus() if workers is None else workers, len(specs))
     order = sorted(range(len(specs)), key=lambda i: (SLOW_FIRST + (specs[i].name,)).index(specs[i].name))
+    for spec in specs:
+        _ = spec.prepare and spec.prepare(a)
     _JOB = (a, specs, out_dir, svg)
     try:
         if n > 1:

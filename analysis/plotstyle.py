@@ -68,6 +68,14 @@ def varying(df: pd.DataFrame, keys: list[str]) -> set[str]:
     return {k for k in keys if k in df and df[k].nunique(dropna=False) > 1}
 
 
+def first_repeats(a: Analysis) -> tuple[pd.DataFrame, set[str]]:
+    """The measured experiments of each configuration's first repeat (what the figures show), and
+    the configuration keys but the node count that vary among them."""
+    m = a.measured
+    first = m[m["repeat"] == m.groupby(a.config_key, dropna=False)["repeat"].transform("min")]
+    return first, varying(first, [k for k in a.config_key if k != "nodes"])
+
+
 def figure(title: str, ncols: int = 1, width: float = 7.5, height: float = 4.5) -> tuple[Figure, list]:
     fig, axes = plt.subplots(1, ncols, figsize=(width * (1 if ncols == 1 else 0.75 * ncols), height),
                              squeeze=False, layout="constrained")
@@ -87,3 +95,6 @@ class PlotSpec:
     title: str
     caption: str
     make: Callable[[Analysis], Figure | str]
+    # run before the drawing workers fork: what they would each read again from the rank files'
+    # mapped pages (a fault per page in every forked process) is read once, here
+    prepare: Callable[[Analysis], object] | None = None

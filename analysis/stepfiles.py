@@ -33,6 +33,7 @@ class Grid:
     ranks: np.ndarray  # int64, ascending
     files: list[RankFile]
     step: np.ndarray  # int64, ascending: every file's step column
+    busy: tuple | None = field(default=None, repr=False)  # the heat map's image, once made (gridmetrics.busy_grid)
 
     def column(self, name: str) -> list[np.ndarray]:
         """Field `name` of each rank file (`warmup`: bool), in rank order."""

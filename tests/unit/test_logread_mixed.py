@@ -31,3 +31,12 @@ def test_a_mixed_file_keeps_the_last_attempts_good_records_and_counts_the_proble
     assert [k for k, _, _ in rf.problems] == ["garbage line", "truncated line"]
     assert rf.earlier_attempts == 1 and rf.earlier_records == 7  # attempt 1: its start and 6 steps
     assert [s["attempt"] for s in rf.starts] == [2] and rf.ends == []
+
+
+def test_a_record_whose_event_is_not_a_string_is_no_step() -> None:
+    """The whole-file path splits steps from other records by comparing each event with "step":
+    an odd event value (a number, null) must not be taken for one."""
+    odd = [orjson.dumps({**_step(9, 1, 1), "event": value}) for value in (5, None, ["step"])]
+    raw = b"\n".join([*_attempt(1, 3)[:-1], *odd, _attempt(1, 3)[-1]]) + b"\n"
+    rf = parse_rank_bytes(raw)
+    assert rf.steps["step"].tolist() == [0, 1, 2] and len(rf.ends) == 1 and len(rf.starts) == 1
