@@ -10,9 +10,9 @@ allocates one row of steps at a time.
 
 `Grid` is one experiment whose ranks all logged the same steps: ascending, no step twice (one
 `start` record per file), none without a number. `StepFiles.grids` gives every experiment's
-Grid, or None when any experiment is not one (asyncps's server and workers log different steps;
-a file with two starts): the metrics then take the frame. The frame is built from the same
-columns (`StepFiles.frame`), so both paths see the same numbers in the same order.
+Grid, or None when any experiment is not one (a rank that stopped early or logged a step the
+others did not; a file with two starts): the metrics then take the frame. The frame is built
+from the same columns (`StepFiles.frame`), so both paths see the same numbers in the same order.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def test_analyse_never_builds_the_steps_frame_of_a_regular_sweep(sweep):
 
 
 def test_irregular_experiments_take_the_frame(sweep):
-    """Ranks that logged different steps (asyncps's server and workers) are no Grid."""
+    """Ranks that logged different steps (one stopped early, or logged one more) are no Grid."""
     data = load_sweep(sweep, use_cache=False)
     rf = data.files.parts[1][2]
     rf.steps["step"][-1] += 1
