@@ -136,7 +136,7 @@ def timed_means(g: Grid, names: tuple[str, ...]) -> dict[str, float]:
     """`Series.mean` of each field over the experiment's timed steps, rank after rank (NaN
     skipped; NaN where there is none). One buffer of the timed rows, reused for each field."""
     buf = np.empty(g.timed_rows())
-    return {k: float(pd.Series(g.timed(k, out=buf), copy=False).mean()) for k in names}
+    return {k: np.float64(pd.Series(g.timed(k, out=buf), copy=False).mean()) for k in names}
 
 
 def busy_grid(data: SweepData, experiment: str) -> tuple[np.ndarray, tuple[int, int], tuple[int, int], bool] | None:

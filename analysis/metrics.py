@@ -254,12 +254,13 @@ TIMED_MEANS = ("step_s", "compute_s", "comm_s", "staleness")  # per experiment, 
 
 
 def _timed_means(data: SweepData) -> dict[str, dict[str, float]]:
-    """Per experiment with timed steps: the mean of each field of TIMED_MEANS over them, NaN skipped."""
+    """Per experiment with timed steps: the mean of each field of TIMED_MEANS over them, NaN skipped
+    (numpy floats: a mean step of 0 makes the split infinite, as it always did, not an exception)."""
     grids = data.grids()
     if grids is not None:
         return {x: gridmetrics.timed_means(g, TIMED_MEANS) for x, g in grids.items() if g.timed_rows()}
     steps = by_experiment(timed_steps(data, ("experiment", *TIMED_MEANS)))
-    return {x: {k: float(v[k].mean()) for k in TIMED_MEANS} for x, v in steps.items() if not v.empty}
+    return {x: {k: np.float64(v[k].mean()) for k in TIMED_MEANS} for x, v in steps.items() if not v.empty}
 
 
 def _time_split(means: dict[str, float] | None, exp: pd.Series, median_step: float) -> dict[str, float]:
