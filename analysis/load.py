@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from analysis import AnalysisError, rankfiles
 from analysis.logread import read_json
-from contract.rundir import STATUS, list_sweeps
+from contract.rundir import STATUS, experiment_ids, list_sweeps
 
 if TYPE_CHECKING:  # frames imports pandas: loaded when a sweep is, so that `prefetch` comes before it
     from analysis.frames import SweepData
@@ -49,23 +49,11 @@ def find_sweep(logs: str, name: str | None = None) -> str:
     return os.path.join(logs, sweeps[-1])
 
 
-def _experiment_ids(path: str, meta: dict) -> list[str]:
-    ids = [e["id"] for e in meta.get("experiments", []) if isinstance(e, dict) and isinstance(e.get("id"), str)]
-    for name in sorted(os.listdir(path)):
-        sub = os.path.join(path, name)
-        if name in ids or name.startswith(".") or not os.path.isdir(sub):  # .cache/ is not an experiment
-            continue
-        if os.path.exists(os.path.join(sub, "config.json")) or any(
-                f.startswith("rank-") and f.endswith(".jsonl") for f in os.listdir(sub)):
-            ids.append(name)
-    return ids
-
-
 def completed(path: str) -> list[str]:
     """The experiments whose status.json says COMPLETED: read before load_sweep by the commands
     that refuse a sweep with none, so that refusing writes nothing (not even the cache)."""
     meta, _ = read_json(os.path.join(path, "sweep.json"))
-    return [exp for exp in _experiment_ids(path, meta if isinstance(meta, dict) else {})
+    return [exp for exp in experiment_ids(path, meta if isinstance(meta, dict) else {})
             if (read_json(os.path.join(path, exp, STATUS))[0] or {}).get("state") == "COMPLETED"]
 
 
@@ -75,7 +63,7 @@ def prefetch(path: str) -> int:
     first, before they import pandas and matplotlib. Returns the files handed out."""
     meta, _ = read_json(os.path.join(path, "sweep.json"))
     paths = []
-    for exp in _experiment_ids(path, meta if isinstance(meta, dict) else {}):
+    for exp in experiment_ids(path, meta if isinstance(meta, dict) else {}):
         try:
             names = os.listdir(os.path.join(path, exp))
         except OSError:
@@ -114,5 +102,5 @@ def _load_sweep(path: str, only: list[str] | None = None, use_cache: bool = True
     from analysis import frames
 
     meta, err = read_json(os.path.join(path, "sweep.json"))
-    ids = _experiment_ids(path, meta) if only is None else list(only)
+    ids = experiment_ids(path, meta) if only is None else list(only)
     return frames.build(path, meta, ids, err if only is None else None, use_cache)

@@ -75,12 +75,6 @@ class SweepState:
         return f"{out}; report with the problems: {report}" if report else out
 
 
-def _holds_run(path: str) -> bool:
-    """A directory that sweep.json does not list is an experiment when it holds a config or a rank log."""
-    return os.path.isdir(path) and any(n == "config.json" or (n.startswith("rank-") and n.endswith(".jsonl"))
-                                       for n in os.listdir(path))
-
-
 def _experiment(path: str, exp_id: str, entry: dict) -> Experiment:
     d = os.path.join(path, exp_id)
     skipped = entry.get("skipped") or None
@@ -97,9 +91,7 @@ def read(path: str) -> SweepState:
     meta = rundir.read_json(os.path.join(path, "sweep.json"))
     entries = meta.get("experiments") if isinstance(meta.get("experiments"), list) else []
     listed = {e["id"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)}
-    others = [n for n in sorted(os.listdir(path)) if n not in listed and not n.startswith(".")
-              and _holds_run(os.path.join(path, n))] if os.path.isdir(path) else []
-    experiments = [_experiment(path, x, listed.get(x, {})) for x in [*listed, *others]]
+    experiments = [_experiment(path, x, listed.get(x, {})) for x in rundir.experiment_ids(path, meta)]
     return SweepState(os.path.basename(os.path.normpath(path)), path, tuple(experiments))
 
 

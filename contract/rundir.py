@@ -74,6 +74,22 @@ def list_sweeps(logs: str) -> list[str]:
     return [n for _, n in sorted(found)]
 
 
+def experiment_ids(sweep_path: str, meta: dict) -> list[str]:
+    """The experiments of a sweep directory: the ids its sweep.json (`meta`) lists, in its order,
+    then every other directory that holds a run (a config.json or a rank log), by name. Dot
+    directories (the analysis cache) are none."""
+    entries = meta.get("experiments") if isinstance(meta.get("experiments"), list) else []
+    ids = list(dict.fromkeys(e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)))
+    listed = set(ids)
+    for name in sorted(os.listdir(sweep_path)) if os.path.isdir(sweep_path) else []:
+        sub = os.path.join(sweep_path, name)
+        if name in listed or name.startswith(".") or not os.path.isdir(sub):
+            continue
+        if any(n == "config.json" or (n.startswith("rank-") and n.endswith(".jsonl")) for n in os.listdir(sub)):
+            ids.append(name)
+    return ids
+
+
 def read_status(run_dir: str) -> dict:
     """status.json of `run_dir`; {} when there is none (or it cannot be read)."""
     return read_json(os.path.join(run_dir, STATUS))
