@@ -40,6 +40,7 @@ from analysis.mixplan import (
     stage_layers,
     stage_params,
 )
+from contract import defaults
 from contract.errors import ConfigError
 from contract.tables import GPUS, LINKS
 
@@ -55,7 +56,7 @@ class Run:
     optimizer: str
     schedule: str
     gpu_mem: int
-    gpu: str = "a100"
+    gpu: str = defaults.GPU
     mfu: float = 0.5
     intra: str = "nvlink"
     inter: str = "ib-hdr"
@@ -207,8 +208,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sequence-parallel", default="", help="on|off (default: on where tp > 1)")
     p.add_argument("--search", action="store_true", help="rank every layout that fits by the step-time model")
     p.add_argument("--top", default="10", help="layouts shown by --search (default: 10)")
-    p.add_argument("--gpu", default="", help=f"{'|'.join(GPUS)}: memory, peak, links (default: a100's peak and "
-                   "links, --gpu-mem)")
+    p.add_argument("--gpu", default="", help=f"{'|'.join(GPUS)}: memory, peak, links (default: "
+                   f"{defaults.GPU}'s peak and links, --gpu-mem)")
     p.add_argument("--mfu", default="0.5", help="fraction of the peak the compute reaches (default: 0.5)")
     p.add_argument("--intra-link", default="", help=f"intra-node link: {', '.join(k for k, v in LINKS.items() if v[1])}"
                    " (default: the GPU's)")
@@ -234,7 +235,7 @@ def parse(a: argparse.Namespace, positive_int) -> tuple[dict, dict]:
     fixed.update({k: getattr(a, k) for k in ("shard", "recompute") if getattr(a, k)})
     if a.sequence_parallel:
         fixed["sp"] = a.sequence_parallel == "on"
-    gpu = a.gpu or "a100"
+    gpu = a.gpu or defaults.GPU
     if gpu not in GPUS:
         raise ConfigError(f"unknown gpu {gpu!r}: choose from {', '.join(GPUS)}")
     for link in (a.intra_link, a.inter_link):
