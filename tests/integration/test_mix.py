@@ -2,13 +2,14 @@
 simulated node: loss within 1e-4 relative at every step, final parameters (gathered under single's
 names) within 1e-4. dp2 x tp2 with each shard mode, tp2 x pp2 with each schedule (sequence parallel
 on and off), dp2 x tp2 x pp2 on 8 ranks (transformer with FSDP2, mlp with replicas); recomputation
-(selective under ZeRO-1, full under 1F1B with 8 micro-batches of 8 and under FSDP2 on 8 ranks) on the way."""
+(selective under ZeRO-1, full under 1F1B with 8 micro-batches of 8 and under FSDP2 on 8 ranks) on the way.
+A run cut after a checkpoint and started again ends on the uninterrupted run's losses."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.helpers import assert_params_close, final_params, records, step_losses
+from tests.helpers import assert_params_close, final_params, records, run_local, step_losses
 from tests.integration.test_equivalence_all import STEPS, runner
 
 pytestmark = pytest.mark.integration
@@ -66,3 +67,16 @@ def test_shard_modes_hold_their_share(run) -> None:
     none, optim, full = (held(run(f"mix-dp2-tp2-{s}")) for s in ("none", "optim-selective", "full"))
     assert optim[:2] == none[:2] and 0.45 * none[2] <= optim[2] <= 0.55 * none[2]
     assert all(0.45 * a <= b <= 0.55 * a for a, b in zip(none, full, strict=True)), (none, full)
+
+
+def test_mix_resumes_from_its_checkpoint(tmp_path) -> None:
+    """dp2 x tp2 under FSDP2 (DTensor shards of parameters and optimizer state): a run that fails
+    after its step-4 checkpoint and is started again ends on the uninterrupted run's losses."""
+    common = {"model": "transformer", "tp": 2, "shard": "full", "steps": 8, "global_batch": 16, "seed": 3}
+    assert run_local(tmp_path / "plain", "mix", 1, 4, **common)["state"] == "COMPLETED"
+    cut = tmp_path / "cut"
+    assert run_local(cut, "mix", 1, 4, checkpoint_every=4, fault="raise@0:6", **common)["state"] == "FAILED"
+    assert run_local(cut, "mix", 1, 4, checkpoint_every=4, **common)["state"] == "COMPLETED"
+    assert step_losses(str(cut), 4) == step_losses(str(tmp_path / "plain"), 4)
+    assert "resumed from checkpoint" in "".join(p.read_text() for p in cut.glob("node-*"))
+    assert (cut / "rank-0.jsonl").read_text().count('"event":"start"') == 2  # both attempts, one file
