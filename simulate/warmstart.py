@@ -13,10 +13,11 @@ re-parented to the launcher, which made itself a child subreaper (PR_SET_CHILD_S
 launcher waits for it, reads its exit status and kills its process group as it does a
 subprocess.Popen's. The rank, before its pid reaches the launcher, starts its own session,
 takes its cores and its output pipe (as Popen with start_new_session and the launcher's
-preexec_fn do); then, still one thread, it makes the memory it shares with the server its own
-(`own_memory`); it takes its environment, applies what torch read from the environment at
-import (OMP_NUM_THREADS: torch.set_num_threads), gets fresh unseeded RNGs and torch's import-time
-RNG state, and runs `trainers.<strategy>` as __main__, as `python -m` would.
+preexec_fn do); then, still one thread and given more than one core, it makes the memory it
+shares with the server its own (`own_memory`); it takes its environment, applies what torch
+read from the environment at import (OMP_NUM_THREADS: torch.set_num_threads), gets fresh
+unseeded RNGs and torch's import-time RNG state, and runs `trainers.<strategy>` as __main__, as
+`python -m` would.
 
 What a forked rank cannot get from its environment is what the interpreter and its libraries read
 at start: the server is keyed by the launcher's environment (`env_key`, without the variables
@@ -321,7 +322,9 @@ def own_memory() -> tuple[int, float, str]:
     steps: step 0 took 14 ms instead of a cold rank's 7 ms, steps 1-7 8% longer, later steps 2%
     (docs/benchmarks.md#startup). Copying them all here, before any thread, one
     madvise(MADV_POPULATE_WRITE) per run of pages, costs about 0.2 s and leaves the rank owning
-    its memory as a cold one does."""
+    its memory as a cold one does. A rank pinned to one core skips it (`_run_trainer`): its
+    threads share that core, so a copy flushes no other core's TLB, and its steps matched a cold
+    rank's without it."""
     t0 = time.perf_counter()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -364,9 +367,10 @@ def _run_trainer(req: dict) -> int:
                                                    write_through=True)  # PYTHONUNBUFFERED
     sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding=enc,
                                                    errors="backslashreplace", write_through=True)
-    pages, seconds, failed = own_memory()  # first: while this is one thread
-    print(f"warm start: {pages} pages shared with the server ({pages * os.sysconf('SC_PAGE_SIZE') >> 20} MiB) "
-          f"made this rank's own in {seconds:.2f} s" + (f"; {failed}" if failed else ""))
+    if len(req["cores"]) > 1:  # first, while this is one thread; on one core a fault interrupts no other
+        pages, seconds, failed = own_memory()
+        print(f"warm start: {pages} pages shared with the server ({pages * os.sysconf('SC_PAGE_SIZE') >> 20} MiB) "
+              f"made this rank's own in {seconds:.2f} s" + (f"; {failed}" if failed else ""))
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     os.chdir(req["cwd"])
