@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import errno
 import importlib
 import io
 import json
@@ -309,10 +308,32 @@ def _rank(req: dict, out_fd: int, pid_w: int, sock: socket.socket) -> None:
 _SHARED = bytes(int(b & 0x80 != 0 and b & 0x01 == 0) for b in range(256))
 
 
+def shared_runs() -> list[tuple[int, int]]:
+    """(address, pages) of each run of present pages this process shares with another (after a
+    fork: its parent) in its private writable mappings."""
+    page, runs = os.sysconf("SC_PAGE_SIZE"), []
+    with open("/proc/self/maps") as f:
+        maps = [line.split() for line in f]
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    try:
+        for fields in maps:
+            if fields[1][:2] != "rw" or fields[1][3] != "p":
+                continue
+            start, end = (int(a, 16) for a in fields[0].split("-"))
+            try:
+                entries = os.pread(fd, 8 * ((end - start) // page), 8 * (start // page))
+            except OSError:
+                continue
+            runs += [(start + m.start() * page, m.end() - m.start())
+                     for m in re.finditer(b"\x01+", entries[7::8].translate(_SHARED))]
+    finally:
+        os.close(fd)
+    return runs
+
+
 def own_memory() -> tuple[int, float, str]:
-    """Copy now every page this process shares with its parent in a private writable mapping (its
-    heap, Python's arenas, the libraries' data), as its first write to each would: (pages, seconds,
-    what failed). Call while the process is one thread.
+    """Copy now every page of `shared_runs`, as this process's first write to each would: (pages,
+    seconds, what failed). Call while the process is one thread.
 
     After the fork a rank shares the server's memory (350 MB here) copy on write. Its first write
     to a shared page (a reference count, CPython's specialized bytecode, a free heap chunk) copies
@@ -329,29 +350,11 @@ def own_memory() -> tuple[int, float, str]:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     page, pages, failed = os.sysconf("SC_PAGE_SIZE"), 0, ""
-    with open("/proc/self/maps") as f:
-        maps = [line.split() for line in f]
-    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
-    try:
-        for fields in maps:
-            if fields[1][:2] != "rw" or fields[1][3] != "p":
-                continue
-            start, end = (int(a, 16) for a in fields[0].split("-"))
-            try:
-                entries = os.pread(fd, 8 * ((end - start) // page), 8 * (start // page))
-            except OSError:
-                continue
-            for run in re.finditer(b"\x01+", entries[7::8].translate(_SHARED)):
-                addr, n = start + run.start() * page, run.end() - run.start()
-                if libc.madvise(addr, n * page, MADV_POPULATE_WRITE) == 0:
-                    pages += n
-                    continue
-                err = ctypes.get_errno()
-                failed = f"madvise(MADV_POPULATE_WRITE): {os.strerror(err)}"
-                if err == errno.EINVAL and pages == 0:  # the kernel has no MADV_POPULATE_WRITE (before 5.14)
-                    return 0, time.perf_counter() - t0, failed
-    finally:
-        os.close(fd)
+    for addr, n in shared_runs():
+        if libc.madvise(addr, n * page, MADV_POPULATE_WRITE) == 0:
+            pages += n
+        else:  # EINVAL for every run where the kernel has no MADV_POPULATE_WRITE (before 5.14)
+            failed = f"madvise(MADV_POPULATE_WRITE): {os.strerror(ctypes.get_errno())}"
     return pages, time.perf_counter() - t0, failed
 
 
