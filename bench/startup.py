@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} cores); "
           f"mlp, {args.steps} steps; median [min-max] of {rounds} rounds, seconds")
     print(f"other processes' CPU during the rounds: {others[0]:.1f} s in {others[1]:.0f} s "
-          f"({100 * others[0] / (others[1] * (os.cpu_count() or 1)):.0f}% of the machine)")
+          f"({100 * others[0] / (others[1] * (os.cpu_count() or 1)):.0f}% of the machine; about +-1 s: the "
+          "kernel counts the machine's time by ticks)")
     print(f"warm-start server: first experiment {server_s:.2f} s (server imports {ready['import_s']:.2f} s, "
           f"{ready['modules']} modules, {ready['threads']} thread)")
     print(f"{'strategy':>9} {'ranks':>5} | {'warm fixed':>18} {'start':>5} {'end':>5} | {'cold fixed':>18} "

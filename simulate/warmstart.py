@@ -370,12 +370,12 @@ def _run_trainer(req: dict) -> int:
                                                    write_through=True)  # PYTHONUNBUFFERED
     sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding=enc,
                                                    errors="backslashreplace", write_through=True)
-    if len(req["cores"]) > 1:  # first, while this is one thread; on one core a fault interrupts no other
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    if len(req["cores"]) > 1:  # while this is one thread; on one core a fault interrupts no other
         pages, seconds, failed = own_memory()
         print(f"warm start: {pages} pages shared with the server ({pages * os.sysconf('SC_PAGE_SIZE') >> 20} MiB) "
               f"made this rank's own in {seconds:.2f} s" + (f"; {failed}" if failed else ""))
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
