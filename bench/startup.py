@@ -17,8 +17,11 @@ The fixed cost of an experiment is what it spends around its steps:
 - end: from the last `step` record to the launcher seeing every rank exit (`ended`).
 
 Goal: the median over strategies of start + end (each the median over rounds) at most 0.5 s
-warm. Also per side: the median step time (a warm rank must step as fast as a cold one), the
-ranks' torch threads, interop threads and allocator state (config.json), and the wall time of
+warm. Also per side: the median step time (a warm rank must step as fast as a cold one: `spread`
+says `within` where the warm and cold rounds' [min-max] overlap, `APART` where they do not), the
+seconds a warm rank on more than one core spends making its memory its own (`own mem`, part of
+its start; warmstart.own_memory), the ranks' torch threads, interop threads and allocator state
+(config.json), and the wall time of
 README's first sweep (`bin/sweep --nodes 1,2 --strategies ddp,ring`, 4 experiments) warm and
 cold, alternating. `--probes`: where a cold rank's start goes, from probes in fresh processes
 started two at a time like the ranks: interpreter start, `import torch`, the strategy's other
@@ -29,8 +32,11 @@ constructor), the data set, the process group, in wall and CPU seconds.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -50,6 +56,8 @@ SIDES = ("warm", "cold")
 README_SWEEP = ["--nodes", "1,2", "--strategies", "ddp,ring"]
 # "torch._dynamo": imported by torch itself at a rank's first optimizer (torch.optim's methods
 # are wrapped in torch._disable_dynamo) and by DDP's constructor; pipelining imports it at once.
+# A warm rank on more than one core copies the pages it shares with the server first (warmstart.own_memory).
+OWN_RE = re.compile(r"warm start: \d+ pages shared with the server .* made this rank's own in ([\d.]+) s")
 PHASES = ("interpreter", "import torch", "strategy imports", "torch._dynamo", "data",
           "process group")  # process group: init + a barrier
 
@@ -74,9 +82,16 @@ def measure(cfg: ExperimentConfig, run_dir: str, warm: bool) -> dict:
     step_s = float(data.steps[data.steps["step"] > 0]["step_s"].median())  # a typical step: not the first
     with open(os.path.join(run_dir, "config.json")) as f:
         ranks = json.load(f)["meta"]["ranks"]
+    owned = [float(m) for out in glob.glob(os.path.join(run_dir, "node-*.out")) for m in OWN_RE.findall(_read(out))]
     return {"start": first_step - status["started"] - step_s, "end": status["ended"] - last_step, "step": step_s,
+            "own": max(owned, default=0.0),
             "ranks": sorted({(m["threads"], m["interop_threads"], m["allocator"]["mmap_threshold"],
                               m["allocator"]["trim_threshold"]) for m in ranks})}
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 def sweep_wall(work: str, name: str, warm: bool) -> float:
@@ -142,6 +157,25 @@ def probe_round(strategy: str, world: int) -> list[float]:
     return [max(col) for col in zip(*rows, strict=True)]
 
 
+def _machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (/proc/stat: user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (the ranks, the warm-start server once stopped)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def others_cpu(start: tuple[float, float, float]) -> tuple[float, float]:
+    """CPU seconds other processes (another user's benchmark) took since `start`, and the wall seconds:
+    a step time measured while they ran is not an idle machine's."""
+    return (_machine_cpu_s() - start[0]) - (_own_cpu_s() - start[1]), time.time() - start[2]
+
+
 def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):5.2f} [{min(values):.2f}-{max(values):.2f}]"
 
@@ -166,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[tuple[str, str], list[dict]] = {(s, side): [] for s in strategies for side in SIDES}
     phases: dict[str, list[list[float]]] = {s: [] for s in strategies}
     walls: dict[str, list[float]] = {side: [] for side in SIDES}
-    load_before = os.getloadavg()[0]
+    load_before, cpu0 = os.getloadavg()[0], (_machine_cpu_s(), _own_cpu_s(), time.time())
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as work:
         t0 = time.time()
         measure(cfgs[strategies[0]], os.path.join(work, "server-start"), True)  # starts the server
@@ -179,15 +213,20 @@ def main(argv: list[str] | None = None) -> int:
                 if args.probes:
                     phases[s].append(probe_round(s, cfgs[s].world_size))
         warmstart.shutdown()  # bin/sweep starts its own
+        others = others_cpu(cpu0)
         for r in range(sweep_rounds):
             for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
                 walls[side].append(sweep_wall(work, f"readme-{side}-{r}", side == "warm"))
     print(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} cores); "
           f"mlp, {args.steps} steps; median [min-max] of {rounds} rounds, seconds")
+    print(f"other processes' CPU during the rounds: {others[0]:.1f} s in {others[1]:.0f} s "
+          f"({100 * others[0] / (others[1] * (os.cpu_count() or 1)):.0f}% of the machine; about +-1 s: the "
+          "kernel counts the machine's time by ticks)")
     print(f"warm-start server: first experiment {server_s:.2f} s (server imports {ready['import_s']:.2f} s, "
           f"{ready['modules']} modules, {ready['threads']} thread)")
     print(f"{'strategy':>9} {'ranks':>5} | {'warm fixed':>18} {'start':>5} {'end':>5} | {'cold fixed':>18} "
-          f"{'start':>5} {'end':>5} | {'step ms warm':>18} {'cold':>18} | threads, interop, mmap/trim thr.")
+          f"{'start':>5} {'end':>5} | {'step ms warm':>18} {'cold':>18} {'spread':>6} | {'own mem':>7} | "
+          "threads, interop, mmap/trim thr.")
     fixed = {side: {} for side in SIDES}
     for s in strategies:
         row = f"{s:>9} {cfgs[s].world_size:>5} |"
@@ -196,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             fixed[side][s] = [m["start"] + m["end"] for m in ms]
             row += (f" {_spread(fixed[side][s]):>18} {statistics.median(m['start'] for m in ms):5.2f} "
                     f"{statistics.median(m['end'] for m in ms):5.2f} |")
-        row += " ".join(f" {_spread([1000 * m['step'] for m in runs[s, side]]):>18}" for side in SIDES)
+        steps = {side: [1000 * m["step"] for m in runs[s, side]] for side in SIDES}
+        row += " ".join(f" {_spread(steps[side]):>18}" for side in SIDES)
+        apart = min(steps["warm"]) > max(steps["cold"]) or min(steps["cold"]) > max(steps["warm"])
+        row += f" {'APART' if apart else 'within':>6} | {statistics.median(m['own'] for m in runs[s, 'warm']):5.2f} s"
         states = {side: sorted({str(x) for m in runs[s, side] for x in m["ranks"]}) for side in SIDES}
         row += f" | {'same' if states['warm'] == states['cold'] else 'DIFFER'}: {', '.join(states['warm'])}"
         print(row)

@@ -1,12 +1,14 @@
 """Warm start on the simulate backend (simulate/warmstart.py): a warm run and a cold run of the same
 config give the same losses bit for bit, with the same threads and allocator state, and say which
-start they had; a failing rank ends a warm run quickly with its error logged and no process left;
-Ctrl-C to bin/sweep ends the sweep, its ranks and its warm-start server."""
+start they had (and a warm rank on more than one core, that it owns its memory); a failing rank
+ends a warm run quickly with its error logged and no process left; Ctrl-C to bin/sweep ends the
+sweep, its ranks and its warm-start server."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -75,6 +77,11 @@ def test_warm_and_cold_give_the_same_losses_threads_and_allocator_state(tmp_path
         assert [m[key] for m in w] == [m[key] for m in c], key
     assert "start: warm" in (tmp_path / "warm" / "node-node0.out").read_text()
     assert "start: cold" in (tmp_path / "cold" / "node-node0.out").read_text()
+    # A warm rank given more than one core owns its memory before its first thread (own_memory).
+    outs = "".join(p.read_text() for p in sorted((tmp_path / "warm").glob("node-*.out")))
+    owned = re.findall(r"warm start: (\d+) pages shared with the server .* made this rank's own in [\d.]+ s(.*)", outs)
+    assert len(owned) == sum(len(m["affinity"]) > 1 for m in w), outs
+    assert all(int(pages) > 1000 and rest == "" for pages, rest in owned), owned
     assert launched_here() == set()
 
 
