@@ -69,14 +69,16 @@ def test_shard_modes_hold_their_share(run) -> None:
     assert all(0.45 * a <= b <= 0.55 * a for a, b in zip(none, full, strict=True)), (none, full)
 
 
-def test_mix_resumes_from_its_checkpoint(tmp_path) -> None:
-    """dp2 x tp2 under FSDP2 (DTensor shards of parameters and optimizer state): a run that fails
-    after its step-4 checkpoint and is started again ends on the uninterrupted run's losses."""
-    common = {"model": "transformer", "tp": 2, "shard": "full", "steps": 8, "global_batch": 16, "seed": 3}
-    assert run_local(tmp_path / "plain", "mix", 1, 4, **common)["state"] == "COMPLETED"
-    cut = tmp_path / "cut"
-    assert run_local(cut, "mix", 1, 4, checkpoint_every=4, fault="raise@0:6", **common)["state"] == "FAILED"
-    assert run_local(cut, "mix", 1, 4, checkpoint_every=4, **common)["state"] == "COMPLETED"
-    assert step_losses(str(cut), 4) == step_losses(str(tmp_path / "plain"), 4)
+def test_mix_resumes_from_its_checkpoint(run, tmp_path) -> None:
+    """dp2 x tp2 under FSDP2 (DTensor shards of parameters and optimizer state): the run of
+    `mix-dp2-tp2-full` failed after its step-4 checkpoint and started again ends on the
+    uninterrupted run's losses and parameters."""
+    name, cut = "mix-dp2-tp2-full", tmp_path / "cut"
+    strategy, nodes, procs, kw = CASES[name]
+    common = {"steps": STEPS, "save_params": True, "checkpoint_every": 4, **kw}
+    assert run_local(cut, strategy, nodes, procs, fault="raise@0:6", **common)["state"] == "FAILED"
+    assert run_local(cut, strategy, nodes, procs, **common)["state"] == "COMPLETED"
+    assert step_losses(str(cut), world(name)) == step_losses(run(name), world(name))
+    assert_params_close(final_params(str(cut)), final_params(run(name)), rtol=0, atol=0)
     assert "resumed from checkpoint" in "".join(p.read_text() for p in cut.glob("node-*"))
     assert (cut / "rank-0.jsonl").read_text().count('"event":"start"') == 2  # both attempts, one file
