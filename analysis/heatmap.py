@@ -33,6 +33,7 @@ def shown(a: Analysis) -> pd.DataFrame:
 
 
 def prepare(a: Analysis) -> None:
+    """Make the shown experiments' images here, before the drawing workers fork."""
     for exp in shown(a)["experiment"]:
         busy_grid(a.data, exp)  # kept by the experiment's Grid for the drawing worker
 

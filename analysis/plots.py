@@ -30,7 +30,16 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from analysis.axisplots import VIEW_PLOTS  # noqa: E402
 from analysis.heatmap import heatmap_spec  # noqa: E402
 from analysis.metrics import Analysis  # noqa: E402
-from analysis.plotstyle import DASHES, MARKERS, MAX_LEGEND, PIPELINED, PlotSpec, colour, first_repeats, series_label  # noqa: E402
+from analysis.plotstyle import (  # noqa: E402
+    DASHES,
+    MARKERS,
+    MAX_LEGEND,
+    PIPELINED,
+    PlotSpec,
+    colour,
+    first_repeats,
+    series_label,
+)
 from analysis.plotstyle import figure as _figure  # noqa: E402
 from analysis.plotstyle import legend as _legend  # noqa: E402
 from analysis.plotstyle import varying as _varying  # noqa: E402
@@ -393,17 +402,20 @@ def make_plots(a: Analysis, out_dir: str, only: list[PlotSpec] | None = None, sv
     n = min(cpus() if workers is None else workers, len(specs))
     order = sorted(range(len(specs)), key=lambda i: (SLOW_FIRST + (specs[i].name,)).index(specs[i].name))
     for spec in specs:
-        _ = spec.prepare and spec.prepare(a)
+        if spec.prepare is not None:  # what every worker would read again, read once here
+            spec.prepare(a)
     _JOB = (a, specs, out_dir, svg)
     try:
         if n > 1:
             with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
                 futures = {i: pool.submit(_draw, i) for i in order}  # the workers fork here, before `meanwhile`
-                _ = meanwhile and meanwhile()
+                if meanwhile is not None:
+                    meanwhile()
                 done = {i: f.result() for i, f in futures.items()}
         else:
             done = {i: _draw(i) for i in order}
-            _ = meanwhile and meanwhile()
+            if meanwhile is not None:
+                meanwhile()
     finally:
         _JOB = None
     written = [PlotFile(spec, *done[i]) for i, spec in enumerate(specs) if not isinstance(done[i], str)]
