@@ -18,6 +18,7 @@ from the same columns (`StepFiles.frame`), so both paths see the same numbers in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -59,14 +60,14 @@ class StepFiles:
 
     ids: list[str]
     parts: list[tuple[int, int, RankFile]]
-    _grids: dict[str, Grid] | None = field(default=None, init=False, repr=False)
-    _checked: bool = field(default=False, init=False, repr=False)
 
     def grids(self) -> dict[str, Grid] | None:
         """Every experiment with step records as a Grid (in `ids` order), or None when one is not."""
-        if not self._checked:
-            self._grids, self._checked = _grids(self.ids, self.parts), True
         return self._grids
+
+    @cached_property
+    def _grids(self) -> dict[str, Grid] | None:
+        return _regular_grids(self.ids, self.parts)
 
     def frame(self) -> pd.DataFrame:
         """One row per rank-step: each file's columns concatenated once; rows without a step
@@ -93,7 +94,7 @@ class StepFiles:
         return df
 
 
-def _grids(ids: list[str], parts: list[tuple[int, int, RankFile]]) -> dict[str, Grid] | None:
+def _regular_grids(ids: list[str], parts: list[tuple[int, int, RankFile]]) -> dict[str, Grid] | None:
     by_exp: dict[int, list[tuple[int, RankFile]]] = {}
     for k, rank, rf in parts:
         by_exp.setdefault(k, []).append((rank, rf))

@@ -35,7 +35,6 @@ import argparse
 import glob
 import json
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -56,8 +55,6 @@ SIDES = ("warm", "cold")
 README_SWEEP = ["--nodes", "1,2", "--strategies", "ddp,ring"]
 # "torch._dynamo": imported by torch itself at a rank's first optimizer (torch.optim's methods
 # are wrapped in torch._disable_dynamo) and by DDP's constructor; pipelining imports it at once.
-# A warm rank on more than one core copies the pages it shares with the server first (warmstart.own_memory).
-OWN_RE = re.compile(r"warm start: \d+ pages shared with the server .* made this rank's own in ([\d.]+) s")
 PHASES = ("interpreter", "import torch", "strategy imports", "torch._dynamo", "data",
           "process group")  # process group: init + a barrier
 
@@ -82,7 +79,10 @@ def measure(cfg: ExperimentConfig, run_dir: str, warm: bool) -> dict:
     step_s = float(data.steps[data.steps["step"] > 0]["step_s"].median())  # a typical step: not the first
     with open(os.path.join(run_dir, "config.json")) as f:
         ranks = json.load(f)["meta"]["ranks"]
-    owned = [float(m) for out in glob.glob(os.path.join(run_dir, "node-*.out")) for m in OWN_RE.findall(_read(out))]
+    from simulate.warmstart import OWNED_RE  # here: a probe process imports no more than a rank would
+
+    outs = "".join(_read(out) for out in glob.glob(os.path.join(run_dir, "node-*.out")))
+    owned = [float(seconds) for _, seconds, _ in OWNED_RE.findall(outs)]
     return {"start": first_step - status["started"] - step_s, "end": status["ended"] - last_step, "step": step_s,
             "own": max(owned, default=0.0),
             "ranks": sorted({(m["threads"], m["interop_threads"], m["allocator"]["mmap_threshold"],

@@ -54,6 +54,10 @@ PER_RANK = frozenset({"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "M
                       envnames.CPU_OVERSUBSCRIBED, envnames.WARM, envnames.WARM_RANK})
 PR_SET_CHILD_SUBREAPER = 36
 MADV_POPULATE_WRITE = 23  # Linux 5.14
+# The line a rank that ran own_memory prints (the bench and the tests read it): pages, seconds,
+# what failed ("" or "; <why>").
+OWNED_RE = re.compile(r"warm start: (\d+) pages shared with the server \(\d+ MiB\) made this rank's own in "
+                      r"([\d.]+) s(.*)")
 MAX_MESSAGE = 1 << 20
 READY_TIMEOUT_S = 300.0
 

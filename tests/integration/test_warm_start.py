@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -79,9 +78,9 @@ def test_warm_and_cold_give_the_same_losses_threads_and_allocator_state(tmp_path
     assert "start: cold" in (tmp_path / "cold" / "node-node0.out").read_text()
     # A warm rank given more than one core owns its memory before its first thread (own_memory).
     outs = "".join(p.read_text() for p in sorted((tmp_path / "warm").glob("node-*.out")))
-    owned = re.findall(r"warm start: (\d+) pages shared with the server .* made this rank's own in [\d.]+ s(.*)", outs)
+    owned = warmstart.OWNED_RE.findall(outs)
     assert len(owned) == sum(len(m["affinity"]) > 1 for m in w), outs
-    assert all(int(pages) > 1000 and rest == "" for pages, rest in owned), owned
+    assert all(int(pages) > 1000 and rest == "" for pages, _, rest in owned), owned
     assert launched_here() == set()
 
 
